@@ -1,0 +1,43 @@
+# gptlab: the README's commands. `make install` is implied by the others.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Corpora are read from here (CI and this machine, which has no network: ../shared/data).
+export GPTLAB_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: install train sample test test-fast lint bench-generate clean
+
+install: $(VENV)/.installed
+
+# Reinstall when the dependencies or their pinned versions change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+# The default experiment: a character-level GPT on Tiny Shakespeare, a few CPU minutes; prints samples.
+train: install
+	$(PY) train.py experiment=shakespeare_char $(ARGS)
+
+# Sample from the newest checkpoint of `make train` (or CKPT=path/to/file.ckpt).
+CKPT ?= $(shell ls -t outputs/*/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
+sample: install
+	$(PY) generate.py ckpt_path=$(CKPT) $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+# Unit tests only (no train.py / generate.py subprocesses).
+test-fast: install
+	$(PY) -m pytest -q -m "not e2e" $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench-generate: install
+	$(PY) bench/bench_generate.py $(ARGS)
+
+clean:
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,85 @@
+"""Logger set-up: wandb online or offline, one wandb run per job grouped by sweep, always finished."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+def has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _hydra_run_identity() -> tuple[str | None, str | None]:
+    """(run name, sweep group) from Hydra: multirun jobs are named by their overrides, grouped by sweep."""
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = Path(hc.sweep.dir)
+        group = f"{sweep.parent.name}_{sweep.name}"
+        return hc.job.override_dirname or f"job{hc.job.num}", group
+    out = Path(hc.runtime.output_dir)
+    return f"{out.parent.name}_{out.name}", None
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if not logger_cfg or "_target_" not in logger_cfg:
+            continue
+        if name == "wandb":
+            logger_cfg = _wandb_settings(logger_cfg)
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def _wandb_settings(logger_cfg: DictConfig) -> DictConfig:
+    logger_cfg = logger_cfg.copy()
+    run_name, group = _hydra_run_identity()
+    with open_dict(logger_cfg):
+        logger_cfg.name = logger_cfg.get("name") or run_name
+        logger_cfg.group = logger_cfg.get("group") or group
+        wants_online = not logger_cfg.get("offline") and os.environ.get("WANDB_MODE") not in (
+            "offline",
+            "dryrun",
+        )
+        if wants_online and not has_wandb_credentials():
+            print("wandb: no API key found (WANDB_API_KEY or `wandb login`): logging offline", flush=True)
+            logger_cfg.offline = True
+    return logger_cfg
+
+
+def log_full_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+
+
+def offline_wandb_dirs(loggers: list[Logger]) -> list[str]:
+    """Folders of offline wandb runs, to pass to `wandb sync`."""
+    dirs = []
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._offline and logger._experiment is not None:
+            dirs.append(str(Path(logger.experiment.dir).parent))
+    return dirs
+
+
+def finish_wandb(failed: bool) -> None:
+    """End the wandb run of this job, so the next job of a multirun starts its own, even after a failure."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)

@@ -1,0 +1,238 @@
+"""The GPT written from scratch: the GPT-2 architecture (pre-LayerNorm transformer decoder).
+
+token + learned position embeddings -> dropout -> N blocks -> final LayerNorm -> linear head.
+Each block: x + Attention(LN(x)), then x + FeedForward(LN(x)), with causal multi-head self-attention
+and a 4x-wide tanh-GELU feed-forward, as in OpenAI's GPT-2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptlab.errors import ConfigError
+from gptlab.models.checks import check_drop_rate, check_heads_divide, check_positive, check_window
+
+ATTENTION_IMPLS = ("sdpa", "manual")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+    # "sdpa" uses torch's fused scaled_dot_product_attention; "manual" is the readable reference
+    # implementation (explicit scores, mask and softmax) that the fast path is tested against.
+    attn_impl: str = "sdpa"
+    # Share the token embedding matrix with the output head, as GPT-2 does (saves vocab_size * emb_dim
+    # parameters; needed to load OpenAI's GPT-2 weights, which were trained tied).
+    tie_weights: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive(
+            vocab_size=self.vocab_size,
+            context_length=self.context_length,
+            emb_dim=self.emb_dim,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+        )
+        check_heads_divide(self.emb_dim, self.n_heads)
+        check_drop_rate(self.drop_rate)
+        if self.attn_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"model.attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens already seen, so decoding feeds one new token a step.
+
+    Preallocated to the context window: shape (n_layers, batch, heads, context_length, head_dim) each.
+    ``length`` counts the cached positions; the next token fed gets position ``length``.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
+        shape = (cfg.n_layers, batch_size, cfg.n_heads, cfg.context_length, cfg.emb_dim // cfg.n_heads)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.size(3)
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.size(1)
+
+    def reorder(self, batch_index: torch.Tensor) -> None:
+        """Keep the rows ``batch_index`` (beam search: each surviving beam takes its parent's cache)."""
+        self.keys = self.keys.index_select(1, batch_index)
+        self.values = self.values.index_select(1, batch_index)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.emb_dim // cfg.n_heads
+        self.attn_impl = cfg.attn_impl
+        self.drop_rate = cfg.drop_rate
+        # q, k and v in one matmul; split afterwards.
+        self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)
+        self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
+        self.attn_dropout = nn.Dropout(cfg.drop_rate)
+        mask = torch.triu(torch.ones(cfg.context_length, cfg.context_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("future_mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        batch, seq_len, emb_dim = x.shape
+        q, k, v = self.qkv(x).split(emb_dim, dim=2)
+        # (B, T, C) -> (B, heads, T, head_dim)
+        q, k, v = (t.view(batch, seq_len, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.length
+            kv_cache.keys[layer_idx, :, :, past : past + seq_len] = k
+            kv_cache.values[layer_idx, :, :, past : past + seq_len] = v
+            k = kv_cache.keys[layer_idx, :, :, : past + seq_len]
+            v = kv_cache.values[layer_idx, :, :, : past + seq_len]
+        if self.attn_impl == "sdpa":
+            out = self._sdpa_attention(q, k, v, past)
+        else:
+            out = self._manual_attention(q, k, v, past)
+        out = out.transpose(1, 2).reshape(batch, seq_len, emb_dim)
+        return self.out_proj(out)
+
+    def _sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+        dropout_p = self.drop_rate if self.training else 0.0
+        seq_len = q.size(2)
+        if past == 0:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        if seq_len == 1:
+            # One new token may look at everything cached: no mask needed.
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        # Several new tokens after a cached prefix: sdpa's is_causal aligns the mask top-left, which is wrong
+        # when queries start at position `past`, so pass the rows of the full causal mask explicitly.
+        allowed = ~self.future_mask[past : past + seq_len, : past + seq_len]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+
+    def _manual_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0
+    ) -> torch.Tensor:
+        seq_len = q.size(2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(self.future_mask[past : past + seq_len, : past + seq_len], float("-inf"))
+        weights = self.attn_dropout(torch.softmax(scores, dim=-1))
+        return weights @ v
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
+        # GPT-2 was trained with the tanh approximation of GELU; exact GELU would not match its weights.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.gelu(self.fc(x)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.emb_dim)
+        self.attn = CausalSelfAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.emb_dim)
+        self.ff = FeedForward(cfg)
+        self.drop_resid = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+        x = x + self.drop_resid(self.attn(self.norm1(x), kv_cache, layer_idx))
+        return x + self.drop_resid(self.ff(self.norm2(x)))
+
+
+class GPT(nn.Module):
+    """GPT-2-style language model. Keyword arguments are the fields of :class:`GPTConfig`."""
+
+    def __init__(self, cfg: GPTConfig | None = None, **kwargs):
+        super().__init__()
+        if cfg is None:
+            try:
+                cfg = GPTConfig(**kwargs)
+            except TypeError as err:
+                known = ", ".join(GPTConfig.__dataclass_fields__)
+                raise ConfigError(f"unknown GPT setting ({err}); known settings: {known}") from None
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.emb_dim)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.out_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: each residual branch adds to the stream, so shrink its last projection
+        # by sqrt(2 * n_layers) to keep the residual variance from growing with depth.
+        for name, param in self.named_parameters():
+            if name.endswith(("attn.out_proj.weight", "ff.proj.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def context_length(self) -> int:
+        return self.cfg.context_length
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    def new_kv_cache(self, batch_size: int) -> KVCache:
+        """An empty cache for ``batch_size`` sequences, on this model's device and dtype."""
+        weight = self.tok_emb.weight
+        return KVCache(self.cfg, batch_size, device=weight.device, dtype=weight.dtype)
+
+    def forward(
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab) for ids (B, T).
+
+        With ``kv_cache``, ``idx`` holds only the tokens after those already cached; their keys and values
+        are appended to the cache. ``last_only`` computes the head for the last position only (B, 1, vocab),
+        which is all decoding needs and saves a (T x vocab) matmul.
+        """
+        seq_len = idx.size(1)
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.length
+            if past + seq_len > kv_cache.capacity:
+                raise ConfigError(
+                    f"KV cache holds {past} tokens; {seq_len} more exceed model.context_length="
+                    f"{self.cfg.context_length}: start a new cache on the last {self.cfg.context_length} tokens"
+                )
+        else:
+            check_window(seq_len, self.cfg.context_length)
+        positions = torch.arange(past, past + seq_len, device=idx.device)
+        x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
+        for layer_idx, block in enumerate(self.blocks):
+            x = block(x, kv_cache, layer_idx)
+        if kv_cache is not None:
+            kv_cache.length = past + seq_len
+        if last_only:
+            x = x[:, -1:, :]
+        return self.out_head(self.final_norm(x))

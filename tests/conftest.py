@@ -1,0 +1,31 @@
+"""Shared test set-up: the corpora folder, the repo root, and a clean environment for subprocesses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import gptlab.config  # noqa: F401  (registers the resolvers that conf/ uses)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI and the README point GPTLAB_DATA_DIR at ../shared/data; fall back to that folder beside the repo.
+DATA_DIR = Path(os.environ.get("GPTLAB_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "the-verdict.txt").exists():
+        pytest.fail(f"corpora not found in {DATA_DIR}: set GPTLAB_DATA_DIR to the folder holding them")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def verdict_text(data_dir: Path) -> str:
+    return (data_dir / "the-verdict.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text(data_dir: Path) -> str:
+    return (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")

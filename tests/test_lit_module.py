@@ -1,0 +1,81 @@
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlab.callbacks import ValidateAtMaxSteps
+from gptlab.data.datamodule import TextDataModule
+from gptlab.lit_module import LanguageModelModule, decay_groups
+
+TINY_GPT = {
+    "_target_": "gptlab.models.GPT",
+    "vocab_size": 50257,
+    "context_length": 32,
+    "emb_dim": 16,
+    "n_heads": 2,
+    "n_layers": 1,
+    "drop_rate": 0.0,
+}
+
+
+@pytest.fixture
+def datamodule(data_dir) -> TextDataModule:
+    # 534 validation tokens in windows of 32: 16 windows, batches of 3 -> the last batch holds 1.
+    dm = TextDataModule(corpus="the-verdict", data_dir=str(data_dir), batch_size=3, max_length=32)
+    dm.setup("fit")
+    return dm
+
+
+def make_module() -> LanguageModelModule:
+    torch.manual_seed(0)
+    return LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3})
+
+
+def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
+    settings = dict(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+    )
+    return L.Trainer(**{**settings, **kwargs})
+
+
+def test_val_ppl_is_exp_of_the_mean_loss_over_every_validation_token(tmp_path, datamodule):
+    module = make_module()
+    assert len(datamodule.val_set) % datamodule.batch_size != 0
+    [metrics] = quiet_trainer(tmp_path).validate(module, datamodule=datamodule, verbose=False)
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in datamodule.val_dataloader():
+            total += F.cross_entropy(module.model(x).flatten(0, 1), y.flatten(), reduction="sum").item()
+            count += y.numel()
+    assert metrics["val/loss"] == pytest.approx(total / count, rel=1e-5)
+    assert metrics["val/ppl"] == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def test_training_logs_and_checkpoint_loads_with_weights_only(tmp_path, datamodule):
+    module = make_module()
+    trainer = quiet_trainer(
+        tmp_path, max_steps=3, limit_val_batches=1, num_sanity_val_steps=0, callbacks=[ValidateAtMaxSteps()]
+    )
+    trainer.fit(module, datamodule=datamodule)
+    assert module.tokens_seen == 3 * 3 * 32
+    # max_steps stops mid-epoch: ValidateAtMaxSteps still validates the final weights.
+    for key in ("train/loss", "train/ppl", "lr", "tokens_seen", "val/loss", "val/ppl"):
+        assert key in trainer.logged_metrics, key
+
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"] == TINY_GPT
+    assert checkpoint["tokens_seen"] == 3 * 3 * 32
+    restored = LanguageModelModule.load_from_checkpoint(path, weights_only=True)
+    x = torch.randint(0, 50257, (1, 8))
+    assert torch.equal(restored.model(x), module.model.eval()(x))
+
+
+def test_weight_decay_applies_to_matrices_only():
+    decayed, plain = decay_groups(make_module().model, weight_decay=0.1)
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])

@@ -1,0 +1,109 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlab.errors import ConfigError
+from gptlab.models import GPT, TransformerDecoderLM
+
+
+def tiny_gpt(**overrides) -> GPT:
+    settings = dict(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+    return GPT(**{**settings, **overrides})
+
+
+def tiny_decoder(**overrides) -> TransformerDecoderLM:
+    settings = dict(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+    return TransformerDecoderLM(**{**settings, **overrides})
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_gpt124m_parameter_count():
+    # GPT-2 small with an untied output head (the seed's count): 163,009,536.
+    model = GPT(vocab_size=50257, context_length=1024, emb_dim=768, n_heads=12, n_layers=12, qkv_bias=False)
+    assert n_params(model) == 163_009_536
+
+
+def test_gpt_parameter_count_by_hand():
+    v, t, d, n = 50, 16, 32, 2
+    per_block = 3 * d * d + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d
+    assert n_params(tiny_gpt()) == v * d + t * d + n * per_block + 2 * d + d * v
+    assert n_params(tiny_gpt(qkv_bias=True)) == n_params(tiny_gpt()) + n * 3 * d
+
+
+def test_decoder_parameter_count_by_hand():
+    v, d, n, ff = 50, 32, 2, 128
+    attn = 4 * d * d + 4 * d  # in_proj (3d x d + 3d) and out_proj (d x d + d)
+    per_layer = 2 * attn + (d * ff + ff) + (ff * d + d) + 3 * 2 * d
+    assert n_params(tiny_decoder()) == v * d + n * per_layer + 2 * d + (d * v + v)
+
+
+@pytest.mark.parametrize("make_model", [tiny_gpt, tiny_decoder], ids=["gpt", "decoder"])
+def test_changing_a_later_token_never_changes_earlier_outputs(make_model):
+    torch.manual_seed(0)
+    model = make_model().eval()
+    idx = torch.randint(0, 50, (2, 16))
+    base = model(idx)
+    for t in range(15):
+        changed = idx.clone()
+        changed[:, t + 1] = (changed[:, t + 1] + 1) % 50
+        out = model(changed)
+        assert torch.allclose(out[:, : t + 1], base[:, : t + 1], atol=1e-5), f"position <= {t} saw token {t + 1}"
+        assert not torch.allclose(out[:, t + 1], base[:, t + 1]), "the changed position itself must change"
+
+
+@pytest.mark.parametrize("make_model", [tiny_gpt, tiny_decoder], ids=["gpt", "decoder"])
+def test_overfits_one_tiny_batch(make_model):
+    torch.manual_seed(0)
+    model = make_model()
+    batch = torch.randint(0, 50, (4, 17))
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        loss = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5
+
+
+def test_fast_attention_matches_reference_attention():
+    torch.manual_seed(0)
+    fast = tiny_gpt(attn_impl="sdpa")
+    reference = tiny_gpt(attn_impl="manual")
+    reference.load_state_dict(fast.state_dict())
+    idx = torch.randint(0, 50, (3, 16))
+    out_fast, out_ref = fast(idx), reference(idx)
+    assert torch.allclose(out_fast, out_ref, atol=1e-5)
+    out_fast.square().mean().backward()
+    out_ref.square().mean().backward()
+    for (name, p_fast), p_ref in zip(fast.named_parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p_fast.grad, p_ref.grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("make_model", [tiny_gpt, tiny_decoder], ids=["gpt", "decoder"])
+def test_heads_must_divide_embedding(make_model):
+    with pytest.raises(ConfigError, match="emb_dim=30 is not divisible by model.n_heads=4"):
+        make_model(emb_dim=30)
+
+
+@pytest.mark.parametrize("make_model", [tiny_gpt, tiny_decoder], ids=["gpt", "decoder"])
+def test_window_longer_than_context_is_rejected(make_model):
+    with pytest.raises(ConfigError, match="longer than model.context_length=16"):
+        make_model()(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [({"n_layers": 0}, "n_layers must be a positive integer"), ({"drop_rate": 1.0}, "drop_rate must be in")],
+)
+def test_bad_shapes_are_rejected(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_gpt(**bad)
+
+
+def test_unknown_gpt_setting_is_named():
+    with pytest.raises(ConfigError, match="unknown GPT setting"):
+        tiny_gpt(n_embd=32)

@@ -1,0 +1,123 @@
+"""train.py as a user runs it: subprocesses on tiny models and the real corpora."""
+
+from __future__ import annotations
+
+import pytest
+from cli_runner import (
+    TINY_DECODER,
+    TINY_RUN,
+    assert_finite,
+    assert_ok,
+    clean_env,
+    last_value,
+    read_metrics,
+    run_script,
+    run_train,
+)
+from omegaconf import OmegaConf
+
+pytestmark = pytest.mark.e2e
+
+MODELS = {"gpt_tiny": ["model=gpt_tiny"], "decoder": TINY_DECODER}
+
+
+@pytest.mark.parametrize("data", ["verdict", "shakespeare", "shakespeare_char"])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_train_writes_checkpoints_metrics_and_samples(tmp_path, model, data):
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *MODELS[model], f"data={data}", *TINY_RUN, "logger=csv")
+    assert_ok(result)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    rows = read_metrics(run_dir)
+    assert_finite(last_value(rows, "val/ppl"))
+    assert last_value(rows, "tokens_seen") == 4 * 4 * 32  # 4 steps of 4 windows of 32 tokens
+    assert (run_dir / "samples.txt").read_text().count("Every effort moves you") >= 1
+    assert f"run folder: {run_dir}" in result.stdout
+    assert "best val/loss:" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def wandb_run(tmp_path_factory):
+    """One run with the default logger (wandb): no API key here, so it must go offline on its own."""
+    run_dir = tmp_path_factory.mktemp("wandb") / "run"
+    result = run_train(run_dir, "model=gpt_tiny", "data=verdict", *TINY_RUN)
+    assert_ok(result)
+    return run_dir, result
+
+
+def test_wandb_goes_offline_without_an_api_key_and_says_how_to_sync(wandb_run):
+    run_dir, result = wandb_run
+    [offline_run] = (run_dir / "wandb").glob("offline-run-*")
+    assert "logging offline" in result.stdout
+    assert f"wandb sync {offline_run}" in result.stdout
+    # The full resolved config went to wandb (offline, it lives in the run's record file until synced),
+    # and the metrics are also kept locally as CSV.
+    [record_file] = offline_run.glob("run-*.wandb")
+    assert b"gptlab.models.GPT" in record_file.read_bytes() and b"the-verdict" in record_file.read_bytes()
+    assert_finite(last_value(read_metrics(run_dir), "val/loss"))
+
+
+def test_resume_from_checkpoint_continues_the_step_count(tmp_path, wandb_run):
+    first_dir, _ = wandb_run
+    run_dir = tmp_path / "resumed"
+    result = run_train(
+        run_dir,
+        "model=gpt_tiny",
+        "data=verdict",
+        *TINY_RUN,
+        "logger=csv",
+        f"ckpt_path={first_dir / 'checkpoints' / 'last.ckpt'}",
+        "trainer.max_steps=6",
+        "trainer.max_epochs=3",
+    )
+    assert_ok(result)
+    steps = [int(r["step"]) for r in read_metrics(run_dir) if r.get("train/loss")]
+    assert steps[0] == 4 and steps[-1] == 5  # picks up after the 4 steps of the first run
+
+
+def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_script(
+        "train.py",
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        "optim.lr=1e-4,3e-4",
+        "model=gpt_tiny",
+        "data=verdict",
+        *TINY_RUN,
+    )
+    assert_ok(result)
+    for job in ("0", "1"):
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
+        assert_finite(last_value(read_metrics(sweep_dir / job), "val/ppl"))
+        # One wandb run per job, named by its overrides and grouped by the sweep.
+        [record_file] = (sweep_dir / job / "wandb").glob("offline-run-*/run-*.wandb")
+        record = record_file.read_bytes()
+        assert f"optim.lr={['0.0001', '0.0003'][int(job)]}".encode() in record
+        assert f"{tmp_path.name}_sweep".encode() in record
+    lrs = [OmegaConf.load(sweep_dir / job / ".hydra" / "config.yaml").optim.lr for job in "01"]
+    assert lrs == [1e-4, 3e-4]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=gpt_huge"], "Could not find 'model/gpt_huge'"),
+        (["model.n_heads=3"], "error: model.emb_dim=32 is not divisible by model.n_heads=3"),
+        (["data.max_length=128"], "error: data.max_length=128 is longer than model.context_length=64"),
+        (["trainer.accelerator=gpu"], "error: trainer.accelerator=gpu but PyTorch sees no CUDA GPU"),
+    ],
+    ids=["unknown-option", "heads", "window", "no-gpu"],
+)
+def test_bad_override_gets_one_clear_line(tmp_path, overrides, message):
+    result = run_train(tmp_path / "run", "model=gpt_tiny", "data=verdict", "debug=fast", "logger=csv", *overrides)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_env_keeps_tests_offline():
+    assert "WANDB_API_KEY" not in clean_env()
