@@ -85,16 +85,17 @@ class NextTokenLogits:
     """
 
     def __init__(self, model: nn.Module, context_length: int, use_cache: bool = True):
-        self.model = model
+        # A torch.compile'd model would recompile for every cache length: decode with the original module.
+        self.model = getattr(model, "_orig_mod", model)
         self.context_length = context_length
-        self.use_cache = use_cache and hasattr(model, "new_kv_cache")
+        self.use_cache = use_cache and hasattr(self.model, "new_kv_cache")
         self.cache = None
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         seq_len = idx.size(1)
         if self.use_cache and seq_len <= self.context_length:
             if self.cache is None:
-                self.cache = self.model.new_kv_cache(idx.size(0))
+                self.cache = self.model.new_kv_cache()
             logits = self.model(idx[:, self.cache.length :], kv_cache=self.cache, last_only=True)
             return logits[:, -1, :].float()
         if seq_len > self.context_length:

@@ -53,28 +53,35 @@ class GPTConfig:
 class KVCache:
     """Keys and values of every layer for the tokens already seen, so decoding feeds one new token a step.
 
-    Preallocated to the context window: shape (n_layers, batch, heads, context_length, head_dim) each.
+    Room for the whole context window is allocated at the first write, in the dtype the keys come in (so
+    it also works under autocast): (n_layers, batch, heads, context_length, head_dim) for keys and values.
     ``length`` counts the cached positions; the next token fed gets position ``length``.
     """
 
-    def __init__(self, cfg: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        shape = (cfg.n_layers, batch_size, cfg.n_heads, cfg.context_length, cfg.emb_dim // cfg.n_heads)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+    def __init__(self, n_layers: int, capacity: int):
+        self.n_layers = n_layers
+        self.capacity = capacity
         self.length = 0
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
 
-    @property
-    def capacity(self) -> int:
-        return self.keys.size(3)
-
-    @property
-    def batch_size(self) -> int:
-        return self.keys.size(1)
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys/values (B, heads, T, head_dim) of one layer; return all of that layer's."""
+        if self.keys is None:
+            batch, heads, _, head_dim = k.shape
+            shape = (self.n_layers, batch, heads, self.capacity, head_dim)
+            self.keys = k.new_zeros(shape)
+            self.values = v.new_zeros(shape)
+        end = self.length + k.size(2)
+        self.keys[layer_idx, :, :, self.length : end] = k
+        self.values[layer_idx, :, :, self.length : end] = v
+        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
 
     def reorder(self, batch_index: torch.Tensor) -> None:
         """Keep the rows ``batch_index`` (beam search: each surviving beam takes its parent's cache)."""
-        self.keys = self.keys.index_select(1, batch_index)
-        self.values = self.values.index_select(1, batch_index)
+        if self.keys is not None:
+            self.keys = self.keys.index_select(1, batch_index)
+            self.values = self.values.index_select(1, batch_index)
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,10 +106,7 @@ class CausalSelfAttention(nn.Module):
         past = 0
         if kv_cache is not None:
             past = kv_cache.length
-            kv_cache.keys[layer_idx, :, :, past : past + seq_len] = k
-            kv_cache.values[layer_idx, :, :, past : past + seq_len] = v
-            k = kv_cache.keys[layer_idx, :, :, : past + seq_len]
-            v = kv_cache.values[layer_idx, :, :, : past + seq_len]
+            k, v = kv_cache.update(layer_idx, k, v)
         if self.attn_impl == "sdpa":
             out = self._sdpa_attention(q, k, v, past)
         else:
@@ -202,10 +206,9 @@ class GPT(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.cfg)
 
-    def new_kv_cache(self, batch_size: int) -> KVCache:
-        """An empty cache for ``batch_size`` sequences, on this model's device and dtype."""
-        weight = self.tok_emb.weight
-        return KVCache(self.cfg, batch_size, device=weight.device, dtype=weight.dtype)
+    def new_kv_cache(self) -> KVCache:
+        """An empty cache for one batch of sequences (batch size and dtype are set by the first forward)."""
+        return KVCache(self.cfg.n_layers, self.cfg.context_length)
 
     def forward(
         self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False

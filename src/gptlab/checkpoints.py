@@ -1,0 +1,176 @@
+"""Loading trained models for generation and export: our Lightning checkpoints and pretrained GPT-2 weights.
+
+Reads checkpoints with ``torch.load(weights_only=True)`` and rebuilds the model from the plain-dict
+hyperparameters saved in them, without importing Lightning (a few seconds saved on every CLI call).
+Everything a user can get wrong raises :class:`GptlabError` with a message saying how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from gptlab.data.tokenizers import tokenizer_from_spec
+from gptlab.errors import ConfigError, GptlabError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch.compile wraps the model and prefixes every state-dict key with this.
+_COMPILE_PREFIX = "_orig_mod."
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    context_length: int
+    source: str
+    checkpoint: dict = field(default_factory=dict, repr=False)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else must be a device torch knows."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a device name; use auto, cpu, cuda, cuda:1 or mps"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} asked for, but no CUDA GPU is available; use device=cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name} asked for, but MPS is not available; use device=cpu or auto")
+    return device
+
+
+def resolve_dtype(name: str | None) -> torch.dtype:
+    if name is None:
+        return torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"dtype={name!r} is not supported; use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def find_checkpoint_file(path: str | Path) -> Path:
+    """The .ckpt file at ``path``; a run or checkpoint folder stands for its ``last.ckpt``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise GptlabError(
+            f"checkpoint {path} does not exist; pass ckpt_path= a .ckpt file written by train.py "
+            "(e.g. outputs/<date>/<time>/checkpoints/last.ckpt)"
+        )
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            raise GptlabError(
+                f"{path} is a Hugging Face model folder, not a gptlab checkpoint; use init_from={path} instead"
+            )
+        for candidate in (path / "last.ckpt", path / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        found = sorted(p.name for p in path.glob("*.ckpt"))
+        hint = f"; it holds {', '.join(found[:5])}: pass one of them" if found else ""
+        raise GptlabError(f"folder {path} has no last.ckpt (nor checkpoints/last.ckpt){hint}")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    """Load a gptlab checkpoint as a dict, checking that it is one."""
+    path = find_checkpoint_file(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GptlabError(
+            f"{path} is not a gptlab checkpoint: torch.load cannot read it ({reason[:200]}); "
+            "pass a .ckpt file written by train.py"
+        ) from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if (
+        not isinstance(hparams, dict)
+        or not {"model", "tokenizer"} <= hparams.keys()
+        or "state_dict" not in checkpoint
+    ):
+        raise GptlabError(
+            f"{path} is not a gptlab checkpoint: it lacks the state_dict and the model/tokenizer "
+            "hyperparameters that train.py saves; pass a .ckpt file written by train.py"
+        )
+    return path, checkpoint
+
+
+def model_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The model's weights from a LanguageModelModule state dict (keys ``model.*``), compile prefix removed."""
+    return {
+        key.removeprefix("model.").replace(_COMPILE_PREFIX, ""): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("model.")
+    }
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, object, dict]:
+    """Rebuild (model, tokenizer, checkpoint) from one of our checkpoints, on the CPU, in eval mode."""
+    path, checkpoint = read_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    model_cfg = dict(hparams["model"])
+    if "_target_" not in model_cfg:
+        raise GptlabError(f"{path}: hyper_parameters.model has no _target_, so the model cannot be rebuilt")
+    model = instantiate(model_cfg, _convert_="all")
+    try:
+        model.load_state_dict(model_state_dict(checkpoint))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise GptlabError(
+            f"{path}: the weights do not fit the model its hyperparameters describe ({' '.join(first[:2])[:300]})"
+        ) from None
+    tokenizer = tokenizer_from_spec(dict(hparams["tokenizer"]))
+    model.eval()
+    return model, tokenizer, checkpoint
+
+
+def load_for_generation(
+    ckpt_path: str | None = None,
+    init_from: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """A model and tokenizer from our checkpoint (``ckpt_path``) or from GPT-2 weights (``init_from``)."""
+    if ckpt_path and init_from:
+        raise ConfigError(
+            "pass either ckpt_path= (a gptlab checkpoint) or init_from= (GPT-2 weights), not both"
+        )
+    if ckpt_path:
+        model, tokenizer, checkpoint = load_checkpoint_model(ckpt_path)
+        source = str(ckpt_path)
+    elif init_from:
+        from gptlab.hf_interop import load_pretrained_gpt, tokenizer_for_pretrained
+
+        model, _ = load_pretrained_gpt(str(init_from))
+        tokenizer = tokenizer_for_pretrained(str(init_from))
+        checkpoint, source = {}, str(init_from)
+    else:
+        raise ConfigError(
+            "nothing to generate from: pass ckpt_path=<a .ckpt written by train.py> "
+            "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
+        )
+    model = model.to(device=device, dtype=dtype).eval()
+    context_length = int(model.context_length)
+    if tokenizer.vocab_size > _vocab_size(model):
+        raise GptlabError(
+            f"{source}: the tokenizer has {tokenizer.vocab_size} ids but the model only {_vocab_size(model)}"
+        )
+    return LoadedModel(model, tokenizer, context_length, source, checkpoint)
+
+
+def _vocab_size(model: nn.Module) -> int:
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            return module.num_embeddings
+    raise GptlabError("the model has no token embedding")

@@ -1,0 +1,237 @@
+"""generate.py as a user runs it: on checkpoints saved by Lightning and on a Hugging Face folder."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from cli_runner import assert_ok, run_script
+
+from gptlab.checkpoints import load_checkpoint_model, read_checkpoint
+from gptlab.errors import ConfigError, GptlabError
+from gptlab.generation import SEPARATOR, check_generation_config, read_prompts
+from gptlab.hf_interop import checkpoint_card, export_to_hf, load_pretrained_gpt
+from gptlab.hf_interop import main as hf_main
+from gptlab.lit_module import LanguageModelModule
+
+CHARS = "".join(sorted(set("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")))
+TINY_GPT = {
+    "_target_": "gptlab.models.GPT",
+    "vocab_size": 50257,
+    "context_length": 32,
+    "emb_dim": 16,
+    "n_heads": 2,
+    "n_layers": 1,
+    "drop_rate": 0.0,
+}
+TINY_DECODER = {
+    "_target_": "gptlab.models.TransformerDecoderLM",
+    "vocab_size": len(CHARS),
+    "context_length": 16,
+    "emb_dim": 16,
+    "n_heads": 2,
+    "n_layers": 1,
+}
+
+
+def save_checkpoint(module: LanguageModelModule, path) -> str:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, str]:
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("ckpts")
+    gpt = LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"})
+    decoder = LanguageModelModule(model=TINY_DECODER, tokenizer={"kind": "char", "chars": CHARS})
+    (root / "run" / "checkpoints").mkdir(parents=True)
+    (root / "notes.txt").write_text("not a checkpoint")
+    export_to_hf(gpt.model, root / "hf", tokenizer_spec={"kind": "gpt2"})
+    return {
+        "gpt": save_checkpoint(gpt, root / "gpt.ckpt"),
+        "decoder_run": str(root / "run"),
+        "decoder": save_checkpoint(decoder, root / "run" / "checkpoints" / "last.ckpt"),
+        "hf": str(root / "hf"),
+        "text": str(root / "notes.txt"),
+        "root": str(root),
+    }
+
+
+def samples(stdout: str) -> list[str]:
+    return [s.strip("\n") for s in stdout.split(SEPARATOR) if s.strip()]
+
+
+# --- options checked before any model is loaded (in-process, fast) ----------------------------------
+
+BASE = {"ckpt_path": "x.ckpt", "max_new_tokens": 5, "num_samples": 1, "num_beams": 1}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ckpt_path": None}, "nothing to generate from"),
+        ({"init_from": "gpt2"}, "not both"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"temperature": "hot"}, "temperature must be a number"),
+        ({"top_k": 2.5}, "top_k must be an integer"),
+        ({"num_beams": 2, "num_samples": 3}, "num_samples=3 does not apply"),
+        ({"num_beams": 2, "stream": True}, "stream=true needs num_beams=1"),
+    ],
+)
+def test_generation_config_checks(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_generation_config({**BASE, **overrides})
+
+
+def test_read_prompts(tmp_path):
+    assert read_prompts(None, None) == [None]
+    assert read_prompts(["a", "b"], None) == ["a", "b"]
+    (tmp_path / "p.txt").write_text("ROMEO:\n")
+    assert read_prompts(None, str(tmp_path / "p.txt")) == ["ROMEO:\n"]
+    for bad in ("", [], ["a", ""]):
+        with pytest.raises(ConfigError, match="empty"):
+            read_prompts(bad, None)
+    with pytest.raises(ConfigError, match="not both"):
+        read_prompts("a", str(tmp_path / "p.txt"))
+
+
+# --- end to end -------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_gpt_checkpoint_with_gpt2_tokenizer(ckpts):
+    result = run_script(
+        "generate.py",
+        f"ckpt_path={ckpts['gpt']}",
+        "prompt=Every effort moves you",
+        "num_samples=2",
+        "max_new_tokens=8",
+        "top_p=0.9",
+    )
+    assert_ok(result)
+    texts = samples(result.stdout)
+    assert len(texts) == 2 and all(t.startswith("Every effort moves you") for t in texts)
+
+
+@pytest.mark.e2e
+def test_decoder_checkpoint_with_char_tokenizer_streams(ckpts):
+    # A run's checkpoints folder stands for its last.ckpt; the prompt overflows the 16-token window.
+    prompt = "ROMEO: But soft, what light"
+    result = run_script(
+        "generate.py",
+        f"ckpt_path={ckpts['decoder_run']}",
+        f"prompt='{prompt}'",  # Hydra needs quotes around commas
+        "stream=true",
+        "top_k=3",
+        "max_new_tokens=12",
+        "seed=1",
+    )
+    assert_ok(result)
+    (text,) = samples(result.stdout)
+    assert text.startswith(prompt) and len(text) == len(prompt) + 12
+    assert set(text) <= set(CHARS)
+    assert result.stderr.count("window slides") == 1
+
+
+@pytest.mark.e2e
+def test_init_from_hugging_face_folder_greedy_and_beams(ckpts):
+    greedy = run_script(
+        "generate.py",
+        f"init_from={ckpts['hf']}",
+        "prompt=[Hello,The cat]",
+        "temperature=0",
+        "max_new_tokens=6",
+    )
+    assert_ok(greedy)
+    texts = samples(greedy.stdout)
+    assert [t.split(" ")[0] for t in texts] == ["Hello", "The"]
+    beams = run_script(
+        "generate.py", f"init_from={ckpts['hf']}", "prompt=Hello", "num_beams=3", "max_new_tokens=6"
+    )
+    assert_ok(beams)
+    assert len(samples(beams.stdout)) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["ckpt_path={root}/missing.ckpt"], "does not exist"),
+        (["ckpt_path={root}"], "has no last.ckpt"),
+        (["ckpt_path={text}"], "is not a gptlab checkpoint"),
+        (["ckpt_path={gpt}", "top_k=0"], "top_k must be an integer >= 1"),
+        (["ckpt_path={gpt}", "top_p=1.5"], "top_p must be in (0, 1]"),
+        (["ckpt_path={gpt}", "temperature=-1"], "temperature must be >= 0"),
+        (["ckpt_path={gpt}", "prompt="], "prompt is empty"),
+        (["ckpt_path={gpt}", "num_beams=3", "top_k=5"], "does not apply"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(ckpts, overrides, message):
+    result = run_script("generate.py", *(o.format(**ckpts) for o in overrides))
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# --- reading checkpoints and exporting them (in-process) ---------------------------------------------
+
+
+def test_checkpoint_reading_errors(ckpts, tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(GptlabError, match="lacks the state_dict"):
+        read_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(GptlabError, match="use init_from="):
+        read_checkpoint(ckpts["hf"])
+    path, checkpoint = read_checkpoint(ckpts["decoder_run"])
+    assert path.name == "last.ckpt" and checkpoint["hyper_parameters"]["tokenizer"]["kind"] == "char"
+
+
+def test_model_card_facts_from_a_checkpoint():
+    checkpoint = {
+        "global_step": 120,
+        "tokens_seen": 4096,
+        "callbacks": {
+            "ModelCheckpoint{'monitor': 'val/loss'}": {
+                "monitor": "val/loss",
+                "current_score": torch.tensor(2.5),
+            }
+        },
+    }
+    assert checkpoint_card(checkpoint) == {"global_step": 120, "tokens_seen": 4096, "val_loss": 2.5}
+
+
+def test_export_cli(ckpts, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "exported"
+    assert hf_main(["export", f"ckpt_path={ckpts['gpt']}", f"out_dir={out}", "dataset=The Verdict"]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert "The Verdict" in (out / "README.md").read_text()
+    model, _, _ = load_checkpoint_model(ckpts["gpt"])
+    again, _ = load_pretrained_gpt(str(out))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+    capsys.readouterr()
+    assert hf_main(["export", f"ckpt_path={ckpts['decoder']}", f"out_dir={tmp_path / 'dec'}"]) == 2
+    assert "only the GPT model" in capsys.readouterr().err
+    assert hf_main(["export", f"ckpt_path={ckpts['gpt']}"]) == 2
+    assert "missing out_dir" in capsys.readouterr().err
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert (
+        hf_main(["export", f"ckpt_path={ckpts['gpt']}", f"out_dir={tmp_path / 'hub'}", "push_to_hub=me/tiny"])
+        == 2
+    )
+    assert "HF_TOKEN" in capsys.readouterr().err and not (tmp_path / "hub").exists()

@@ -1,0 +1,187 @@
+"""GPT-2 weights in and out: a random tiny transformers GPT2LMHeadModel stands in for OpenAI's (offline)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gptlab.errors import GptlabError
+from gptlab.generation import generate
+from gptlab.hf_interop import (
+    export_to_hf,
+    gpt_from_hf_model,
+    hf_state_dict_from_gpt,
+    load_pretrained_gpt,
+    push_to_hub,
+    tokenizer_for_pretrained,
+)
+from gptlab.models import GPT
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB, CONTEXT = 97, 24
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=CONTEXT,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        # Larger than GPT-2's 0.02 so that logits are far apart and argmax/top-k never hinge on rounding.
+        initializer_range=0.3,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # GPT-2 initialises biases and LayerNorms to constants; make them matter.
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf_folder(hf_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    hf_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ours(hf_folder) -> GPT:
+    model, _ = load_pretrained_gpt(str(hf_folder))
+    return model
+
+
+def prompts(batch: int = 2, length: int = 5, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB - 1, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def hf_generate(hf_model, idx: torch.Tensor, eos_token_id: int, **kwargs) -> torch.Tensor:
+    # Finished rows are padded with EOS, as our generate does (GPT-2 has no pad token).
+    return hf_model.generate(
+        idx,
+        attention_mask=torch.ones_like(idx),
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+        do_sample=False,
+        **kwargs,
+    )
+
+
+def test_imported_logits_match_transformers(hf_model, ours):
+    idx = prompts(3, CONTEXT)
+    with torch.no_grad():
+        expected = hf_model(idx).logits
+        got = ours(idx)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
+
+
+def test_import_from_model_object_and_config(hf_model, hf_folder):
+    model, model_cfg = gpt_from_hf_model(hf_model)
+    assert model_cfg["_target_"] == "gptlab.models.GPT"
+    assert model_cfg["qkv_bias"] and model_cfg["tie_weights"]
+    assert (model_cfg["emb_dim"], model_cfg["n_heads"], model_cfg["n_layers"]) == (32, 4, 2)
+    # Tied: the head is the token embedding, and the parameter count equals transformers'.
+    assert model.out_head.weight is model.tok_emb.weight
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in hf_model.parameters())
+    reloaded, cfg2 = load_pretrained_gpt(str(hf_folder))
+    assert cfg2 == model_cfg
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+
+
+def test_greedy_generation_matches_transformers(hf_model, ours):
+    idx = prompts(2, 4)
+    expected = hf_generate(hf_model, idx, hf_model.config.eos_token_id, max_new_tokens=16)
+    got = generate(ours, idx, 16, CONTEXT, temperature=0, eos_id=hf_model.config.eos_token_id)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("eos_from_greedy", [False, True])
+def test_beam_search_matches_transformers(hf_model, ours, eos_from_greedy):
+    idx = prompts(2, 4, seed=3)
+    eos = VOCAB - 1
+    if eos_from_greedy:
+        # An EOS that the model actually produces, so that hypotheses finish early and the finished-beam
+        # bookkeeping decides the result.
+        greedy = generate(ours, idx[:1], 6, CONTEXT, temperature=0)
+        eos = int(greedy[0, -3])
+    expected = hf_generate(hf_model, idx, eos, max_new_tokens=12, num_beams=3)
+    got = generate(ours, idx, 12, CONTEXT, num_beams=3, eos_id=eos)
+    assert torch.equal(got, expected), (got, expected)
+
+
+def test_export_then_import_is_exact(ours, tmp_path):
+    export_to_hf(
+        ours,
+        tmp_path / "out",
+        tokenizer_spec={"kind": "char", "chars": "".join(map(chr, range(32, 32 + VOCAB)))},
+    )
+    again, _ = load_pretrained_gpt(str(tmp_path / "out"))
+    assert again.cfg == ours.cfg
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    assert tokenizer_for_pretrained(str(tmp_path / "out")).spec()["kind"] == "char"
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_exported_folder_runs_in_transformers(tmp_path, tied):
+    torch.manual_seed(0)
+    # Our default layout (no q/k/v bias, untied head) must export too: zero biases, separate lm_head.
+    model = GPT(
+        vocab_size=50257,
+        context_length=16,
+        emb_dim=16,
+        n_heads=2,
+        n_layers=1,
+        drop_rate=0.0,
+        qkv_bias=tied,
+        tie_weights=tied,
+    )
+    folder = export_to_hf(
+        model,
+        tmp_path / "gpt",
+        tokenizer_spec={"kind": "gpt2"},
+        card={"dataset": "The Verdict", "val_loss": 2.0},
+    )
+    config = json.loads((folder / "config.json").read_text())
+    assert config["tie_word_embeddings"] is tied and config["gptlab_tokenizer"] == {"kind": "gpt2"}
+    card = (folder / "README.md").read_text()
+    assert "The Verdict" in card and "7.39" in card  # exp(2.0)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = torch.tensor([tokenizer.encode("Every effort moves you")])
+    assert ids.tolist() == [[6109, 3626, 6100, 345]]  # the same ids as our GPT-2 tokenizer
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, model.eval()(ids), atol=1e-4, rtol=0)
+
+
+def test_export_without_qkv_bias_writes_zero_biases():
+    model = GPT(vocab_size=11, context_length=8, emb_dim=8, n_heads=2, n_layers=1)
+    state = hf_state_dict_from_gpt(model)
+    assert torch.count_nonzero(state["transformer.h.0.attn.c_attn.bias"]) == 0
+    assert state["transformer.h.0.attn.c_attn.weight"].shape == (8, 24)  # Conv1D: (in, out)
+
+
+def test_bad_sources_raise_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(GptlabError, match="neither a GPT-2 name"):
+        load_pretrained_gpt(str(tmp_path / "missing"))
+    with pytest.raises(GptlabError, match="no config.json"):
+        load_pretrained_gpt(str(tmp_path))
+
+    def offline(repo_id, **kwargs):  # what the Hub client raises with no network (never download in tests)
+        raise OSError(f"Cannot reach https://huggingface.co/{repo_id}: no network")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
+    with pytest.raises(GptlabError, match="could not fetch gpt2 .*init_from="):
+        load_pretrained_gpt("gpt2")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(GptlabError, match="HF_TOKEN"):
+        push_to_hub(tmp_path, "someone/model")
