@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     # A plain try/except rather than gptlab.cli.report_user_errors: that helper imports Lightning, which
     # would add seconds to every generate.py call while generation itself never needs it.
     try:
-        from gptlab.generation import generate_from_config
+        from gptlab.generate_app import generate_from_config
 
         generate_from_config(OmegaConf.to_container(cfg, resolve=True))
     except GptlabError as err:  # same output as report_user_errors: one line, exit code 2

@@ -13,7 +13,8 @@ from torch import nn
 from gptlab import generation
 from gptlab.data.tokenizers import GPT2Tokenizer
 from gptlab.errors import ConfigError
-from gptlab.generation import TextStream, check_sampling_args, filter_logits, generate
+from gptlab.generate_app import TextStream
+from gptlab.generation import check_sampling_args, filter_logits, generate
 from gptlab.models import GPT, TransformerDecoderLM
 
 VOCAB, CONTEXT = 61, 16
