@@ -36,6 +36,20 @@ def test_train_writes_checkpoints_metrics_and_samples(tmp_path, model, data):
     assert (run_dir / "samples.txt").read_text().count("Every effort moves you") >= 1
     assert f"run folder: {run_dir}" in result.stdout
     assert "best val/loss:" in result.stdout
+    if data == "shakespeare_char":  # the character vocabulary travels with the checkpoint
+        assert_generates(run_dir / "checkpoints" / "last.ckpt", "ROMEO:")
+
+
+def assert_generates(ckpt, prompt: str) -> None:
+    result = run_script("generate.py", f"ckpt_path={ckpt}", f"prompt={prompt}", "max_new_tokens=12", "temperature=0")
+    assert_ok(result)
+    text = result.stdout.split("\n" + "-" * 40)[0]  # generate.py ends each text with a separator line
+    assert text.startswith(prompt) and len(text) > len(prompt)
+
+
+def test_generate_continues_a_prompt_from_a_trained_checkpoint(wandb_run):
+    run_dir, _ = wandb_run
+    assert_generates(run_dir / "checkpoints" / "best.ckpt", "Every effort moves you")
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +135,29 @@ def test_bad_override_gets_one_clear_line(tmp_path, overrides, message):
 
 def test_env_keeps_tests_offline():
     assert "WANDB_API_KEY" not in clean_env()
+
+
+def test_init_from_a_hugging_face_folder_starts_from_its_weights(tmp_path):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from gptlab.hf_interop import load_pretrained_gpt
+
+    torch.manual_seed(0)
+    hf_dir = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64)).save_pretrained(hf_dir)
+    run_dir = tmp_path / "run"
+    # A learning rate too small to move the weights: the checkpoint must hold the imported ones.
+    result = run_train(run_dir, f"init_from={hf_dir}", "data=verdict", *TINY_RUN, "logger=csv", "optim.lr=1e-12")
+    assert_ok(result)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"]["emb_dim"] == 32
+    expected, _ = load_pretrained_gpt(str(hf_dir))
+    for name, value in expected.state_dict().items():
+        assert torch.allclose(checkpoint["state_dict"][f"model.{name}"], value, atol=1e-6), name
+
+
+def test_init_from_needs_gpt2_tokens(tmp_path):
+    result = run_train(tmp_path / "run", "init_from=gpt2", "data=shakespeare_char", "debug=fast", "logger=csv")
+    assert result.returncode == 2
+    assert "error: init_from=gpt2 needs GPT-2 BPE data" in result.stderr

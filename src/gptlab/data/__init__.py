@@ -1,0 +1,1 @@
+"""Corpora, tokenizers, token windows and the LightningDataModule."""

@@ -1,0 +1,142 @@
+"""The LightningDataModule: corpus text -> tokenizer -> token tensors -> windows -> batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from gptlab.data.corpora import corpus_path, read_corpus
+from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
+from gptlab.data.windows import TokenWindows
+from gptlab.errors import ConfigError
+from gptlab.sampler import ResumableDataLoader, ResumableRandomSampler
+
+TOKENIZERS = ("gpt2", "char")
+
+
+def split_text(text: str, train_ratio: float) -> tuple[str, str]:
+    """Split on characters, before tokenising, as the reference notebooks do (90/10 by default)."""
+    cut = int(train_ratio * len(text))
+    return text[:cut], text[cut:]
+
+
+class TextDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        corpus: str,
+        tokenizer: str = "gpt2",
+        data_dir: str = "data",
+        batch_size: int = 8,
+        max_length: int = 256,
+        stride: int | None = None,
+        val_stride: int | None = None,
+        train_ratio: float = 0.9,
+        num_workers: int = 0,
+        vocab_size: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if tokenizer not in TOKENIZERS:
+            raise ConfigError(f"data.tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
+        if not 0.0 < train_ratio < 1.0:
+            raise ConfigError(f"data.train_ratio must be strictly between 0 and 1, got {train_ratio}")
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.corpus = corpus
+        self.tokenizer_kind = tokenizer
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.stride = max_length if stride is None else stride
+        # Validation windows do not overlap by default, so each validation token is scored once even
+        # when training uses a small stride (e.g. stride 1 for character-level data).
+        self.val_stride = max_length if val_stride is None else val_stride
+        self.train_ratio = train_ratio
+        self.num_workers = num_workers
+        self.seed = seed  # of the training order: each epoch's shuffle depends on (seed, epoch) only
+        self.tokenizer = None
+        self.train_set = self.val_set = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._resume_position: dict | None = None
+
+    def prepare_data(self) -> None:
+        corpus_path(self.corpus, self.data_dir)  # fetch and verify once, before any rank reads it
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        text = read_corpus(self.corpus, self.data_dir)
+        self.tokenizer = CharTokenizer.from_text(text) if self.tokenizer_kind == "char" else GPT2Tokenizer()
+        train_text, val_text = split_text(text, self.train_ratio)
+        self.train_tokens = self._encode(train_text)
+        self.val_tokens = self._encode(val_text)
+        self.train_set = TokenWindows(self.train_tokens, self.max_length, self.stride, split="train")
+        self.val_set = TokenWindows(self.val_tokens, self.max_length, self.val_stride, split="validation")
+        if len(self.train_set) < self.batch_size:
+            # Training batches drop the last partial batch, so this would train on nothing.
+            raise ConfigError(
+                f"the train split gives {len(self.train_set)} windows, fewer than one batch of "
+                f"data.batch_size={self.batch_size}; lower data.batch_size, data.max_length or data.stride"
+            )
+
+    def _encode(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.tokenizer.encode_corpus(text), dtype=torch.long)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning swaps in a DistributedSampler for several processes; resume is then per epoch.
+            return self._loader(self.train_set, shuffle=True, drop_last=True)
+        loader = ResumableDataLoader(
+            self.train_set,
+            sampler=ResumableRandomSampler(len(self.train_set), seed=self.seed),
+            consumed_batches=self._consumed_train_batches,
+            **self._loader_settings(drop_last=True),
+        )
+        if self._resume_position:
+            loader.load_state_dict(self._resume_position)
+            self._resume_position = None
+        self._train_loader = loader
+        return loader
+
+    # The position in the training data travels in every checkpoint. Lightning also saves the loader's
+    # own state, but restores it only when it builds the loader after loading the checkpoint, which it
+    # does not do when the LR schedule asked for the run length first; the datamodule's state is
+    # restored before any loader is built.
+    def state_dict(self) -> dict:
+        return self._train_loader.state_dict() if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_position = dict(state_dict) or None
+
+    def _consumed_train_batches(self) -> int:
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def val_dataloader(self) -> DataLoader:
+        # Ordered, and the last partial batch is kept so every validation window counts.
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: TokenWindows, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(dataset, shuffle=shuffle, **self._loader_settings(drop_last))
+
+    def _loader_settings(self, drop_last: bool) -> dict:
+        return dict(
+            batch_size=self.batch_size,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            # Its own generator: creating an iterator then never draws from the global RNG, so validation
+            # does not shift the training randomness (dropout) and a resumed run matches one left alone.
+            generator=torch.Generator().manual_seed(self.seed),
+        )
