@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train sample test test-fast lint bench-generate clean
+.PHONY: install train sample test test-fast lint bench bench-generate clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Benchmarks print side-by-side tables and ratios from one run; numbers are written down in BENCHMARKS.md.
+bench: bench-generate
 
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)

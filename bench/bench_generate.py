@@ -18,7 +18,7 @@ import torch
 import transformers
 
 from gptlab.generation import generate
-from gptlab.hf_interop import gpt_from_hf_model
+from gptlab.hf_import import gpt_from_hf_model
 
 
 def timed(fn) -> tuple[torch.Tensor, float]:

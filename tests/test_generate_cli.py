@@ -10,7 +10,8 @@ from cli_runner import assert_ok, run_script
 from gptlab.checkpoints import load_checkpoint_model, read_checkpoint
 from gptlab.errors import ConfigError, GptlabError
 from gptlab.generate_app import SEPARATOR, check_generation_config, read_prompts
-from gptlab.hf_interop import checkpoint_card, export_to_hf, load_pretrained_gpt
+from gptlab.hf_export import checkpoint_card, export_to_hf
+from gptlab.hf_import import load_pretrained_gpt
 from gptlab.hf_interop import main as hf_main
 from gptlab.lit_module import LanguageModelModule
 

@@ -6,20 +6,13 @@ import json
 
 import pytest
 import torch
+import transformers
 
 from gptlab.errors import GptlabError
 from gptlab.generation import generate
-from gptlab.hf_interop import (
-    export_to_hf,
-    gpt_from_hf_model,
-    hf_state_dict_from_gpt,
-    load_pretrained_gpt,
-    push_to_hub,
-    tokenizer_for_pretrained,
-)
+from gptlab.hf_export import export_to_hf, hf_state_dict_from_gpt, push_to_hub
+from gptlab.hf_import import gpt_from_hf_model, load_pretrained_gpt, tokenizer_for_pretrained
 from gptlab.models import GPT
-
-transformers = pytest.importorskip("transformers")
 
 VOCAB, CONTEXT = 97, 24
 

@@ -141,7 +141,7 @@ def test_init_from_a_hugging_face_folder_starts_from_its_weights(tmp_path):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from gptlab.hf_interop import load_pretrained_gpt
+    from gptlab.hf_import import load_pretrained_gpt
 
     torch.manual_seed(0)
     hf_dir = tmp_path / "tiny-gpt2"

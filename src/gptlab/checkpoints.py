@@ -150,7 +150,7 @@ def load_for_generation(
         model, tokenizer, checkpoint = load_checkpoint_model(ckpt_path)
         source = str(ckpt_path)
     elif init_from:
-        from gptlab.hf_interop import load_pretrained_gpt, tokenizer_for_pretrained
+        from gptlab.hf_import import load_pretrained_gpt, tokenizer_for_pretrained
 
         model, _ = load_pretrained_gpt(str(init_from))
         tokenizer = tokenizer_for_pretrained(str(init_from))
