@@ -16,6 +16,7 @@ from torch import nn
 
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.errors import ConfigError, GptlabError
+from gptlab.lora import apply_finetune, merge_finetune
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # torch.compile wraps the model and prefixes every state-dict key with this.
@@ -122,7 +123,7 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, object, dict]:
     model_cfg = dict(hparams["model"])
     if "_target_" not in model_cfg:
         raise GptlabError(f"{path}: hyper_parameters.model has no _target_, so the model cannot be rebuilt")
-    model = instantiate(model_cfg, _convert_="all")
+    model = apply_finetune(instantiate(model_cfg, _convert_="all"), hparams.get("finetune"))
     try:
         model.load_state_dict(model_state_dict(checkpoint))
     except RuntimeError as err:
@@ -131,7 +132,8 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, object, dict]:
             f"{path}: the weights do not fit the model its hyperparameters describe ({' '.join(first[:2])[:300]})"
         ) from None
     tokenizer = tokenizer_from_spec(dict(hparams["tokenizer"]))
-    model.eval()
+    # LoRA adapters are folded into the weights: the same outputs, a plain (exportable, faster) model.
+    model = merge_finetune(model).eval()
     return model, tokenizer, checkpoint
 
 

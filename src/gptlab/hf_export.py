@@ -10,11 +10,13 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.errors import ConfigError, GptlabError
 from gptlab.hf_import import BLOCK_LINEAR, BLOCK_NORM, HF_BUFFERS
 from gptlab.models.gpt import GPT
+from gptlab.models.hf_causal_lm import HFCausalLM
 
 
 def hf_state_dict_from_gpt(model: GPT) -> dict[str, torch.Tensor]:
@@ -98,8 +100,32 @@ def hf_tokenizer_from_spec(spec: dict):
     raise ConfigError(f"cannot export tokenizer kind {kind!r}")
 
 
+def _to_transformers(model: nn.Module, tokenizer_spec: dict | None) -> nn.Module:
+    """A transformers model holding ``model``'s weights: GPT-2 for our GPT; a wrapped HF model as it is."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if isinstance(model, HFCausalLM):
+        return model.hf
+    if not isinstance(model, GPT):
+        raise GptlabError(
+            f"only the GPT (model=gpt124m, gpt_small, ...) and model=hf_causal_lm export to Hugging Face; "
+            f"this is {type(model).__name__}"
+        )
+    config_dict = hf_config_from_gpt(model, tokenizer_spec)
+    hf_model = GPT2LMHeadModel(GPT2Config(**config_dict))
+    state = {key: value.to(torch.float32) for key, value in hf_state_dict_from_gpt(model).items()}
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.endswith(HF_BUFFERS)]
+    if missing or unexpected:
+        raise GptlabError(f"export mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if config_dict["eos_token_id"] is not None:
+        # GPT-2 has no pad token: generation pads finished sequences with EOS.
+        hf_model.generation_config.pad_token_id = config_dict["eos_token_id"]
+    return hf_model
+
+
 def export_to_hf(
-    model: GPT,
+    model: nn.Module,
     out_dir: str | Path,
     tokenizer_spec: dict | None = None,
     card: dict | None = None,
@@ -111,33 +137,25 @@ def export_to_hf(
     model card: ``dataset``, ``val_loss``, ``tokens_seen``, ``global_step``, ``source``; ``name`` is the
     model's name in it (the Hub repo id when pushing; the folder name by default).
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    if not isinstance(model, GPT):
-        raise GptlabError(
-            f"only the GPT model (model=gpt124m, gpt_small, ...) has the GPT-2 layout; this is {type(model).__name__}"
-        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config_dict = hf_config_from_gpt(model, tokenizer_spec)
-    hf_model = GPT2LMHeadModel(GPT2Config(**config_dict))
-    state = {key: value.to(torch.float32) for key, value in hf_state_dict_from_gpt(model).items()}
-    missing, unexpected = hf_model.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not key.endswith(HF_BUFFERS)]
-    if missing or unexpected:
-        raise GptlabError(f"export mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if config_dict["eos_token_id"] is not None:
-        # GPT-2 has no pad token: generation pads finished sequences with EOS.
-        hf_model.generation_config.pad_token_id = config_dict["eos_token_id"]
-    hf_model.save_pretrained(out_dir)
+    _to_transformers(model, tokenizer_spec).save_pretrained(out_dir)
     if tokenizer_spec is not None:
         hf_tokenizer_from_spec(tokenizer_spec).save_pretrained(out_dir)
     (out_dir / "README.md").write_text(model_card(model, tokenizer_spec, card or {}, name or out_dir.name))
     return out_dir
 
 
-def model_card(model: GPT, tokenizer_spec: dict | None, card: dict, name: str) -> str:
-    cfg = model.config_dict()
+def _card_config(model: nn.Module) -> dict:
+    if isinstance(model, HFCausalLM):
+        hf_config = model.hf.config
+        return {"architecture": type(model.hf).__name__, "model_type": hf_config.model_type,
+                "vocab_size": model.vocab_size, "context_length": model.context_length}
+    return model.config_dict()
+
+
+def model_card(model: nn.Module, tokenizer_spec: dict | None, card: dict, name: str) -> str:
+    cfg = _card_config(model)
     n_params = sum(p.numel() for p in model.parameters())
     tokenizer_kind = (tokenizer_spec or {}).get("kind", "unknown")
     tokenizer_text = {

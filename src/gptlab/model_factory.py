@@ -1,0 +1,84 @@
+"""The model a training run starts from: its config (plain data, for the checkpoint) and, where the run
+starts from pretrained weights, the loaded model itself. Every path checks the model against the data."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from gptlab.data.datamodule import TextDataModule
+from gptlab.errors import ConfigError
+
+HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
+
+
+def build_start_model(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module | None, dict]:
+    """(pretrained model or None, model config). None means: build from the config, randomly initialised."""
+    if cfg.get("init_from"):
+        return load_pretrained_gpt2(cfg, datamodule)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if model_cfg.get("_target_") == HF_CAUSAL_LM:
+        return build_hf_causal_lm(model_cfg, datamodule)
+    return None, model_config(model_cfg, datamodule)
+
+
+def model_config(model_cfg: dict, datamodule: TextDataModule) -> dict:
+    """The model's constructor arguments, checked against the data it will see."""
+    if model_cfg.get("vocab_size") is None:
+        model_cfg["vocab_size"] = datamodule.vocab_size
+    if model_cfg["vocab_size"] < datamodule.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={model_cfg['vocab_size']} is smaller than the tokenizer's "
+            f"{datamodule.vocab_size} ids; remove the override or set model.vocab_size={datamodule.vocab_size}"
+        )
+    check_window_fits(datamodule, model_cfg["context_length"], "model.context_length")
+    return model_cfg
+
+
+def check_window_fits(datamodule: TextDataModule, context_length: int, what: str) -> None:
+    if datamodule.max_length > context_length:
+        raise ConfigError(
+            f"data.max_length={datamodule.max_length} is longer than {what}={context_length}; "
+            f"lower data.max_length to at most {context_length}"
+        )
+
+
+def require_gpt2_tokens(datamodule: TextDataModule, source: str) -> None:
+    kind = datamodule.tokenizer.spec()["kind"]
+    if kind != "gpt2":
+        raise ConfigError(
+            f"{source} needs GPT-2 BPE data, but data={datamodule.corpus} uses the {kind} tokenizer; "
+            "use data=shakespeare or data=verdict"
+        )
+
+
+def load_pretrained_gpt2(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
+    """GPT-2 weights in our GPT (`init_from=`); the model's shape comes from them, not from `model=`."""
+    from gptlab.hf_import import load_pretrained_gpt  # transformers is slow to import: only when needed
+
+    require_gpt2_tokens(datamodule, f"init_from={cfg.init_from}")
+    model, model_cfg = load_pretrained_gpt(str(cfg.init_from), drop_rate=cfg.model.get("drop_rate"))
+    check_window_fits(datamodule, model.context_length, "the pretrained context_length")
+    print(f"init_from={cfg.init_from}: starting from pretrained weights ({model_cfg})", flush=True)
+    return model, model_cfg
+
+
+def build_hf_causal_lm(model_cfg: dict, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
+    """`model=hf_causal_lm`: a transformers model, pretrained (`model.pretrained=`) or from `model.hf_config`."""
+    from gptlab.models.hf_causal_lm import HFCausalLM, check_tokenizer_agrees, load_pretrained_hf
+
+    pretrained = model_cfg.pop("pretrained", None)
+    context_length = model_cfg.get("context_length")
+    if pretrained:
+        model = HFCausalLM(model=load_pretrained_hf(str(pretrained)), context_length=context_length)
+        check_tokenizer_agrees(str(pretrained), model, datamodule.tokenizer)
+    else:
+        model = HFCausalLM(hf_config=model_cfg.get("hf_config"), context_length=context_length)
+        if model.vocab_size < datamodule.vocab_size:
+            raise ConfigError(
+                f"model.hf_config has vocab_size={model.vocab_size}, fewer than the tokenizer's "
+                f"{datamodule.vocab_size} ids; set its vocab_size to at least {datamodule.vocab_size}"
+            )
+    check_window_fits(datamodule, model.context_length, "the model's context_length")
+    # The checkpoint rebuilds the architecture from its config; the weights come from the state dict.
+    return model, {"_target_": HF_CAUSAL_LM, **model.config_dict()}

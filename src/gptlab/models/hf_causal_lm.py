@@ -1,0 +1,113 @@
+"""Any transformers causal language model (AutoModelForCausalLM) as a gptlab model: ids -> logits.
+
+The checkpoint keeps only the model's Hugging Face config (plain data); weights come from the
+checkpoint's state dict. Pretrained weights are loaded once, at the start of training, by training.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gptlab.errors import ConfigError, GptlabError
+from gptlab.models.checks import check_window
+
+# Config keys that name the context window, by model family.
+_CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length")
+
+
+def _auto_config(hf_config: dict):
+    from transformers import AutoConfig
+
+    settings = dict(hf_config)
+    model_type = settings.pop("model_type", None)
+    if not model_type:
+        raise ConfigError("model.hf_config needs a model_type (e.g. gpt2, llama); see transformers' AutoConfig")
+    try:
+        return AutoConfig.for_model(model_type, **settings)
+    except ValueError as err:
+        raise ConfigError(f"model.hf_config: {err}") from None
+
+
+def load_pretrained_hf(name_or_path: str) -> nn.Module:
+    """A transformers causal LM from a local folder, or from the Hub by name when there is a network."""
+    from transformers import AutoModelForCausalLM
+
+    local = Path(name_or_path).expanduser()
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(local) if local.is_dir() else name_or_path, local_files_only=offline, dtype=torch.float32
+        )
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GptlabError(
+            f"model.pretrained={name_or_path} could not be loaded ({first_line}); give a local Hugging Face "
+            "folder (config.json + weights) or a Hub name with a network"
+        ) from None
+
+
+class HFCausalLM(nn.Module):
+    """Wraps ``AutoModelForCausalLM``; build it from ``hf_config`` (a config dict) or around ``model``."""
+
+    def __init__(self, hf_config: dict | None = None, context_length: int | None = None, model: nn.Module | None = None):
+        super().__init__()
+        if model is None:
+            if not hf_config:
+                raise ConfigError("model=hf_causal_lm needs model.pretrained=<Hub name or folder> or model.hf_config")
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_config(_auto_config(hf_config))
+        self.hf = model
+        config = model.config.to_dict()
+        self.context_length = context_length or next((config[k] for k in _CONTEXT_KEYS if config.get(k)), None)
+        if not self.context_length:
+            raise ConfigError("this model's config names no context length; set model.context_length")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_input_embeddings().num_embeddings
+
+    def config_dict(self) -> dict:
+        """Constructor arguments that rebuild this architecture (for checkpoints): plain data only."""
+        config = self.hf.config.to_dict()
+        for key in ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype"):
+            config.pop(key, None)
+        return {"hf_config": config, "context_length": self.context_length}
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        check_window(idx.size(1), self.context_length)
+        return self.hf(input_ids=idx, use_cache=False).logits
+
+
+def check_tokenizer_agrees(name_or_path: str, model: HFCausalLM, data_tokenizer) -> None:
+    """The model must read the data's token ids as the tokens it was trained on: same tokenizer."""
+    spec = data_tokenizer.spec()
+    if spec["kind"] == "char":
+        raise ConfigError(
+            f"model.pretrained={name_or_path} uses a different tokenizer from the data's (char): a pretrained "
+            "model reads its own token ids; use data=shakespeare or data=verdict (GPT-2 BPE)"
+        )
+    if model.vocab_size < data_tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.pretrained={name_or_path} has {model.vocab_size} token ids but the data's {spec['kind']} "
+            f"tokenizer has {data_tokenizer.vocab_size}: their tokenizers differ; use data=shakespeare or "
+            "data=verdict (GPT-2 BPE) with a model that uses GPT-2's tokenizer"
+        )
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir() or not any((folder / f).exists() for f in ("tokenizer.json", "vocab.json")):
+        return  # no tokenizer files to compare: the vocabulary size check above is all we can do
+    from transformers import AutoTokenizer
+
+    probe = "Every effort moves you, ROMEO: 1234 <tokens> naïve\n"
+    theirs = AutoTokenizer.from_pretrained(str(folder)).encode(probe, add_special_tokens=False)
+    ours = data_tokenizer.encode(probe)
+    if theirs != ours:
+        raise ConfigError(
+            f"model.pretrained={name_or_path} uses a different tokenizer from the data's ({spec['kind']}): "
+            f"the same text gives ids {theirs[:6]}... vs {ours[:6]}...; pick a model that uses GPT-2's "
+            "tokenizer, or data whose tokenizer matches the model"
+        )
