@@ -1,13 +1,6 @@
 """GPT-2 weights in and out: the command line, and one import point for hf_import and hf_export.
 
-The two are the same network with different names and layouts:
-
-- Hugging Face stores ``c_attn``, ``c_proj`` and ``c_fc`` as ``Conv1D`` layers, whose weight is
-  (in_features, out_features): the transpose of ``nn.Linear``'s. ``c_attn`` fuses q, k and v along its
-  output dimension in that order, which is exactly our fused ``attn.qkv`` (split into q, k, v, then into
-  heads the same way), so it needs only the transpose.
-- GPT-2 has biases on every projection (``qkv_bias=True``), ties the output head to the token embedding
-  (``tie_weights=True``) and uses the tanh approximation of GELU (ours too).
+How the weights map between the two layouts: see gptlab.hf_import.
 
 Command line (export a checkpoint written by train.py to a folder that transformers loads)::
 
