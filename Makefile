@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train sample test test-fast lint bench bench-generate clean
+.PHONY: install train train-ddp sample sweep report test test-fast lint bench bench-generate clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,19 @@ train: install
 CKPT ?= $(shell ls -t outputs/*/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 sample: install
 	$(PY) generate.py ckpt_path=$(CKPT) $(ARGS)
+
+# DDP on 2 CPU processes (gloo).
+train-ddp: install
+	$(PY) train.py trainer=ddp trainer.accelerator=cpu trainer.devices=2 model=gpt_tiny data=verdict $(ARGS)
+
+# A small Optuna search on the tiny model (a few CPU minutes).
+sweep: install
+	$(PY) train.py hparams_search=lr_warmup_wd model=gpt_tiny data=verdict hydra.sweeper.n_trials=8 $(ARGS)
+
+# Summarise a sweep: make report SWEEP=multirun/DATE/TIME
+SWEEP ?= $(shell ls -td multirun/*/* 2>/dev/null | head -n 1)
+report: install
+	$(PY) -m gptlab.report $(SWEEP) $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
