@@ -1,0 +1,193 @@
+"""Several processes per run: DDP on 2 CPU processes (gloo) through train.py, as a user runs it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cli_runner import TINY_DECODER, assert_ok, read_metrics, run_script, run_train
+from conftest import REPO_ROOT
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from gptlab.distributed import transformer_block_types, validation_sampler
+from gptlab.lit_module import build_model
+
+# 5% of "The Verdict" in windows of 32 tokens is 8 training windows: one global batch of 8 is the whole
+# training set, so a step sees the same windows whatever order a sampler draws them in, and DDP with
+# 2 x 4 must train exactly like one process with 1 x 8 (same seed, same initial weights, no dropout).
+SAME_GLOBAL_BATCH = [
+    "model=gpt_tiny",
+    "data=verdict",
+    "debug=fast",
+    "data.train_ratio=0.05",
+    "data.max_length=32",
+    "trainer.max_steps=2",
+    "trainer.max_epochs=2",
+    "validate_after_fit=false",
+    "trainer.val_check_interval=1.0",
+    "trainer.limit_val_batches=1.0",
+    "optim.lr=1e-3",
+]
+DDP_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+@pytest.mark.e2e
+def test_ddp_on_two_processes_trains_like_one_process_with_the_same_global_batch(tmp_path):
+    single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
+    assert_ok(run_train(single_dir, *SAME_GLOBAL_BATCH, "data.batch_size=8", "logger=csv"))
+    result = run_train(ddp_dir, *SAME_GLOBAL_BATCH, "data.batch_size=4", *DDP_CPU)  # default logger: wandb
+    assert_ok(result)
+
+    # One run folder, one config, one logger run: rank 1 writes only its own log file there.
+    assert sorted(p.name for p in ddp_dir.parent.iterdir()) == ["ddp", "single"]
+    assert len(list(ddp_dir.rglob("metrics.csv"))) == 1
+    assert len(list(ddp_dir.rglob(".hydra"))) == 1
+    assert len(list((ddp_dir / "wandb").glob("offline-run-*"))) == 1
+    assert result.stdout.count("run folder:") == 1  # rank zero alone reports, samples and plots
+    assert result.stdout.count("[sample @") == 2 and result.stdout.count("loss curves:") == 1
+    assert (ddp_dir / "samples.txt").read_text().count("--- step") == 2
+
+    single, ddp = read_metrics(single_dir), read_metrics(ddp_dir)
+    assert len(column(ddp, "val/loss")) == len(column(single, "val/loss")) == 2
+    # Validation: every window once over both ranks, averaged over all their tokens.
+    assert column(ddp, "val/loss") == pytest.approx(column(single, "val/loss"), abs=1e-4)
+    # Training: rank zero logs the mean over ranks, not its own half of the batch.
+    assert column(ddp, "train/loss") == pytest.approx(column(single, "train/loss"), abs=1e-4)
+    assert column(ddp, "tokens_seen") == column(single, "tokens_seen")
+    assert column(ddp, "val/loss")[-1] < column(ddp, "val/loss")[0] - 1e-3  # it did train
+
+    # The checkpoint loads into a fresh model and holds the same weights as the single-process run.
+    weights = {}
+    for name, run_dir in (("single", single_dir), ("ddp", ddp_dir)):
+        checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+        model = build_model(checkpoint["hyper_parameters"]["model"])
+        model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
+        weights[name] = model.state_dict()
+    for key, value in weights["single"].items():
+        assert torch.allclose(weights["ddp"][key], value, atol=1e-5), key
+
+
+@pytest.mark.e2e
+def test_multirun_with_ddp_runs_each_job_once_with_its_own_ranks(tmp_path):
+    """Lightning re-runs the command per rank; in a multirun that would restart the sweep on every rank."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_script(
+        "train.py",
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        *TINY_DECODER,
+        "model.drop_rate=0.0",
+        "data=verdict",
+        "debug=fast",
+        "data.batch_size=2",
+        "data.max_length=32",
+        "logger=csv",
+        *DDP_CPU,
+        "optim.lr=1e-4,1e-3",
+        timeout=300,
+    )
+    assert_ok(result)  # also: job 1 started its own rank 1 (it did not wait for one that never comes)
+    output = result.stdout + result.stderr
+    assert output.count("Launching 2 jobs") == 1  # no rank started a sweep of its own
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    assert result.stdout.count("run folder:") == 2
+    for job in ("0", "1"):
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
+        assert (sweep_dir / job / "train_ddp_process_1.log").is_file()  # its rank 1 ran in its folder
+        tokens = column(read_metrics(sweep_dir / job), "tokens_seen")
+        assert tokens[-1] == 4 * 2 * 2 * 32  # 4 steps of 2 ranks x 2 windows of 32 tokens
+
+
+def test_validation_windows_are_split_across_ranks_without_repeats():
+    class FakeTrainer:
+        def __init__(self, rank: int, world_size: int):
+            self.global_rank, self.world_size = rank, world_size
+
+    dataset = list(range(15))  # odd: Lightning's DistributedSampler would repeat window 0 on rank 1
+    assert validation_sampler(dataset, FakeTrainer(0, 1)) is None
+    shares = [list(validation_sampler(dataset, FakeTrainer(rank, 2))) for rank in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == dataset
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
+def test_distributed_trainer_configs_compose_and_build_their_strategy(trainer):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"trainer={trainer}", "trainer.num_nodes=2", "trainer.devices=4"])
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
+    strategy = instantiate(cfg.trainer.strategy)  # FSDP needs GPUs to train, not to be configured
+    assert type(strategy).__name__ == {"ddp": "DDPStrategy", "fsdp": "FSDPStrategy"}[trainer]
+
+
+def test_fsdp_shards_the_blocks_of_both_models():
+    from gptlab.models.gpt import TransformerBlock
+
+    gpt = build_model(
+        {
+            "_target_": "gptlab.models.GPT",
+            "vocab_size": 50,
+            "context_length": 16,
+            "emb_dim": 8,
+            "n_heads": 2,
+            "n_layers": 2,
+            "drop_rate": 0.0,
+            "qkv_bias": False,
+        }
+    )
+    decoder = build_model(
+        {
+            "_target_": "gptlab.models.TransformerDecoderLM",
+            "vocab_size": 50,
+            "context_length": 16,
+            "emb_dim": 8,
+            "n_heads": 2,
+            "n_layers": 2,
+        }
+    )
+    for model in (gpt, decoder):
+        blocks = [m for m in model.modules() if isinstance(m, tuple(transformer_block_types()))]
+        assert len(blocks) == 2, type(model).__name__
+    assert TransformerBlock in transformer_block_types()
+
+
+def test_fsdp_clips_by_the_norm_over_all_shards():
+    """Lightning refuses gradient_clip_val under FSDP; the module hands it to FSDP's own clip_grad_norm_."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    from gptlab.lit_module import LanguageModelModule
+
+    class ShardedRoot(torch.nn.Module):
+        clipped_to = None
+
+        def clip_grad_norm_(self, max_norm):
+            self.clipped_to = max_norm
+
+    module = LanguageModelModule(
+        model={
+            "_target_": "gptlab.models.GPT",
+            "vocab_size": 50,
+            "context_length": 8,
+            "emb_dim": 8,
+            "n_heads": 2,
+            "n_layers": 1,
+            "drop_rate": 0.0,
+            "qkv_bias": False,
+        },
+        tokenizer={"kind": "gpt2"},
+    )
+    strategy = FSDPStrategy()
+    strategy.model = ShardedRoot()
+    module._trainer = SimpleNamespace(strategy=strategy)
+    module.configure_gradient_clipping(optimizer=None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    assert strategy.model.clipped_to == 1.0
+    from gptlab.distributed import clip_sharded_gradients
+
+    module._trainer = SimpleNamespace(strategy=DDPStrategy())
+    assert not clip_sharded_gradients(
+        module, 1.0
+    )  # DDP: every rank holds whole gradients, the usual clipping

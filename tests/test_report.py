@@ -1,0 +1,62 @@
+"""The sweep report on a real two-job multirun folder."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
+from conftest import REPO_ROOT
+from test_plots import assert_png
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("report") / "sweep"
+    result = run_script(
+        "train.py",
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        "optim.lr=1e-4,2e-3",
+        "model=gpt_tiny",
+        "data=verdict",
+        *TINY_RUN,
+        "logger=csv",
+    )
+    assert_ok(result)
+    return sweep_dir
+
+
+@pytest.mark.e2e
+def test_report_lists_every_job_with_its_results_and_plots_their_validation_loss(sweep_dir, tmp_path):
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "gptlab.report", str(sweep_dir), "--out", str(out)],
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_ok(result)
+    with (out / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["job"] for r in rows) == ["0", "1"]
+    # Only what differs between the jobs: the arguments common to the sweep are listed once above the table.
+    assert {r["overrides"] for r in rows} == {"optim.lr=0.0001", "optim.lr=0.002"}
+    losses = [float(r["best val/loss"]) for r in rows]
+    assert losses == sorted(losses)  # best first
+    for r in rows:
+        assert r["status"] == "ok" and r["steps"] == "4" and float(r["time (s)"]) > 0
+        assert float(r["val/ppl"]) == pytest.approx(2.718281828 ** float(r["best val/loss"]), rel=1e-3)
+    markdown = (out / "report.md").read_text()
+    assert "optim.lr=0.0001" in markdown and "optim.lr=0.002" in markdown and "| job |" in markdown
+    assert_png(out / "val_loss.png")
+
+
+def test_report_on_a_folder_without_jobs_says_what_to_give(tmp_path):
+    from gptlab.report import main
+
+    assert main([str(tmp_path)]) == 2
