@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
+from gptlab.distributed import is_sharded
 from gptlab.generation import generate
 
 
@@ -42,8 +43,12 @@ class TextSampleCallback(L.Callback):
         # Only while fitting: a stand-alone `trainer.validate` would repeat the last sample.
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not trainer.is_global_zero:
             return
+        if is_sharded(trainer):  # rank zero alone cannot run a sharded model; generate.py reads the checkpoint
+            return
         text = self.sample(pl_module, trainer.global_step)
-        print(f"\n[sample @ step {trainer.global_step}] {text}\n", flush=True)
+        val_loss = trainer.callback_metrics.get("val/loss")
+        heading = f"step {trainer.global_step}" + (f", val/loss {val_loss:.4f}" if val_loss is not None else "")
+        print(f"\n[sample @ {heading}] {text}\n", flush=True)
         if self.output_file:
             with self.output_file.open("a", encoding="utf-8") as f:
                 f.write(f"--- step {trainer.global_step}\n{text}\n")

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-
 from gptlab.errors import GptlabError
 
-USER_ERRORS = (GptlabError, MisconfigurationException)
 EXIT_USER_ERROR = 2
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """GptlabError, and Lightning's MisconfigurationException once Lightning is loaded.
+
+    Importing Lightning costs seconds; an entry point that fails before it needs Lightning need not pay them.
+    """
+    lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")
+    return (GptlabError, lightning_errors.MisconfigurationException) if lightning_errors else (GptlabError,)
 
 
 def find_user_error(err: BaseException) -> BaseException | None:
     """The user error behind ``err``: Hydra's instantiate wraps errors raised by constructors."""
     seen = set()
+    user_errors = user_error_types()
     while err is not None and id(err) not in seen:
-        if isinstance(err, USER_ERRORS):
+        if isinstance(err, user_errors):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
@@ -34,5 +42,70 @@ def report_user_errors() -> Iterator[None]:
         if user_error is None:
             raise
         message = " ".join(str(user_error).split())  # one line, whatever the library put in it
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"{getattr(user_error, 'label', 'error')}: {message}", file=sys.stderr, flush=True)
+        sys.exit(getattr(user_error, "exit_code", EXIT_USER_ERROR))
+
+
+_task_started = False
+
+
+def mark_task_started() -> None:
+    """Called first thing in the Hydra task: OSErrors after this are the job's, not the run folder's."""
+    global _task_started
+    _task_started = True
+
+
+def hydra_message(err: BaseException) -> str:
+    """Hydra's multi-line composition errors as one line that says what to do."""
+    text = str(err).strip()
+    if "Could not find" in text and "Available options" in text:
+        head, _, options = text.partition("Available options in")
+        group, _, names = options.partition(":")
+        group = group.strip().strip("'")
+        choices = ", ".join(n.strip() for n in names.split() if n.strip())
+        missing = head.split("Could not find", 1)[1].strip().split()[0]
+        return (
+            f"Could not find {missing}; available options in '{group}': {choices} "
+            f"(pick one with {group.split('/')[-1]}=NAME)"
+        )
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(("full_key:", "object_type=", "reference_type="))
+    ]
+    message = "; ".join(lines)
+    if "is not in struct" in message or "Could not override" in message:
+        message += " (python train.py --cfg job prints every key)"
+    return message
+
+
+@contextmanager
+def one_line_hydra_errors() -> Iterator[None]:
+    """Hydra's own errors (unknown option or key, bad override, run folder not writable) as one line.
+
+    Hydra prints them over several lines, or as a traceback; it re-raises them when HYDRA_FULL_ERROR=1,
+    which this sets unless the user already asked for full tracebacks.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as err:
+        if wants_full_error:
+            raise
+        print(f"error: {hydra_message(err)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as err:
+        if wants_full_error or _task_started:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(
+            f"error: cannot create the run folder{where} ({err.strerror or err}); fix its permissions or "
+            "choose another with hydra.run.dir=PATH",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(EXIT_USER_ERROR)

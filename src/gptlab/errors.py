@@ -4,6 +4,9 @@
 class GptlabError(Exception):
     """A mistake in input or setup that a user can fix; its message says what is wrong and how to fix it."""
 
+    label = "error"  # the word the one-line message starts with
+    exit_code = 2
+
 
 class ConfigError(GptlabError, ValueError):
     """A configuration value that cannot work (bad shape, out-of-range number, ...)."""
@@ -11,3 +14,17 @@ class ConfigError(GptlabError, ValueError):
 
 class DataError(GptlabError):
     """A corpus that is missing, corrupted or too small for the requested windows."""
+
+
+class TrainingDiverged(GptlabError):
+    """The loss or the gradients stopped being finite numbers: training cannot go on from here."""
+
+
+class TrainingInterrupted(GptlabError):
+    """Stopped by SIGTERM or SIGINT after saving a checkpoint; the message says how to resume."""
+
+    label = "interrupted"
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -7,6 +7,7 @@ torch.load(weights_only=True).
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -16,7 +17,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from gptlab.data.tokenizers import tokenizer_from_spec
-from gptlab.errors import ConfigError
+from gptlab.distributed import clip_sharded_gradients, mean_over_ranks
+from gptlab.errors import ConfigError, TrainingDiverged
 from gptlab.schedules import build_scheduler
 
 
@@ -45,6 +47,7 @@ class LanguageModelModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.tokens_seen = 0
         self.best_val_loss = math.inf
+        self._warned_zero_grad = False
 
     @property
     def context_length(self) -> int:
@@ -60,9 +63,18 @@ class LanguageModelModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            # Stop before backward and the optimizer step: the weights (and every checkpoint) stay finite.
+            raise TrainingDiverged(
+                f"train/loss is {loss.item()} at step {self.global_step} "
+                f"(lr {self.trainer.optimizers[0].param_groups[0]['lr']:.3g}): training stopped; the last "
+                "checkpoint, from before this step, is kept. Lower optim.lr, keep gradient clipping on "
+                "(trainer.gradient_clip_val=1.0), or use trainer.precision=32-true or bf16-mixed instead of 16-mixed"
+            )
         self.tokens_seen += batch[0].numel() * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/ppl", torch.exp(loss.detach()))
+        run_loss = mean_over_ranks(self, loss)  # the run's loss, not rank zero's share of the batch
+        self.log("train/loss", run_loss, prog_bar=True)
+        self.log("train/ppl", torch.exp(run_loss))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         self.log("tokens_seen", float(self.tokens_seen))
         return loss
@@ -79,9 +91,11 @@ class LanguageModelModule(L.LightningModule):
         val_loss = self.val_loss.compute()
         self.val_loss.reset()
         self.best_val_loss = min(self.best_val_loss, val_loss.item())
-        self.log("val/loss", val_loss, prog_bar=True)
+        # The MeanMetric already combined all ranks, so every rank holds the same value; sync_dist only
+        # averages those equal values (and keeps Lightning from warning that nothing is synchronised).
+        self.log("val/loss", val_loss, prog_bar=True, sync_dist=True)
         # Perplexity of the whole validation set: exp of its mean loss, not a mean of batch perplexities.
-        self.log("val/ppl", torch.exp(val_loss))
+        self.log("val/ppl", torch.exp(val_loss), sync_dist=True)
 
     def configure_optimizers(self):
         lr = float(self.optim_cfg.get("lr", 3e-4))
@@ -97,8 +111,35 @@ class LanguageModelModule(L.LightningModule):
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if not clip_sharded_gradients(self, gradient_clip_val):  # FSDP: the norm over all shards
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Log the gradient norm (before clipping); stop on non-finite gradients, warn when none flow."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
+        if not torch.isfinite(norm):
+            if self.trainer.precision == "16-mixed":
+                return  # the gradient scaler skips this step and lowers its scale: routine in float16
+            raise TrainingDiverged(
+                f"the gradient norm is {norm.item()} at step {self.global_step}: training stopped before the "
+                "optimizer step; the last checkpoint is kept. Lower optim.lr or keep gradient clipping on "
+                "(trainer.gradient_clip_val=1.0); trainer.detect_anomaly=true finds the operation that overflows"
+            )
+        self.log("grad_norm", norm)
+        if norm == 0 and not self._warned_zero_grad:
+            self._warned_zero_grad = True
+            warnings.warn(
+                f"all gradients are zero at step {self.global_step}: nothing flows back to the weights "
+                "(frozen parameters, a detached loss, or an underflowing precision?)",
+                stacklevel=1,
+            )
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["best_val_loss"] = self.best_val_loss
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        self.best_val_loss = float(checkpoint.get("best_val_loss", math.inf))

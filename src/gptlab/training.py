@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -10,12 +12,18 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
+from gptlab.atomic import CheckpointError, load_checkpoint_safely
 from gptlab.callbacks import ValidateAtMaxSteps
 from gptlab.data.datamodule import TextDataModule
+from gptlab.distributed import end_process_group, launch_ranks_as_single_runs
 from gptlab.errors import ConfigError
 from gptlab.lit_module import LanguageModelModule
 from gptlab.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
+from gptlab.preflight import check_fresh_run_folder, check_output_dir, resume_path  # noqa: F401
+from gptlab.resilience import AtomicCheckpointIO, resilience_callbacks
+from gptlab.secrets import scrub_saved_configs
 
 
 def model_config(cfg: DictConfig, datamodule: TextDataModule) -> dict:
@@ -36,20 +44,63 @@ def model_config(cfg: DictConfig, datamodule: TextDataModule) -> dict:
     return model_cfg
 
 
+def load_pretrained(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
+    """GPT-2 weights to fine-tune from; the model's shape comes from them, not from `model=`."""
+    from gptlab.hf_import import load_pretrained_gpt  # transformers is slow to import: only when needed
+
+    if datamodule.tokenizer.spec() != {"kind": "gpt2"}:
+        raise ConfigError(
+            f"init_from={cfg.init_from} needs GPT-2 BPE data, but data={cfg.data.corpus} uses the "
+            f"{datamodule.tokenizer.spec()['kind']} tokenizer; use data=shakespeare or data=verdict"
+        )
+    model, model_cfg = load_pretrained_gpt(str(cfg.init_from), drop_rate=cfg.model.get("drop_rate"))
+    if datamodule.max_length > model.context_length:
+        raise ConfigError(
+            f"data.max_length={datamodule.max_length} is longer than the pretrained context of "
+            f"{model.context_length} tokens; set data.max_length={model.context_length} or less"
+        )
+    print(f"init_from={cfg.init_from}: starting from pretrained weights ({model_cfg})", flush=True)
+    return model, model_cfg
+
+
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    return [*configured, ValidateAtMaxSteps()]
+    return [*configured, ValidateAtMaxSteps(), *resilience_callbacks(resume_command(cfg))]
 
 
-def resume_path(ckpt_path: str | None) -> str | None:
-    if ckpt_path is None:
+def resume_command(cfg: DictConfig) -> str | None:
+    """The command that continues this run in its own folder from its last checkpoint."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
         return None
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} is not a file; give the path of a .ckpt file to resume from"
+    overrides = [
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))
+    ]
+    args = [*overrides, f"hydra.run.dir={cfg.paths.output_dir}", "ckpt_path=last"]
+    return " ".join(["python", Path(sys.argv[0]).name, *map(shlex.quote, args)])
+
+
+def check_resumable(path: str, module: LanguageModelModule) -> None:
+    """Refuse, with the reason, a checkpoint that is unsafe, damaged, or for another model or tokenizer."""
+    checkpoint = load_checkpoint_safely(path, mmap=True)
+    saved_tokenizer = (checkpoint.get("hyper_parameters") or {}).get("tokenizer")
+    if saved_tokenizer is not None and saved_tokenizer != module.hparams.tokenizer:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with the {saved_tokenizer.get('kind')} tokenizer, but this run uses "
+            f"{module.hparams.tokenizer.get('kind')}; resume with the data= it was trained on"
         )
-    return str(path)
+    expected = module.state_dict()
+    saved = checkpoint["state_dict"]
+    for name, tensor in expected.items():
+        if name not in saved or tuple(saved[name].shape) != tuple(tensor.shape):
+            there = tuple(saved[name].shape) if name in saved else "missing"
+            saved_model = (checkpoint.get("hyper_parameters") or {}).get("model", {})
+            shape = {k: v for k, v in saved_model.items() if k != "_target_"}
+            raise CheckpointError(
+                f"checkpoint {path} holds a model of another shape ({name}: {there} there, "
+                f"{tuple(tensor.shape)} here); resume with the model it was trained with: {shape}"
+            )
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -78,31 +129,44 @@ def check_trainer(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Train as configured; return the best validation loss (what a Hydra sweeper minimises)."""
     check_trainer(cfg)
+    check_output_dir(cfg.paths.output_dir)
+    scrub_saved_configs(cfg.paths.output_dir)
+    check_fresh_run_folder(cfg)
+    ckpt_path = resume_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule: TextDataModule = instantiate(cfg.data)
+    datamodule: TextDataModule = instantiate(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    pretrained, pretrained_cfg = load_pretrained(cfg, datamodule) if cfg.get("init_from") else (None, None)
     module = LanguageModelModule(
-        model=model_config(cfg, datamodule),
+        model=pretrained_cfg or model_config(cfg, datamodule),
         tokenizer=datamodule.tokenizer.spec(),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
     )
+    if pretrained:
+        module.model.load_state_dict(pretrained.state_dict())
+    if ckpt_path:
+        check_resumable(ckpt_path, module)
+    launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+    )
     log_full_config(loggers, cfg)
 
     failed = True
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("ckpt_path")))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         best = _best_val_loss(trainer, module)
         if cfg.get("validate_after_fit") and _best_checkpoint(trainer):
-            trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+            trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
         failed = False
     finally:
         sync_dirs = offline_wandb_dirs(loggers)
         finish_wandb(failed)
+        end_process_group()  # the next job of a multirun starts its own
     _report(cfg, trainer, best, sync_dirs)
     return best
 

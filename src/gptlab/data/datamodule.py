@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from gptlab.data.corpora import corpus_path, read_corpus
 from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
 from gptlab.data.windows import TokenWindows
+from gptlab.distributed import validation_sampler
 from gptlab.errors import ConfigError
 from gptlab.sampler import ResumableDataLoader, ResumableRandomSampler
 
@@ -124,6 +125,9 @@ class TextDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         # Ordered, and the last partial batch is kept so every validation window counts.
+        sampler = validation_sampler(self.val_set, self.trainer)  # several ranks: each window once
+        if sampler is not None:
+            return DataLoader(self.val_set, sampler=sampler, **self._loader_settings(drop_last=False))
         return self._loader(self.val_set, shuffle=False, drop_last=False)
 
     def _loader(self, dataset: TokenWindows, shuffle: bool, drop_last: bool) -> DataLoader:

@@ -1,0 +1,65 @@
+"""A shuffling sampler and a data loader whose position can be saved and restored (exact mid-epoch resume).
+
+Each epoch's order is a permutation drawn from its own generator seeded by (seed, epoch), so it depends on
+nothing else (not the global RNG, not how many times an iterator was created). The loader's state is the
+epoch and how many samples of it were consumed; Lightning saves it in every checkpoint (it calls
+``state_dict`` on loaders that have one) and restores it before iterating again, so a resumed run sees the
+rest of the interrupted epoch in the same order and then the same later epochs as a run left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class ResumableRandomSampler(Sampler[int]):
+    def __init__(self, num_samples: int, seed: int = 0):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+        self._resume_epoch: int | None = None
+        self._resume_offset = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
+        self.epoch = epoch
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def resume_at(self, epoch: int, offset: int) -> None:
+        """The next iteration of ``epoch`` starts after its first ``offset`` samples."""
+        self.epoch = epoch
+        self._resume_epoch, self._resume_offset = epoch, offset
+
+    def __iter__(self) -> Iterator[int]:
+        start = self._resume_offset if self._resume_epoch == self.epoch else 0
+        self._resume_epoch, self._resume_offset = None, 0
+        yield from self.permutation(self.epoch)[start:].tolist()
+
+    def __len__(self) -> int:
+        # The full epoch, also when resuming: Lightning counts batches against this length.
+        return self.num_samples
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`ResumableRandomSampler` with ``state_dict`` / ``load_state_dict``.
+
+    ``consumed_batches`` says how many batches of the current epoch the trainer has processed; the
+    loader cannot count them itself, because the trainer fetches ahead of what it has trained on.
+    """
+
+    def __init__(
+        self, dataset, *, sampler: ResumableRandomSampler, consumed_batches: Callable[[], int], **kwargs
+    ):
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.consumed_batches = consumed_batches
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "consumed_samples": self.consumed_batches() * self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.resume_at(int(state["epoch"]), int(state["consumed_samples"]))

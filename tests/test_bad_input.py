@@ -1,0 +1,171 @@
+"""Bad input through the real entry point: one clear line naming the problem and the fix, a non-zero exit,
+no traceback, and nothing lost: an existing run folder and its checkpoint stay byte for byte the same."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import TINY_RUN, assert_ok, run_script, run_train
+from conftest import DATA_DIR
+
+pytestmark = pytest.mark.e2e
+
+BASE = ["model=gpt_tiny", "data=verdict", *TINY_RUN, "logger=csv"]
+
+
+class Payload:
+    """An object a pickle would rebuild by importing and running code: never loaded from a checkpoint."""
+
+    def __reduce__(self):
+        return (print, ("this ran while loading a checkpoint",))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Hash of every file of a run folder, except the two Hydra itself writes before any of our code runs."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".hydra" not in p.parts and p.name != "train.log"
+    }
+
+
+# id -> (overrides; "{run}" is the existing run folder, "{tmp}" a scratch folder), words the message must hold
+CASES: dict[str, tuple[list[str], list[str]]] = {
+    "unknown-option": (["model=gpt_huge"], ["Could not find 'model/gpt_huge'", "gpt_tiny", "model=NAME"]),
+    "unknown-key": (["model.emb_dims=64"], ["model.emb_dims", "+model.emb_dims=64", "--cfg job"]),
+    "unknown-top-level-key": (["learning_rate=0.1"], ["learning_rate", "--cfg job"]),
+    "wrong-type-int": (["trainer.max_steps=abc"], ["trainer.max_steps must be an integer", "'abc'"]),
+    "wrong-type-float": (["optim.lr=fast"], ["optim.lr must be a number", "'fast'"]),
+    "heads": (
+        ["model.n_heads=3"],
+        ["model.emb_dim=32 is not divisible by model.n_heads=3", "model.n_heads=2"],
+    ),
+    "window": (
+        ["data.max_length=128"],
+        ["data.max_length=128 is longer than model.context_length=64", "lower data.max_length"],
+    ),
+    "stride-zero": (["data.stride=0"], ["data.stride must be >= 1", "got 0"]),
+    "stride-negative": (["data.stride=-4"], ["data.stride must be >= 1", "got -4"]),
+    "train-ratio-above-1": (
+        ["data.train_ratio=1.5"],
+        ["data.train_ratio must be strictly between 0 and 1", "1.5"],
+    ),
+    "train-ratio-zero": (["data.train_ratio=0"], ["data.train_ratio must be strictly between 0 and 1"]),
+    "train-split-too-small": (["data.train_ratio=0.001"], ["the train split has", "raise data.train_ratio"]),
+    "val-split-too-small": (
+        ["data.train_ratio=0.999"],
+        ["the validation split has", "lower data.train_ratio"],
+    ),
+    "corpus-missing-offline": (
+        ["data.data_dir={tmp}/empty"],
+        ["could not be downloaded", "put the file there", "GPTLAB_DATA_DIR"],
+    ),
+    "corpus-checksum": (["data.data_dir={tmp}/corrupt"], ["does not match its sha256", "delete it"]),
+    "corpus-empty": (["data.data_dir={tmp}/blank"], ["is empty", "delete it"]),
+    "ckpt-garbage": (["ckpt_path={tmp}/garbage.ckpt"], ["not a PyTorch checkpoint", "ckpt_path="]),
+    "ckpt-truncated": (["ckpt_path={tmp}/truncated.ckpt"], ["is truncated", "earlier checkpoint"]),
+    "ckpt-pickled-code": (["ckpt_path={tmp}/pickled.ckpt"], ["contains pickled Python objects", "refused"]),
+    "ckpt-missing": (["ckpt_path={tmp}/nope.ckpt"], ["ckpt_path=", "is not a file"]),
+    "ckpt-other-shape": (
+        ["ckpt_path={run}/checkpoints/last.ckpt", "model.emb_dim=64"],
+        ["another shape", "emb_dim"],
+    ),
+    "resume-other-shape-in-place": (
+        ["hydra.run.dir={run}", "ckpt_path=last", "model.n_layers=3"],
+        ["another shape", "n_layers"],
+    ),
+    "resume-last-without-checkpoint": (["ckpt_path=last"], ["holds no last.ckpt", "hydra.run.dir="]),
+    "fresh-run-over-checkpoints": (["hydra.run.dir={run}"], ["already holds checkpoints", "ckpt_path=last"]),
+    "no-gpu": (
+        ["trainer.accelerator=gpu"],
+        ["trainer.accelerator=gpu but PyTorch sees no CUDA GPU", "trainer.accelerator=cpu"],
+    ),
+    "no-mps": (["trainer.accelerator=mps"], ["no Apple GPU", "trainer.accelerator=cpu"]),
+    "float16-on-cpu": (
+        ["trainer.precision=16-true"],
+        ["trainer.precision=16-true needs a GPU", "bf16-mixed"],
+    ),
+    "unknown-precision": (["trainer.precision=8"], ["trainer.precision=8 is not a precision", "32-true"]),
+    "max-steps-zero": (["trainer.max_steps=0"], ["trainer.max_steps=0 trains nothing", "-1"]),
+    "negative-lr": (["optim.lr=-0.001"], ["optim.lr must be positive", "optim.lr=3e-4"]),
+    "output-not-writable": (
+        ["hydra.run.dir={tmp}/a-file/run"],
+        ["cannot create the run folder", "hydra.run.dir=PATH"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("existing") / "run"
+    assert_ok(run_train(run_dir, *BASE))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory, existing_run) -> Path:
+    tmp = tmp_path_factory.mktemp("scratch")
+    (tmp / "empty").mkdir()
+    (tmp / "corrupt").mkdir()
+    text = (DATA_DIR / "the-verdict.txt").read_text(encoding="utf-8")
+    (tmp / "corrupt" / "the-verdict.txt").write_text(text.replace("Gisburn", "Gisborne"), encoding="utf-8")
+    (tmp / "blank").mkdir()
+    (tmp / "blank" / "the-verdict.txt").write_bytes(b"")
+    (tmp / "garbage.ckpt").write_bytes(b"not a checkpoint at all\n" * 100)
+    last = (existing_run / "checkpoints" / "last.ckpt").read_bytes()
+    (tmp / "truncated.ckpt").write_bytes(last[: len(last) // 2])
+    torch.save({"state_dict": {}, "payload": Payload()}, tmp / "pickled.ckpt")
+    (tmp / "a-file").write_text("a file where the run folder would go")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def results(
+    existing_run, scratch
+) -> tuple[dict[str, subprocess.CompletedProcess], dict[str, str], dict[str, Path]]:
+    before = snapshot(existing_run)
+    run_dirs = {case: scratch / "runs" / case for case in CASES}
+
+    def run(case: str) -> subprocess.CompletedProcess:
+        overrides = [o.format(run=existing_run, tmp=scratch) for o in CASES[case][0]]
+        # A later hydra.run.dir wins: cases that target the existing run folder name it themselves.
+        return run_train(run_dirs[case], *BASE, *overrides)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = dict(zip(CASES, pool.map(run, CASES), strict=True))
+    return outcomes, before, run_dirs
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_one_clear_line_and_loses_nothing(case, results, existing_run):
+    outcomes, before, run_dirs = results
+    result = outcomes[case]
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, f"exit {result.returncode}\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for words in CASES[case][1]:
+        assert words in errors[0], errors[0]
+    assert "this ran while loading a checkpoint" not in output
+    # Nothing lost: the existing run is untouched, and the failed run wrote no checkpoint.
+    assert snapshot(existing_run) == before
+    assert not (run_dirs[case] / "checkpoints").exists()
+
+
+def test_cases_cover_the_issue():
+    assert len(CASES) >= 20
+
+
+def test_help_and_cfg_job_still_work():
+    # Hydra's own flags are untouched by the one-line error handling around it.
+    help_run = run_script("train.py", "--help")
+    assert help_run.returncode == 0 and "Powered by Hydra" in help_run.stdout
+    cfg_run = run_script("train.py", "--cfg", "job", "model=gpt_tiny")
+    assert cfg_run.returncode == 0 and "emb_dim: 32" in cfg_run.stdout

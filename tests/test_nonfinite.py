@@ -1,0 +1,84 @@
+"""Training that goes wrong: a non-finite loss stops the run at once, keeps the last good checkpoint,
+says what to try, and exits non-zero; gradient norms are logged and zero gradients are reported."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from cli_runner import TINY_RUN, read_metrics, run_train
+
+from gptlab.lit_module import LanguageModelModule
+
+TINY_GPT = {
+    "_target_": "gptlab.models.GPT",
+    "vocab_size": 16,
+    "context_length": 8,
+    "emb_dim": 8,
+    "n_heads": 2,
+    "n_layers": 1,
+    "drop_rate": 0.0,
+    "qkv_bias": False,
+}
+
+
+@pytest.mark.e2e
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    # A learning rate of a million without clipping: the first step wrecks the weights, the second loss is NaN.
+    result = run_train(
+        run_dir,
+        "model=gpt_tiny",
+        "data=verdict",
+        *TINY_RUN,
+        "logger=csv",
+        "optim.lr=1e6",
+        "scheduler=constant",
+        "trainer.gradient_clip_val=null",
+        "callbacks.step_checkpoint.every_n_train_steps=1",
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "train/loss is nan at step 1" in line
+    assert "Lower optim.lr" in line and "gradient_clip_val" in line and "last checkpoint" in line
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 1  # the step before the NaN, not overwritten afterwards
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+    rows = read_metrics(run_dir)
+    assert [r["step"] for r in rows if r.get("train/loss")] == ["0"]  # nothing logged for the NaN step
+    assert math.isfinite(float(rows[0]["grad_norm"]))
+
+
+class FakeTrainer:
+    precision = "32-true"
+    global_step = 5
+
+
+def module_with_grads(value: float) -> LanguageModelModule:
+    module = LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"})
+    for p in module.parameters():
+        p.grad = torch.full_like(p, value)
+    module.log = lambda *args, **kwargs: None
+    module._trainer = FakeTrainer()
+    return module
+
+
+def test_zero_gradients_are_reported_once():
+    module = module_with_grads(0.0)
+    with pytest.warns(UserWarning, match="all gradients are zero"):
+        module.on_before_optimizer_step(optimizer=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module.on_before_optimizer_step(optimizer=None)
+    assert not caught  # once per run, not every step
+
+
+def test_non_finite_gradients_stop_before_the_optimizer_step():
+    from gptlab.errors import TrainingDiverged
+
+    module = module_with_grads(float("inf"))
+    with pytest.raises(TrainingDiverged, match="gradient norm is inf"):
+        module.on_before_optimizer_step(optimizer=None)

@@ -1,0 +1,237 @@
+"""Resume that is exact: a run killed at any moment continues, from its last checkpoint, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import assert_ok, clean_env, read_metrics, run_train
+from conftest import REPO_ROOT
+
+from gptlab.atomic import atomic_write_bytes, load_checkpoint_safely
+from gptlab.sampler import ResumableRandomSampler
+
+pytestmark = pytest.mark.e2e
+
+# Two short epochs and then some (5 batches each), validation every 2 batches, a checkpoint every step,
+# dropout on: a resume must get the data order, the position in the epoch and the RNG right.
+RUN = [
+    "model=gpt_tiny",
+    "data=verdict",
+    "data.batch_size=4",
+    "data.max_length=32",
+    "model.drop_rate=0.1",
+    "logger=csv",
+    "trainer.max_epochs=10",
+    "trainer.max_steps=12",
+    "trainer.limit_train_batches=5",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "callbacks.step_checkpoint.every_n_train_steps=1",
+    "callbacks.text_sample.max_new_tokens=4",
+]
+
+
+def start_train(run_dir: Path, *overrides: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides],
+        cwd=REPO_ROOT,
+        env=clean_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def checkpoint_step(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
+    except Exception:  # not written yet
+        return -1
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(
+                f"run ended (exit {process.returncode}) before the test could stop it\n{out[-2000:]}\n{err[-2000:]}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("timed out waiting for the run")
+        time.sleep(0.05)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def train_losses(run_dir: Path) -> dict[int, str]:
+    return {int(r["step"]): r["train/loss"] for r in read_metrics(run_dir) if r.get("train/loss")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert_ok(run_train(run_dir, *RUN))
+    return run_dir
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start_train(run_dir, *RUN, GPTLAB_TEST_SLOW_STEPS="0.3")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # Step 7 is the 3rd batch of the 2nd epoch: past an epoch boundary, in the middle of an epoch.
+    wait_for(lambda: checkpoint_step(last) >= 7, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    killed_at = checkpoint_step(last)
+    assert 7 <= killed_at < 12, killed_at
+
+    result = run_train(run_dir, *RUN, "ckpt_path=last")
+    assert_ok(result)
+    assert checkpoint_step(last) == 12
+    assert_bitwise_equal(weights(run_dir), weights(uninterrupted))
+    # The same metrics file continues; steps run twice (after the checkpoint, before the kill) appear once.
+    assert train_losses(run_dir) == train_losses(uninterrupted)
+    steps = [int(r["step"]) for r in read_metrics(run_dir) if r.get("train/loss")]
+    assert steps == sorted(set(steps))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, uninterrupted, signum):
+    run_dir = tmp_path / "run"
+    process = start_train(run_dir, *RUN, GPTLAB_TEST_SLOW_STEPS="0.3")
+    wait_for(lambda: checkpoint_step(run_dir / "checkpoints" / "last.ckpt") >= 3, process)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in out + err
+    [line] = [line for line in err.splitlines() if line.startswith("interrupted: ")]
+    name = signal.Signals(signum).name
+    assert f"interrupted: {name} at step" in line and str(run_dir / "checkpoints" / "last.ckpt") in line
+    command = line.split("resume with: ", 1)[1]
+    assert command.startswith("python train.py ") and f"hydra.run.dir={run_dir}" in command
+    assert command.endswith("ckpt_path=last")
+    stopped_at = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
+    assert 3 <= stopped_at < 12
+
+    if signum == signal.SIGINT:
+        return  # the same resume path as SIGTERM; one full resume is enough
+    # The printed command, run as printed, finishes the run exactly as if it had never stopped.
+    args = shlex.split(command)[1:]
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True
+    )
+    assert_ok(result)
+    assert_bitwise_equal(weights(run_dir), weights(uninterrupted))
+    assert train_losses(run_dir) == train_losses(uninterrupted)
+
+
+def test_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    # Every save pauses half-way through writing its temporary file.
+    process = start_train(run_dir, *RUN, GPTLAB_TEST_SLOW_SAVE="2")
+    wait_for(
+        lambda: checkpoint_step(checkpoints / "last.ckpt") >= 1 and any(checkpoints.glob(".last.ckpt.*.tmp")),
+        process,
+    )
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    [partial] = checkpoints.glob(".last.ckpt.*.tmp")
+    assert partial.stat().st_size < (checkpoints / "last.ckpt").stat().st_size  # it died mid-write
+    checkpoint = load_checkpoint_safely(checkpoints / "last.ckpt")  # weights_only, complete: resumable
+    assert checkpoint["global_step"] >= 1 and checkpoint["optimizer_states"]
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"old")
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(b"new" * 1000, target)
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+
+
+def test_sampler_resumes_inside_an_epoch_with_the_same_order():
+    full = ResumableRandomSampler(50, seed=3)
+    full.set_epoch(2)
+    order = list(full)
+    resumed = ResumableRandomSampler(50, seed=3)
+    resumed.resume_at(epoch=2, offset=20)
+    assert list(resumed) == order[20:]
+    assert len(resumed) == 50
+    resumed.set_epoch(3)
+    assert list(resumed) != order and sorted(resumed) == list(range(50))  # a new epoch: a new full order
+    assert list(ResumableRandomSampler(50, seed=3).permutation(3)) == list(resumed.permutation(3))
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path):
+    from omegaconf import OmegaConf
+
+    from gptlab.loggers import _wandb_settings, resume_run_id
+
+    (tmp_path / "wandb" / "offline-run-20261122_071500-abc123").mkdir(parents=True)
+    cfg = OmegaConf.create({"ckpt_path": "last", "paths": {"output_dir": str(tmp_path)}})
+    assert resume_run_id(cfg) == "abc123"
+    settings = _wandb_settings(OmegaConf.create({"name": None, "group": None, "offline": True}), "abc123")
+    assert settings.id == "abc123" and settings.resume == "allow"
+    cfg.ckpt_path = None
+    assert resume_run_id(cfg) is None  # a fresh run starts its own
+
+
+def test_csv_metrics_are_appended_not_deleted(tmp_path):
+    from gptlab.loggers import AppendingCSVLogger
+
+    first = AppendingCSVLogger(save_dir=tmp_path, name="csv", version="")
+    first.log_metrics({"train/loss": 1.0}, step=0)
+    first.log_metrics({"train/loss": 0.9}, step=1)
+    first.save()
+    second = AppendingCSVLogger(save_dir=tmp_path, name="csv", version="")
+    second.experiment.drop_rows_from(1)  # step 1 is run again after the resume
+    second.log_metrics({"train/loss": 0.8, "lr": 0.1}, step=1)
+    second.save()
+    rows = read_metrics(tmp_path)
+    assert [(r["step"], r["train/loss"], r.get("lr", "")) for r in rows] == [
+        ("0", "1.0", ""),
+        ("1", "0.8", "0.1"),
+    ]
+
+
+def test_resume_from_an_epoch_end_checkpoint_is_bitwise_identical(tmp_path):
+    # Validation once per epoch (the default): last.ckpt is written when an epoch closes. A constant LR
+    # makes a run stopped by max_steps=5 the first part of the same 12-step run.
+    run = [o for o in RUN if not o.startswith(("trainer.val_check_interval", "trainer.max_steps"))]
+    run += ["scheduler=constant"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    uninterrupted = start_train(whole, *run, "trainer.max_steps=12")
+    assert_ok(run_train(parts, *run, "trainer.max_steps=5"))  # exactly one epoch of 5 batches
+    assert checkpoint_step(parts / "checkpoints" / "last.ckpt") == 5
+    assert_ok(run_train(parts, *run, "trainer.max_steps=12", "ckpt_path=last"))
+    out, err = uninterrupted.communicate()
+    assert uninterrupted.returncode == 0, err[-3000:]
+    assert_bitwise_equal(weights(parts), weights(whole))
+    assert train_losses(parts) == train_losses(whole)

@@ -1,0 +1,88 @@
+"""Untrusted files and secrets: pickled code in a checkpoint is refused; keys and tokens reach no output."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+
+import pytest
+import torch
+from cli_runner import TINY_RUN, assert_ok, clean_env, run_train
+
+from gptlab.atomic import CheckpointError, load_checkpoint_safely
+from gptlab.secrets import MASK, RedactingFilter, RedactingStream, load_dotenv, redact, redact_config
+
+WANDB_KEY = "wandbkey-0123456789abcdef0123456789abcdef"
+HF_TOKEN = "hf_PlantedTokenForTheTest0123456789"
+DOTENV_SECRET = "dotenv-secret-value-9876543210"
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="contains pickled Python objects"):
+        load_checkpoint_safely(path)
+    assert "pickled code ran" not in capsys.readouterr().out
+
+
+def test_plain_checkpoint_loads(tmp_path):
+    path = tmp_path / "ok.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "global_step": 3}, path)
+    assert load_checkpoint_safely(path)["global_step"] == 3
+
+
+def test_redaction_of_text_configs_streams_and_log_records(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # a short, harmless value is not masked
+    assert redact(f"token={HF_TOKEN}!") == f"token={MASK}!"
+    config = {"logger": {"api_key": "abc", "notes": f"uses {HF_TOKEN}"}, "lr": 0.1, "x": "false"}
+    assert redact_config(config) == {
+        "logger": {"api_key": MASK, "notes": f"uses {MASK}"},
+        "lr": 0.1,
+        "x": "false",
+    }
+    out = io.StringIO()
+    RedactingStream(out).write(f"printing {HF_TOKEN}\n")
+    assert out.getvalue() == f"printing {MASK}\n"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key %s", (HF_TOKEN,), None)
+    RedactingFilter().filter(record)
+    assert HF_TOKEN not in record.getMessage()
+
+
+def test_dotenv_values_are_loaded_without_overriding_the_environment(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"# comment\nexport MY_SERVICE_SECRET='{DOTENV_SECRET}'\nHF_TOKEN=from-file-0000000\n"
+    )
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    monkeypatch.delenv("MY_SERVICE_SECRET", raising=False)
+    assert load_dotenv(env_file) == ["MY_SERVICE_SECRET", "HF_TOKEN"]
+    assert os.environ["MY_SERVICE_SECRET"] == DOTENV_SECRET and os.environ["HF_TOKEN"] == HF_TOKEN
+
+
+@pytest.mark.e2e
+def test_no_secret_reaches_the_run_folder_or_the_console(tmp_path):
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"MY_SERVICE_SECRET={DOTENV_SECRET}\n")
+    env = clean_env(
+        WANDB_API_KEY=WANDB_KEY, WANDB_MODE="offline", HF_TOKEN=HF_TOKEN, GPTLAB_DOTENV=str(env_file)
+    )
+    run_dir = tmp_path / "run"
+    # The default wandb logger (offline) plus the CSV copy; the token is also asked for by the config.
+    result = run_train(
+        run_dir, "model=gpt_tiny", "data=verdict", *TINY_RUN, "+notes=${oc.env:HF_TOKEN}", env=env
+    )
+    assert_ok(result)
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ckpt" for p in files) and any(p.name == "config.yaml" for p in files)
+    for secret in (WANDB_KEY, HF_TOKEN, DOTENV_SECRET):
+        assert secret not in result.stdout + result.stderr
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), f"{secret[:8]}... found in {path}"
