@@ -21,7 +21,7 @@ from gptlab.schedules import build_scheduler
 from gptlab.training import build_callbacks, check_accelerator
 
 CONF = REPO_ROOT / "conf"
-GROUPS = ["data", "model", "trainer", "optim", "scheduler", "logger", "callbacks", "experiment", "debug"]
+GROUPS = ["data", "model", "trainer", "optim", "scheduler", "finetune", "logger", "callbacks", "experiment", "debug"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -44,7 +44,9 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(tmp_path, group, option):
-    cfg = compose_train(tmp_path, f"{group}={option}")
+    # model=hf_causal_lm needs a source: a pretrained folder (tested in test_finetune.py) or a config.
+    tiny_hf = ["model.hf_config={model_type: gpt2, n_embd: 16, n_layer: 1, n_head: 2, n_positions: 64}"]
+    cfg = compose_train(tmp_path, f"{group}={option}", *(tiny_hf if option == "hf_causal_lm" else []))
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
     datamodule = instantiate(cfg.data)
@@ -52,7 +54,8 @@ def test_option_composes_and_instantiates(tmp_path, group, option):
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if group == "model" or model_cfg["n_layers"] * model_cfg["emb_dim"] <= 4096:
         model = build_model(model_cfg)
-        assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, model_cfg["vocab_size"])
+        vocab_size = model_cfg.get("vocab_size") or model_cfg["hf_config"].get("vocab_size", 50257)
+        assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, vocab_size)
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optim.lr)
     build_scheduler(optimizer, OmegaConf.to_container(cfg.scheduler, resolve=True), total_steps=100)

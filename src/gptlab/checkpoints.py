@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from gptlab.atomic import CheckpointError, load_checkpoint_safely
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.errors import ConfigError, GptlabError
 from gptlab.lora import apply_finetune, merge_finetune
@@ -87,13 +88,9 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict]:
     """Load a gptlab checkpoint as a dict, checking that it is one."""
     path = find_checkpoint_file(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GptlabError(
-            f"{path} is not a gptlab checkpoint: torch.load cannot read it ({reason[:200]}); "
-            "pass a .ckpt file written by train.py"
-        ) from None
+        checkpoint = load_checkpoint_safely(path)  # weights_only: a file carrying code is refused
+    except CheckpointError as err:
+        raise GptlabError(f"{path} is not a gptlab checkpoint: {err}") from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if (
         not isinstance(hparams, dict)

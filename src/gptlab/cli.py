@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from gptlab.errors import GptlabError
 
@@ -75,7 +76,7 @@ def hydra_message(err: BaseException) -> str:
     ]
     message = "; ".join(lines)
     if "is not in struct" in message or "Could not override" in message:
-        message += " (python train.py --cfg job prints every key)"
+        message += f" (python {Path(sys.argv[0]).name} --cfg job prints every key)"
     return message
 
 

@@ -22,7 +22,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gptlab.repo_root", repo_root)
     if not OmegaConf.has_resolver("gptlab.min"):
         # e.g. a data window of 256 tokens, or fewer when the model's context is shorter
-        OmegaConf.register_new_resolver("gptlab.min", lambda *values: min(values))
+        # (a null value, e.g. the context of a model that brings its own, is left out)
+        OmegaConf.register_new_resolver("gptlab.min", lambda *values: min(v for v in values if v is not None))
 
 
 register_resolvers()

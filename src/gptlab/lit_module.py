@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.distributed import clip_sharded_gradients, mean_over_ranks
 from gptlab.errors import ConfigError, TrainingDiverged
+from gptlab.lora import apply_finetune
 from gptlab.schedules import build_scheduler
 
 
@@ -37,10 +38,20 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 class LanguageModelModule(L.LightningModule):
-    def __init__(self, model: dict, tokenizer: dict, optim: dict | None = None, scheduler: dict | None = None):
+    def __init__(
+        self,
+        model: dict,
+        tokenizer: dict,
+        optim: dict | None = None,
+        scheduler: dict | None = None,
+        finetune: dict | None = None,
+        base_model: nn.Module | None = None,
+    ):
+        """``model`` describes the architecture (it is what checkpoints keep); ``base_model``, when given, is
+        that architecture already built with pretrained weights (not saved as a hyperparameter)."""
         super().__init__()
-        self.save_hyperparameters()
-        self.model = build_model(model)
+        self.save_hyperparameters(ignore=["base_model"])
+        self.model = apply_finetune(base_model if base_model is not None else build_model(model), finetune)
         self.tokenizer = tokenizer_from_spec(tokenizer)
         self.optim_cfg = dict(optim or {})
         self.scheduler_cfg = dict(scheduler or {"name": "constant"})

@@ -12,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from gptlab.atomic import CheckpointError, load_checkpoint_safely
 from gptlab.callbacks import ValidateAtMaxSteps
@@ -21,46 +20,11 @@ from gptlab.distributed import end_process_group, launch_ranks_as_single_runs
 from gptlab.errors import ConfigError
 from gptlab.lit_module import LanguageModelModule
 from gptlab.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
+from gptlab.lora import parameter_summary
+from gptlab.model_factory import build_start_model
 from gptlab.preflight import check_fresh_run_folder, check_output_dir, resume_path  # noqa: F401
 from gptlab.resilience import AtomicCheckpointIO, resilience_callbacks
 from gptlab.secrets import scrub_saved_configs
-
-
-def model_config(cfg: DictConfig, datamodule: TextDataModule) -> dict:
-    """The model's constructor arguments as plain data, checked against the data it will see."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    if model_cfg.get("vocab_size") is None:
-        model_cfg["vocab_size"] = datamodule.vocab_size
-    if model_cfg["vocab_size"] < datamodule.vocab_size:
-        raise ConfigError(
-            f"model.vocab_size={model_cfg['vocab_size']} is smaller than the tokenizer's "
-            f"{datamodule.vocab_size} ids; remove the override or set model.vocab_size={datamodule.vocab_size}"
-        )
-    if datamodule.max_length > model_cfg["context_length"]:
-        raise ConfigError(
-            f"data.max_length={datamodule.max_length} is longer than model.context_length="
-            f"{model_cfg['context_length']}; lower data.max_length or raise model.context_length"
-        )
-    return model_cfg
-
-
-def load_pretrained(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
-    """GPT-2 weights to fine-tune from; the model's shape comes from them, not from `model=`."""
-    from gptlab.hf_import import load_pretrained_gpt  # transformers is slow to import: only when needed
-
-    if datamodule.tokenizer.spec() != {"kind": "gpt2"}:
-        raise ConfigError(
-            f"init_from={cfg.init_from} needs GPT-2 BPE data, but data={cfg.data.corpus} uses the "
-            f"{datamodule.tokenizer.spec()['kind']} tokenizer; use data=shakespeare or data=verdict"
-        )
-    model, model_cfg = load_pretrained_gpt(str(cfg.init_from), drop_rate=cfg.model.get("drop_rate"))
-    if datamodule.max_length > model.context_length:
-        raise ConfigError(
-            f"data.max_length={datamodule.max_length} is longer than the pretrained context of "
-            f"{model.context_length} tokens; set data.max_length={model.context_length} or less"
-        )
-    print(f"init_from={cfg.init_from}: starting from pretrained weights ({model_cfg})", flush=True)
-    return model, model_cfg
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -137,15 +101,18 @@ def train(cfg: DictConfig) -> float | None:
     datamodule: TextDataModule = instantiate(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    pretrained, pretrained_cfg = load_pretrained(cfg, datamodule) if cfg.get("init_from") else (None, None)
+    start_model, model_cfg = build_start_model(cfg, datamodule)
+    finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None
     module = LanguageModelModule(
-        model=pretrained_cfg or model_config(cfg, datamodule),
+        model=model_cfg,
         tokenizer=datamodule.tokenizer.spec(),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        finetune=finetune,
+        base_model=start_model,
     )
-    if pretrained:
-        module.model.load_state_dict(pretrained.state_dict())
+    if finetune and finetune.get("name") != "full":
+        print(f"finetune={finetune['name']}: {parameter_summary(module.model)}", flush=True)
     if ckpt_path:
         check_resumable(ckpt_path, module)
     launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep

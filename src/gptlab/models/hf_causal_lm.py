@@ -51,10 +51,18 @@ def load_pretrained_hf(name_or_path: str) -> nn.Module:
 
 
 class HFCausalLM(nn.Module):
-    """Wraps ``AutoModelForCausalLM``; build it from ``hf_config`` (a config dict) or around ``model``."""
+    """Wraps ``AutoModelForCausalLM``: around ``model``, loaded from ``pretrained``, or built from ``hf_config``."""
 
-    def __init__(self, hf_config: dict | None = None, context_length: int | None = None, model: nn.Module | None = None):
+    def __init__(
+        self,
+        hf_config: dict | None = None,
+        context_length: int | None = None,
+        model: nn.Module | None = None,
+        pretrained: str | None = None,
+    ):
         super().__init__()
+        if model is None and pretrained:
+            model = load_pretrained_hf(pretrained)
         if model is None:
             if not hf_config:
                 raise ConfigError("model=hf_causal_lm needs model.pretrained=<Hub name or folder> or model.hf_config")
