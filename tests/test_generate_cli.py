@@ -227,7 +227,7 @@ def test_export_cli(ckpts, tmp_path, capsys, monkeypatch):
 
     capsys.readouterr()
     assert hf_main(["export", f"ckpt_path={ckpts['decoder']}", f"out_dir={tmp_path / 'dec'}"]) == 2
-    assert "only the GPT model" in capsys.readouterr().err
+    assert "only the GPT (model=gpt124m" in capsys.readouterr().err
     assert hf_main(["export", f"ckpt_path={ckpts['gpt']}"]) == 2
     assert "missing out_dir" in capsys.readouterr().err
     monkeypatch.delenv("HF_TOKEN", raising=False)
