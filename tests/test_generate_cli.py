@@ -170,7 +170,7 @@ def test_init_from_hugging_face_folder_greedy_and_beams(ckpts):
     [
         (["ckpt_path={root}/missing.ckpt"], "does not exist"),
         (["ckpt_path={root}"], "has no last.ckpt"),
-        (["ckpt_path={text}"], "is not a gptlab checkpoint"),
+        (["ckpt_path={text}"], "is truncated or not a PyTorch checkpoint"),
         (["ckpt_path={gpt}", "top_k=0"], "top_k must be an integer >= 1"),
         (["ckpt_path={gpt}", "top_p=1.5"], "top_p must be in (0, 1]"),
         (["ckpt_path={gpt}", "temperature=-1"], "temperature must be >= 0"),
@@ -191,7 +191,7 @@ def test_bad_input_gives_one_line_and_exit_2(ckpts, overrides, message):
 
 def test_checkpoint_reading_errors(ckpts, tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(GptlabError, match="lacks the state_dict"):
+    with pytest.raises(GptlabError, match="has no state_dict"):
         read_checkpoint(tmp_path / "other.pt")
     with pytest.raises(GptlabError, match="use init_from="):
         read_checkpoint(ckpts["hf"])

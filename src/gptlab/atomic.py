@@ -96,13 +96,15 @@ def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu", mmap: bo
     try:
         checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "GLOBAL" in str(err) or "Unsupported" in str(err):
+        # "Unsupported global": the file names a Python class or function to run. Anything else the
+        # weights-only unpickler rejects (e.g. "Unsupported operand") is bytes that are no checkpoint at all.
+        if "Unsupported global" in str(err) or "GLOBAL " in str(err):
             raise CheckpointError(
                 f"checkpoint {path} contains pickled Python objects (code), not only weights: refused, since "
                 "loading it could run that code; use a checkpoint written by train.py, or re-save the state "
                 "dict of a file you trust"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupted ({_first_line(err)}); {hint}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch checkpoint; use an earlier checkpoint, or {hint}") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
         raise CheckpointError(
             f"checkpoint {path} is truncated or not a PyTorch checkpoint ({_first_line(err)}); "

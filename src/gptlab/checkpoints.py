@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from gptlab.atomic import CheckpointError, load_checkpoint_safely
+from gptlab.atomic import load_checkpoint_safely
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.errors import ConfigError, GptlabError
 from gptlab.lora import apply_finetune, merge_finetune
@@ -87,10 +87,8 @@ def find_checkpoint_file(path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> tuple[Path, dict]:
     """Load a gptlab checkpoint as a dict, checking that it is one."""
     path = find_checkpoint_file(path)
-    try:
-        checkpoint = load_checkpoint_safely(path)  # weights_only: a file carrying code is refused
-    except CheckpointError as err:
-        raise GptlabError(f"{path} is not a gptlab checkpoint: {err}") from None
+    # weights_only: a file carrying code is refused; each way a file can be unusable has its own message.
+    checkpoint = load_checkpoint_safely(path)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if (
         not isinstance(hparams, dict)
