@@ -8,8 +8,6 @@ with one message that says where to put the file.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +74,6 @@ def _fetch(corpus: Corpus, path: Path) -> None:
         ) from None
     if sha256_of(data) != corpus.sha256:
         raise DataError(f"downloaded {corpus.url} does not match its expected sha256; nothing was written")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file in the same folder and rename, so a crash never leaves half a corpus.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{corpus.filename}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from gptlab.atomic import atomic_write_bytes  # imports torch: only when there is something to write
+
+    atomic_write_bytes(data, path)  # temporary file, fsync, rename: a crash never leaves half a corpus
