@@ -13,6 +13,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI and the README point GPTLAB_DATA_DIR at ../shared/data; fall back to that folder beside the repo.
 DATA_DIR = Path(os.environ.get("GPTLAB_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
+# A one-layer GPT with GPT-2's vocabulary: the model config of in-process test checkpoints.
+TINY_GPT = {
+    "_target_": "gptlab.models.GPT",
+    "vocab_size": 50257,
+    "context_length": 32,
+    "emb_dim": 16,
+    "n_heads": 2,
+    "n_layers": 1,
+    "drop_rate": 0.0,
+}
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

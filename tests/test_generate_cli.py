@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 from cli_runner import assert_ok, run_script
+from conftest import TINY_GPT
 
 from gptlab.checkpoints import load_checkpoint_model, read_checkpoint
 from gptlab.errors import ConfigError, GptlabError
@@ -16,15 +17,6 @@ from gptlab.hf_interop import main as hf_main
 from gptlab.lit_module import LanguageModelModule
 
 CHARS = "".join(sorted(set("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")))
-TINY_GPT = {
-    "_target_": "gptlab.models.GPT",
-    "vocab_size": 50257,
-    "context_length": 32,
-    "emb_dim": 16,
-    "n_heads": 2,
-    "n_layers": 1,
-    "drop_rate": 0.0,
-}
 TINY_DECODER = {
     "_target_": "gptlab.models.TransformerDecoderLM",
     "vocab_size": len(CHARS),

@@ -4,20 +4,11 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_GPT
 
 from gptlab.callbacks import ValidateAtMaxSteps
 from gptlab.data.datamodule import TextDataModule
 from gptlab.lit_module import LanguageModelModule, decay_groups
-
-TINY_GPT = {
-    "_target_": "gptlab.models.GPT",
-    "vocab_size": 50257,
-    "context_length": 32,
-    "emb_dim": 16,
-    "n_heads": 2,
-    "n_layers": 1,
-    "drop_rate": 0.0,
-}
 
 
 @pytest.fixture
