@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample sweep report test test-fast lint bench bench-generate clean
+.PHONY: install train train-ddp sample sweep report test test-fast lint bench bench-generate bench-train clean
 
 install: $(VENV)/.installed
 
@@ -49,10 +49,14 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Benchmarks print side-by-side tables and ratios from one run; numbers are written down in BENCHMARKS.md.
-bench: bench-generate
+bench: bench-generate bench-train
 
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)
+
+# Training throughput and MFU: our GPT under Lightning, in a bare loop, and transformers' GPT-2 (baseline).
+bench-train: install
+	$(PY) bench/bench_train.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
