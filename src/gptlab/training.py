@@ -81,13 +81,8 @@ def check_accelerator(accelerator: str) -> None:
 
 
 def check_trainer(cfg: DictConfig) -> None:
+    # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
-    if cfg.trainer.get("max_steps", -1) == 0:
-        raise ConfigError(
-            "trainer.max_steps=0 trains nothing; use a positive number, or -1 to use max_epochs"
-        )
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
 
 
 def train(cfg: DictConfig) -> float | None:
