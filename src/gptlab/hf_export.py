@@ -20,24 +20,34 @@ from gptlab.models.hf_causal_lm import HFCausalLM
 
 
 def hf_state_dict_from_gpt(model: GPT) -> dict[str, torch.Tensor]:
-    """A ``GPT2LMHeadModel`` state dict holding our GPT's weights (zero q/k/v biases when it has none)."""
+    """A ``GPT2LMHeadModel`` state dict holding our GPT's weights.
+
+    GPT-2 always has biases: where ours has none (``qkv_bias=False``, ``bias=False``) zeros stand in, which
+    change nothing. Padded vocabulary rows (``vocab_pad_multiple``) are cut off: the export has vocab_size.
+    """
     cfg = model.cfg
     ours = {key.replace("_orig_mod.", ""): value.detach() for key, value in model.state_dict().items()}
-    hf = {"transformer.wte.weight": ours["tok_emb.weight"], "transformer.wpe.weight": ours["pos_emb.weight"]}
+
+    def bias_of(name: str, size: int) -> torch.Tensor:
+        bias = ours.get(f"{name}.bias")
+        weight = ours[f"{name}.weight"]
+        return bias if bias is not None else torch.zeros(size, dtype=weight.dtype, device=weight.device)
+
+    hf = {
+        "transformer.wte.weight": ours["tok_emb.weight"][: cfg.vocab_size],
+        "transformer.wpe.weight": ours["pos_emb.weight"],
+    }
     for i in range(cfg.n_layers):
         for our_name, hf_name in BLOCK_NORM.items():
-            for param in ("weight", "bias"):
-                hf[f"transformer.h.{i}.{hf_name}.{param}"] = ours[f"blocks.{i}.{our_name}.{param}"]
+            hf[f"transformer.h.{i}.{hf_name}.weight"] = ours[f"blocks.{i}.{our_name}.weight"]
+            hf[f"transformer.h.{i}.{hf_name}.bias"] = bias_of(f"blocks.{i}.{our_name}", cfg.emb_dim)
         for our_name, hf_name in BLOCK_LINEAR.items():
             weight = ours[f"blocks.{i}.{our_name}.weight"]
-            bias = ours.get(f"blocks.{i}.{our_name}.bias")
-            if bias is None:  # qkv_bias=False: GPT-2 always has this bias, and zeros change nothing.
-                bias = torch.zeros(weight.size(0), dtype=weight.dtype, device=weight.device)
             hf[f"transformer.h.{i}.{hf_name}.weight"] = weight.t().contiguous()
-            hf[f"transformer.h.{i}.{hf_name}.bias"] = bias
+            hf[f"transformer.h.{i}.{hf_name}.bias"] = bias_of(f"blocks.{i}.{our_name}", weight.size(0))
     hf["transformer.ln_f.weight"] = ours["final_norm.weight"]
-    hf["transformer.ln_f.bias"] = ours["final_norm.bias"]
-    hf["lm_head.weight"] = ours["out_head.weight"]
+    hf["transformer.ln_f.bias"] = bias_of("final_norm", cfg.emb_dim)
+    hf["lm_head.weight"] = ours["out_head.weight"][: cfg.vocab_size]
     return hf
 
 

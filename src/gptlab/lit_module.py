@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from gptlab.data.tokenizers import tokenizer_from_spec
-from gptlab.distributed import clip_sharded_gradients, mean_over_ranks
+from gptlab.distributed import clip_sharded_gradients, is_sharded, mean_over_ranks
 from gptlab.errors import ConfigError, TrainingDiverged
 from gptlab.lora import apply_finetune
 from gptlab.schedules import build_scheduler
@@ -35,6 +35,25 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+
+
+def adamw_kernel(fused: bool | None, trainer: L.Trainer | None) -> dict:
+    """AdamW's implementation: ``fused`` (one kernel over every parameter, the fastest on CPU and GPU) or
+    torch's default (foreach). ``optim.fused=null`` picks fused wherever Lightning can use it.
+
+    The one case it cannot: 16-mixed with gradient clipping, where Lightning unscales the gradients to clip
+    them while a fused optimizer unscales on its own. Sharded (FSDP) parameters keep the default too.
+    """
+    scaler_clash = trainer is not None and str(trainer.precision) == "16-mixed" and bool(trainer.gradient_clip_val)
+    if fused is None:
+        return {"fused": True} if not scaler_clash and not (trainer is not None and is_sharded(trainer)) else {}
+    if fused and scaler_clash:
+        raise ConfigError(
+            "optim.fused=true cannot be combined with trainer.precision=16-mixed and gradient clipping "
+            "(Lightning must unscale the gradients itself to clip them); set optim.fused=null or false, "
+            "or use trainer.precision=bf16-mixed"
+        )
+    return {"fused": bool(fused)}
 
 
 class LanguageModelModule(L.LightningModule):
@@ -59,6 +78,7 @@ class LanguageModelModule(L.LightningModule):
         self.tokens_seen = 0
         self.best_val_loss = math.inf
         self._warned_zero_grad = False
+        self._grad_norm: torch.Tensor | None = None
 
     @property
     def context_length(self) -> int:
@@ -69,6 +89,10 @@ class LanguageModelModule(L.LightningModule):
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
+        # Our GPT computes its loss itself, through the head without full logits (models/fused_loss.py);
+        # peft's wrapper passes the call through to it.
+        if hasattr(self.model, "loss"):
+            return self.model.loss(inputs, targets)
         logits = self.model(inputs)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
@@ -118,18 +142,27 @@ class LanguageModelModule(L.LightningModule):
             lr=lr,
             betas=tuple(self.optim_cfg.get("betas", (0.9, 0.95))),
             eps=float(self.optim_cfg.get("eps", 1e-8)),
+            **adamw_kernel(self.optim_cfg.get("fused"), self.trainer),
         )
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if not clip_sharded_gradients(self, gradient_clip_val):  # FSDP: the norm over all shards
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if clip_sharded_gradients(self, gradient_clip_val):  # FSDP: the norm over all shards
+            return
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and self._grad_norm is not None:
+            # The norm was just measured in on_before_optimizer_step: clip with it instead of a second pass
+            # over every gradient (what clip_grad_norm_ would do).
+            grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grads_with_norm_(grads, gradient_clip_val, self._grad_norm)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Log the gradient norm (before clipping); stop on non-finite gradients, warn when none flow."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
+        self._grad_norm = None if is_sharded(self.trainer) else norm  # a shard's norm must not clip
         if not torch.isfinite(norm):
             if self.trainer.precision == "16-mixed":
                 return  # the gradient scaler skips this step and lowers its scale: routine in float16

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gptlab.atomic import CheckpointError, load_checkpoint_safely
 from gptlab.callbacks import ValidateAtMaxSteps
+from gptlab.compilation import compile_model
 from gptlab.data.datamodule import TextDataModule
 from gptlab.distributed import end_process_group, launch_ranks_as_single_runs
 from gptlab.errors import ConfigError
@@ -80,6 +81,11 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
+def _device_type(cfg: DictConfig) -> str:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return "cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu"
+
+
 def check_trainer(cfg: DictConfig) -> None:
     # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
@@ -108,6 +114,8 @@ def train(cfg: DictConfig) -> float | None:
     )
     if finetune and finetune.get("name") != "full":
         print(f"finetune={finetune['name']}: {parameter_summary(module.model)}", flush=True)
+    if cfg.get("compile"):
+        compile_model(module.model, _device_type(cfg))
     if ckpt_path:
         check_resumable(ckpt_path, module)
     launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep

@@ -16,6 +16,7 @@ from torch import nn
 
 from gptlab.errors import ConfigError
 from gptlab.models.checks import check_drop_rate, check_heads_divide, check_positive, check_window
+from gptlab.models.fused_loss import linear_cross_entropy
 
 ATTENTION_IMPLS = ("sdpa", "manual")
 
@@ -29,12 +30,21 @@ class GPTConfig:
     n_layers: int = 12
     drop_rate: float = 0.1
     qkv_bias: bool = False
+    # Biases in the other linear layers and the LayerNorms (GPT-2 has them; bias=False is a little faster
+    # and, in nanoGPT's experience, no worse).
+    bias: bool = True
+    # Pad the embedding and output head to a multiple of this many rows (64: 50257 -> 50304), a shape
+    # matrix kernels handle better. Logits are cut back to vocab_size, so padded ids are never predicted.
+    vocab_pad_multiple: int = 1
     # "sdpa" uses torch's fused scaled_dot_product_attention; "manual" is the readable reference
     # implementation (explicit scores, mask and softmax) that the fast path is tested against.
     attn_impl: str = "sdpa"
     # Share the token embedding matrix with the output head, as GPT-2 does (saves vocab_size * emb_dim
     # parameters; needed to load OpenAI's GPT-2 weights, which were trained tied).
     tie_weights: bool = False
+    # Training loss through the chunked head + cross-entropy (gptlab.models.fused_loss), which never holds
+    # the full logits; False computes logits and F.cross_entropy, the reference it is tested against.
+    fused_loss: bool = True
 
     def __post_init__(self) -> None:
         check_positive(
@@ -43,11 +53,16 @@ class GPTConfig:
             emb_dim=self.emb_dim,
             n_heads=self.n_heads,
             n_layers=self.n_layers,
+            vocab_pad_multiple=self.vocab_pad_multiple,
         )
         check_heads_divide(self.emb_dim, self.n_heads)
         check_drop_rate(self.drop_rate)
         if self.attn_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"model.attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return math.ceil(self.vocab_size / self.vocab_pad_multiple) * self.vocab_pad_multiple
 
 
 class KVCache:
@@ -93,7 +108,7 @@ class CausalSelfAttention(nn.Module):
         self.drop_rate = cfg.drop_rate
         # q, k and v in one matmul; split afterwards.
         self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)
-        self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
+        self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.bias)
         self.attn_dropout = nn.Dropout(cfg.drop_rate)
         mask = torch.triu(torch.ones(cfg.context_length, cfg.context_length, dtype=torch.bool), diagonal=1)
         self.register_buffer("future_mask", mask, persistent=False)
@@ -140,10 +155,10 @@ class CausalSelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
+        self.fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim, bias=cfg.bias)
         # GPT-2 was trained with the tanh approximation of GELU; exact GELU would not match its weights.
         self.gelu = nn.GELU(approximate="tanh")
-        self.proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+        self.proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.gelu(self.fc(x)))
@@ -152,9 +167,9 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.emb_dim)
+        self.norm1 = nn.LayerNorm(cfg.emb_dim, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.norm2 = nn.LayerNorm(cfg.emb_dim)
+        self.norm2 = nn.LayerNorm(cfg.emb_dim, bias=cfg.bias)
         self.ff = FeedForward(cfg)
         self.drop_resid = nn.Dropout(cfg.drop_rate)
 
@@ -175,14 +190,16 @@ class GPT(nn.Module):
                 known = ", ".join(GPTConfig.__dataclass_fields__)
                 raise ConfigError(f"unknown GPT setting ({err}); known settings: {known}") from None
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.tok_emb = nn.Embedding(cfg.padded_vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = nn.LayerNorm(cfg.emb_dim)
-        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        self.final_norm = nn.LayerNorm(cfg.emb_dim, bias=cfg.bias)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.padded_vocab_size, bias=False)
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
+        # Set by compile_blocks(): a torch.compile'd TransformerBlock.forward for the cache-free path.
+        self.compiled_block = None
         self.apply(self._init_weights)
         # GPT-2's scaled init: each residual branch adds to the stream, so shrink its last projection
         # by sqrt(2 * n_layers) to keep the residual variance from growing with depth.
@@ -203,6 +220,10 @@ class GPT(nn.Module):
     def context_length(self) -> int:
         return self.cfg.context_length
 
+    def compile_blocks(self) -> None:
+        """torch.compile the blocks' forward for training and validation (see gptlab.compilation)."""
+        self.compiled_block = torch.compile(TransformerBlock.forward)
+
     def config_dict(self) -> dict:
         return asdict(self.cfg)
 
@@ -213,12 +234,28 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False
     ) -> torch.Tensor:
-        """Logits (B, T, vocab) for ids (B, T).
+        """Logits (B, T, vocab_size) for ids (B, T); padded vocabulary rows are cut off.
 
         With ``kv_cache``, ``idx`` holds only the tokens after those already cached; their keys and values
         are appended to the cache. ``last_only`` computes the head for the last position only (B, 1, vocab),
         which is all decoding needs and saves a (T x vocab) matmul.
         """
+        x = self.hidden_states(idx, kv_cache)
+        if last_only:
+            x = x[:, -1:, :]
+        return self.out_head(x)[..., : self.cfg.vocab_size]
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of ids (B, T) against targets (B, T) (-100 = ignored)."""
+        x = self.hidden_states(idx)
+        # peft may wrap the head in an adapter layer; then only the plain path sees the adapter.
+        if self.cfg.fused_loss and type(self.out_head) is nn.Linear:
+            return linear_cross_entropy(x.flatten(0, 1), self.out_head.weight, targets.flatten(), self.cfg.vocab_size)
+        logits = self.out_head(x)[..., : self.cfg.vocab_size]
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """The final LayerNorm's output (B, T, emb_dim): everything but the output head."""
         seq_len = idx.size(1)
         past = 0
         if kv_cache is not None:
@@ -233,9 +270,10 @@ class GPT(nn.Module):
         positions = torch.arange(past, past + seq_len, device=idx.device)
         x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
         for layer_idx, block in enumerate(self.blocks):
-            x = block(x, kv_cache, layer_idx)
+            if kv_cache is None and self.compiled_block is not None:
+                x = self.compiled_block(block, x)
+            else:
+                x = block(x, kv_cache, layer_idx)
         if kv_cache is not None:
             kv_cache.length = past + seq_len
-        if last_only:
-            x = x[:, -1:, :]
-        return self.out_head(self.final_norm(x))
+        return self.final_norm(x)
