@@ -1,0 +1,169 @@
+"""Model FLOPs per token and the peak FLOP/s they are compared against: the two halves of MFU.
+
+MFU (model FLOPs utilisation) = model FLOPs per token x tokens/s / peak FLOP/s. The model FLOPs are the
+FLOPs the architecture needs per trained token (PaLM appendix B, as nanoGPT counts them), not the FLOPs
+the kernels happen to run, so a faster implementation of the same model shows up as a higher MFU.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Matmul shapes of the CPU peak measurement: two square ones and one shaped like a transformer's
+# feed-forward (tokens x width @ width x 4 width); the best of them is the ceiling.
+PEAK_SHAPES = ((2048, 2048, 2048), (4096, 4096, 4096), (2048, 768, 3072))
+
+# Trainer precision -> the dtype its matmuls run in (mixed precision autocasts them to the low dtype).
+PRECISION_DTYPES = {
+    "bf16-mixed": torch.bfloat16,
+    "bf16-true": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "16-mixed": torch.float16,
+    "16-true": torch.float16,
+    "16": torch.float16,
+    "32-true": torch.float32,
+    "32": torch.float32,
+    "64-true": torch.float64,
+    "64": torch.float64,
+}
+
+
+@dataclass(frozen=True)
+class FlopsShape:
+    """What the FLOP count of a model depends on; ``per_token`` adds the window, which varies by batch."""
+
+    matmul_params: int  # N: every parameter except embedding lookup tables
+    attention_blocks: int  # attentions per token path: layers, or 2 x layers with cross-attention
+    width: int  # d
+
+    def per_token(self, window: int) -> float:
+        # 6 N: a multiply-add (2 FLOPs) per weight forward, twice that backward (input and weight grads).
+        # 12 d T per attention: q @ k^T and scores @ v, 2 d T FLOPs each forward per token, x3 with backward.
+        return 6.0 * self.matmul_params + 12.0 * self.attention_blocks * self.width * window
+
+
+def model_flops_per_token(model: nn.Module, window: int) -> float | None:
+    """Training FLOPs per token (forward + backward) at context ``window``; None for an unknown model.
+
+    ``model`` may be one of gptlab's models, a transformers causal LM, or anything wrapping one (the
+    LightningModule, peft's LoRA, torch.compile).
+    """
+    shape = flops_shape(model)
+    return None if shape is None else shape.per_token(window)
+
+
+def flops_shape(model: nn.Module) -> FlopsShape | None:
+    found = _architecture(model)
+    if found is None:
+        return None
+    core, attention_blocks, width = found
+    return FlopsShape(matmul_parameter_count(core), attention_blocks, width)
+
+
+def matmul_parameter_count(model: nn.Module) -> int:
+    """Parameters that are computed with, i.e. all but embedding lookup tables.
+
+    A lookup costs no FLOPs, so the position table never counts. A token table tied to the output head
+    (the same Parameter as a Linear's weight) is a matmul there and counts, once: ``parameters()``
+    yields a shared Parameter once. A padded head counts all its rows, since they are all computed.
+
+    LoRA (peft): the frozen base weights count like trained ones (6 per parameter) and the adapters are
+    counted as the parameters they are. Strictly a frozen weight needs no weight gradient (4 FLOPs, not 6),
+    but "model FLOPs" describe the architecture, not what trains, and this keeps MFU comparable with full
+    fine-tuning of the same model.
+    """
+    modules = list(model.modules())
+    tables = {id(m.weight) for m in modules if isinstance(m, nn.Embedding)}
+    computed = {
+        id(p) for m in modules if not isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)
+    }
+    return sum(p.numel() for p in model.parameters() if id(p) not in tables or id(p) in computed)
+
+
+def _architecture(model: nn.Module) -> tuple[nn.Module, int, int] | None:
+    """(the model itself, attention blocks, width) of the first known architecture inside ``model``."""
+    from gptlab.models.decoder import TransformerDecoderLM
+    from gptlab.models.gpt import GPT
+    from gptlab.models.hf_causal_lm import HFCausalLM
+
+    for module in model.modules():  # outermost first: past the LightningModule, peft and compile wrappers
+        if isinstance(module, GPT):
+            return module, module.cfg.n_layers, module.cfg.emb_dim
+        if isinstance(module, TransformerDecoderLM):
+            # Each layer attends to itself and to the memory, which is the input again (same length T).
+            return module, 2 * len(module.decoder.layers), module.embed.embedding_dim
+        if isinstance(module, HFCausalLM) or _is_hf_model(module):
+            hf = getattr(module, "hf", module)
+            shape = _hf_layers_and_width(getattr(hf, "config", None))
+            return None if shape is None else (module, *shape)
+    return None
+
+
+def _is_hf_model(module: nn.Module) -> bool:
+    transformers = sys.modules.get("transformers")  # not imported: no transformers model can exist
+    return transformers is not None and isinstance(module, transformers.PreTrainedModel)
+
+
+def _hf_layers_and_width(config) -> tuple[int, int] | None:
+    layers = _first_attr(config, "n_layer", "num_hidden_layers", "num_layers")
+    width = _first_attr(config, "n_embd", "hidden_size", "d_model")
+    return None if layers is None or width is None else (int(layers), int(width))
+
+
+def _first_attr(config, *names: str):
+    return next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)
+
+
+def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", repeats: int = 3) -> float:
+    """The matmul ceiling on ``device`` in ``dtype``: the best FLOP/s seen over a few GEMM shapes.
+
+    Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes a few
+    seconds on two CPU cores (bf16 with AMX is the fast case; fp32 about four times longer).
+    """
+    device = torch.device(device)
+    # Its own generator: measuring at setup must not shift the training randomness (dropout, shuffles).
+    generator = torch.Generator(device).manual_seed(0)
+    best = 0.0
+    with torch.no_grad():
+        for m, k, n in PEAK_SHAPES:
+            a = torch.randn(m, k, device=device, generator=generator).to(dtype)
+            b = torch.randn(k, n, device=device, generator=generator).to(dtype)
+            torch.mm(a, b)  # warm-up: kernel selection, page faults
+            for _ in range(repeats):
+                _synchronize(device)
+                start = time.perf_counter()
+                torch.mm(a, b)
+                _synchronize(device)
+                best = max(best, 2.0 * m * k * n / (time.perf_counter() - start))
+    return best
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(device: torch.device, precision: str, configured_tflops: float | None) -> float | None:
+    """Peak FLOP/s of one device for a Trainer ``precision``, or None where it is not known.
+
+    A configured figure wins; GPUs (and TPUs) use Lightning's table of datasheet figures; a CPU is
+    measured, since no table covers CPUs and their matmul speed depends on the cores a job gets.
+    """
+    if configured_tflops is not None:
+        return float(configured_tflops) * 1e12
+    dtype = PRECISION_DTYPES.get(str(precision))
+    if dtype is None:
+        return None
+    if device.type in ("cuda", "xla"):
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        available = get_available_flops(device, dtype)
+        return None if available is None else float(available)
+    if device.type == "cpu":
+        return measure_peak_flops(dtype, device)
+    return None  # e.g. MPS: no table, and a measured figure would not be the GPU's ceiling
