@@ -24,6 +24,13 @@ TINY_GPT = {
     "drop_rate": 0.0,
 }
 
+@pytest.fixture(scope="session", autouse=True)
+def _token_cache_in_tmp(tmp_path_factory):
+    """Token caches of test runs (in-process and subprocesses, which copy os.environ) go to a session
+    folder, never the user's ~/.cache."""
+    os.environ["GPTLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("token-cache"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "the-verdict.txt").exists():

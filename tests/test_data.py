@@ -2,6 +2,10 @@ import urllib.request
 
 import pytest
 import torch
+from conftest import REPO_ROOT
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 
 from gptlab.data.corpora import CORPORA, corpus_path
 from gptlab.data.datamodule import TextDataModule
@@ -13,9 +17,8 @@ from gptlab.errors import ConfigError, DataError
 def test_gpt2_ids_for_a_known_sentence():
     tok = GPT2Tokenizer()
     # Ids from OpenAI's GPT-2 encoder (the same as tiktoken.get_encoding("gpt2") gives online).
-    assert tok.encode("Hello, do you like tea? <|endoftext|> In the sunlit terraces") == [
-        15496, 11, 466, 345, 588, 8887, 30, 220, 50256, 554, 262, 4252, 18250, 8812, 2114,
-    ]
+    expected = [15496, 11, 466, 345, 588, 8887, 30, 220, 50256, 554, 262, 4252, 18250, 8812, 2114]
+    assert tok.encode("Hello, do you like tea? <|endoftext|> In the sunlit terraces") == expected
     assert tok.vocab_size == 50257 and tok.eos_id == 50256
 
 
@@ -147,3 +150,133 @@ def test_missing_corpus_is_fetched_verified_and_written(tmp_path, monkeypatch, d
 def test_unknown_corpus(tmp_path):
     with pytest.raises(ConfigError, match="known corpora: tinyshakespeare, the-verdict"):
         corpus_path("wikitext", tmp_path)
+
+
+# Token ids cached between runs (gptlab.data.token_cache).
+
+
+@pytest.fixture
+def encodings(monkeypatch) -> list[str]:
+    """Counts the corpus encodings of both tokenizers (one entry per split tokenised)."""
+    calls = []
+    for cls in (GPT2Tokenizer, CharTokenizer):
+        original = cls.encode_corpus
+
+        def counted(self, text, original=original, name=cls.__name__):
+            calls.append(name)
+            return original(self, text)
+
+        monkeypatch.setattr(cls, "encode_corpus", counted)
+    return calls
+
+
+def forbid_tokenising(monkeypatch) -> None:
+    def refuse(self, text):
+        raise AssertionError("tokenised although the cache holds these ids")
+
+    for cls in (GPT2Tokenizer, CharTokenizer):
+        monkeypatch.setattr(cls, "encode_corpus", refuse)
+
+
+def cache_files(cache_dir) -> list:
+    return sorted((cache_dir / "tokens").glob("*.pt"))
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
+def test_second_setup_loads_token_ids_from_the_cache_without_tokenising(
+    tmp_path, data_dir, monkeypatch, tokenizer
+):
+    first = make_datamodule(data_dir, tokenizer=tokenizer, max_length=64, cache_dir=str(tmp_path))
+    [cached] = cache_files(tmp_path)
+    assert cached.name.startswith(f"the-verdict-{tokenizer}-")
+    forbid_tokenising(monkeypatch)
+    second = make_datamodule(data_dir, tokenizer=tokenizer, max_length=64, cache_dir=str(tmp_path))
+    for name in ("train_tokens", "val_tokens"):
+        assert torch.equal(getattr(first, name), getattr(second, name))
+        assert getattr(second, name).dtype == torch.long
+    assert len(second.train_set) == len(first.train_set)
+
+
+def test_changed_text_tokenizer_or_split_misses_the_cache(tmp_path, data_dir, monkeypatch, encodings):
+    make_datamodule(data_dir, cache_dir=str(tmp_path))
+    assert len(encodings) == 2  # train and validation
+    make_datamodule(data_dir, cache_dir=str(tmp_path))
+    assert len(encodings) == 2  # a hit
+
+    uncached = make_datamodule(data_dir, train_ratio=0.8)
+    ratio = make_datamodule(data_dir, train_ratio=0.8, cache_dir=str(tmp_path))
+    assert torch.equal(ratio.train_tokens, uncached.train_tokens)
+    char = make_datamodule(data_dir, tokenizer="char", cache_dir=str(tmp_path))
+    assert char.vocab_size < 100
+    assert len(encodings) == 2 + 2 + 2 + 2  # the uncached one, then two misses
+
+    import gptlab.data.datamodule as datamodule
+
+    edited = (data_dir / "the-verdict.txt").read_text(encoding="utf-8") + " And a new ending."
+    monkeypatch.setattr(datamodule, "read_corpus", lambda name, folder: edited)
+    changed = make_datamodule(data_dir, cache_dir=str(tmp_path))
+    assert len(encodings) == 10  # the same corpus name, another text: tokenised again
+    assert changed.val_tokens.tolist()[-5:] == GPT2Tokenizer().encode(" And a new ending.")[-5:]
+    assert len(cache_files(tmp_path)) == 4
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "another key", "ids out of range"])
+def test_damaged_cache_file_is_ignored_with_a_warning_and_rebuilt(
+    tmp_path, data_dir, monkeypatch, caplog, damage
+):
+    first = make_datamodule(data_dir, cache_dir=str(tmp_path))
+    [path] = cache_files(tmp_path)
+    good = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"not a torch file at all")
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:
+        stored = torch.load(path, weights_only=True)
+        if damage == "another key":
+            stored["key"] = "0" * 64
+        else:
+            stored["train"][0] = 50257
+        torch.save(stored, path)
+
+    with caplog.at_level("WARNING", logger="gptlab.data.token_cache"):
+        rebuilt = make_datamodule(data_dir, cache_dir=str(tmp_path))
+    [warning] = [r for r in caplog.records if r.name == "gptlab.data.token_cache"]
+    assert "is unusable" in warning.getMessage() and "tokenising again" in warning.getMessage()
+    assert "\n" not in warning.getMessage()
+    assert torch.equal(rebuilt.train_tokens, first.train_tokens)
+    forbid_tokenising(monkeypatch)  # rewritten: the next run loads it again
+    assert torch.equal(make_datamodule(data_dir, cache_dir=str(tmp_path)).train_tokens, first.train_tokens)
+
+
+def test_unwritable_cache_dir_falls_back_to_tokenising(tmp_path, data_dir, caplog, encodings):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("a file where the cache folder would go: no folder can be made there, even as root")
+    with caplog.at_level("WARNING", logger="gptlab.data.token_cache"):
+        dm = make_datamodule(data_dir, cache_dir=str(blocked / "cache"))
+    assert (len(dm.train_tokens), len(dm.val_tokens)) == (4612, 534)
+    assert "token cache not written" in caplog.text and "data.cache_dir=null" in caplog.text
+    make_datamodule(data_dir, cache_dir=str(blocked / "cache"))
+    assert len(encodings) == 4  # tokenised each time, never failed
+
+
+def test_cache_dir_null_tokenises_every_time_and_writes_nothing(tmp_path, data_dir, monkeypatch, encodings):
+    import gptlab.data.token_cache as token_cache
+
+    monkeypatch.setattr(token_cache, "atomic_torch_save", lambda *a: pytest.fail("wrote a token cache"))
+    make_datamodule(data_dir, cache_dir=None)
+    make_datamodule(data_dir, cache_dir=None)
+    assert len(encodings) == 4
+
+
+def test_cache_dir_config_defaults_to_gptlab_cache_dir_and_null_disables_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        on = compose("train", overrides=["data=shakespeare_char"])
+        off = compose("train", overrides=["data.cache_dir=null"])
+    assert instantiate(on.data).cache_dir == tmp_path / "cache"
+    assert instantiate(off.data).cache_dir is None
+    monkeypatch.delenv("GPTLAB_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert on.paths.cache_dir == "~/.cache/gptlab"  # outside the corpus folder, which may be read-only

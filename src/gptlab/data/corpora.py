@@ -50,7 +50,9 @@ def corpus_path(name: str, data_dir: str | Path) -> Path:
         _fetch(corpus, path)
     data = path.read_bytes()
     if not data:
-        raise DataError(f"corpus file {path} is empty; delete it (it is fetched again) or copy the real file there")
+        raise DataError(
+            f"corpus file {path} is empty; delete it (it is fetched again) or copy the real file there"
+        )
     if sha256_of(data) != corpus.sha256:
         raise DataError(
             f"corpus file {path} does not match its sha256 {corpus.sha256[:12]}...; it is corrupted or a "

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from gptlab.data import token_cache
 from gptlab.data.corpora import corpus_path, read_corpus
 from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
 from gptlab.data.windows import TokenWindows
@@ -38,6 +39,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         vocab_size: int | None = None,
         seed: int = 0,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         if tokenizer not in TOKENIZERS:
@@ -60,6 +62,8 @@ class TextDataModule(L.LightningDataModule):
         self.train_ratio = train_ratio
         self.num_workers = num_workers
         self.seed = seed  # of the training order: each epoch's shuffle depends on (seed, epoch) only
+        # Token ids of each split are cached here between runs (gptlab.data.token_cache); None: never.
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.tokenizer = None
         self.train_set = self.val_set = None
         self._train_loader: ResumableDataLoader | None = None
@@ -73,9 +77,7 @@ class TextDataModule(L.LightningDataModule):
             return
         text = read_corpus(self.corpus, self.data_dir)
         self.tokenizer = CharTokenizer.from_text(text) if self.tokenizer_kind == "char" else GPT2Tokenizer()
-        train_text, val_text = split_text(text, self.train_ratio)
-        self.train_tokens = self._encode(train_text)
-        self.val_tokens = self._encode(val_text)
+        self.train_tokens, self.val_tokens = self._tokenize(text)
         self.train_set = TokenWindows(self.train_tokens, self.max_length, self.stride, split="train")
         self.val_set = TokenWindows(self.val_tokens, self.max_length, self.val_stride, split="validation")
         if len(self.train_set) < self.batch_size:
@@ -84,6 +86,21 @@ class TextDataModule(L.LightningDataModule):
                 f"the train split gives {len(self.train_set)} windows, fewer than one batch of "
                 f"data.batch_size={self.batch_size}; lower data.batch_size, data.max_length or data.stride"
             )
+
+    def _tokenize(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids of the train and validation splits: from the cache when it holds them, else encoded."""
+        path = key = None
+        if self.cache_dir is not None:
+            key = token_cache.cache_key(text, self.tokenizer.identity(), self.train_ratio)
+            path = token_cache.cache_path(self.cache_dir, self.corpus, self.tokenizer_kind, key)
+            cached = token_cache.load_splits(path, key, self.tokenizer.vocab_size)
+            if cached is not None:
+                return cached
+        train_text, val_text = split_text(text, self.train_ratio)
+        train, val = self._encode(train_text), self._encode(val_text)
+        if path is not None:
+            token_cache.save_splits(path, key, train, val)
+        return train, val
 
     def _encode(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer.encode_corpus(text), dtype=torch.long)

@@ -32,6 +32,8 @@ class Tokenizer(Protocol):
 
     def spec(self) -> dict: ...
 
+    def identity(self) -> dict: ...
+
 
 @functools.cache
 def gpt2_encoding() -> tiktoken.Encoding:
@@ -77,6 +79,15 @@ class GPT2Tokenizer:
     def spec(self) -> dict:
         return {"kind": "gpt2"}
 
+    def identity(self) -> dict:
+        """What the ids of a corpus depend on (the token cache's key): the BPE files and the corpus method."""
+        return {
+            **self.spec(),
+            "vocab_bpe": _VOCAB_BPE_SHA256,
+            "encoder_json": _ENCODER_JSON_SHA256,
+            "corpus": "ordinary",
+        }
+
 
 class CharTokenizer:
     """One id per distinct character of the training corpus, in sorted order (as in char-rnn/nanoGPT)."""
@@ -109,6 +120,9 @@ class CharTokenizer:
 
     def spec(self) -> dict:
         return {"kind": "char", "chars": self.chars}
+
+    def identity(self) -> dict:
+        return self.spec()  # the vocabulary is the whole tokenizer
 
 
 def tokenizer_from_spec(spec: dict) -> GPT2Tokenizer | CharTokenizer:
