@@ -1,14 +1,19 @@
 """Training throughput, side by side in one run: our GPT under the Lightning Trainer, our GPT in a bare
 PyTorch loop, and transformers' GPT2LMHeadModel of the same shape in the same bare loop, in fp32 and
-bf16 autocast. Prints tokens/s, model FLOPs utilisation (MFU) against the matmul peak measured in the same
-run, and the ratios.
+bf16-mixed (autocast). Prints one table: tokens/s, model FLOPs utilisation (MFU) against the matmul peak
+measured in the same run, the speed-up over transformers, and Lightning's overhead over the bare loop.
 
-    python bench/bench_train.py                       # 124M and small shapes, window 256, batch 8
-    python bench/bench_train.py --shapes small --steps 5
+    python bench/bench_train.py                     # 124M and small shapes, window 256, batch 8
+    python bench/bench_train.py --shapes small --steps 5 --precisions bf16
+    python bench/bench_train.py --compile           # adds our GPT under Lightning with compile=true
 
-Every contender: AdamW (lr 3e-4, wd 0.1), gradient clipping 1.0, dropout 0, random tokens, one warm-up
-step, then ``--steps`` timed steps. This is the baseline for the training-speed work (issue 4); it makes
-no claim by itself.
+Every contender: AdamW (lr 3e-4, wd 0.1, torch's fused kernel, which is also transformers' Trainer default),
+gradient clipping 1.0, dropout 0, the same pre-made batches of random tokens. Ours is the repo's default
+fast path (SDPA attention, fused head + cross-entropy, vocabulary padded to 50304), with biases and a tied
+head like GPT-2. Each contender runs ``--warmup`` steps, then ``--steps`` timed ones; a step's time is the
+median over the timed steps (robust to the odd slow step on a shared machine). The contenders' order
+rotates between rows so none always runs first. MFU counts the model's FLOPs (6 N + 12 L d T per token,
+the unpadded vocabulary) for every contender, so MFU ratios equal speed ratios.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import statistics
 import time
 from contextlib import nullcontext
 
@@ -25,132 +31,201 @@ import torch.nn.functional as F
 import transformers
 from torch.utils.data import DataLoader
 
-from gptlab.hf_import import gpt_from_hf_model
-from gptlab.lit_module import LanguageModelModule
+from gptlab.compilation import compile_model
+from gptlab.flops import measure_peak_flops, model_flops_per_token
+from gptlab.lit_module import LanguageModelModule, decay_groups
+from gptlab.models.gpt import GPT
 
+VOCAB = 50257
 SHAPES = {
     "124m": dict(n_embd=768, n_layer=12, n_head=12),
     "small": dict(n_embd=384, n_layer=6, n_head=6),
 }
+PRECISIONS = {"fp32": ("32-true", torch.float32), "bf16": ("bf16-mixed", torch.bfloat16)}
 
 
-def measured_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul in ``dtype``: the ceiling MFU is measured against on a CPU."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
-
-
-def flops_per_token(n_params: int, n_layer: int, n_embd: int, window: int) -> float:
-    """Training FLOPs per token (PaLM appendix B, as nanoGPT counts them): 6 N for the weights (N without the
-    position table, which is a lookup; the token table counts once, as the tied output head's matmul)
-    plus 12 L d T for attention."""
-    return 6 * n_params + 12 * n_layer * n_embd * window
-
-
-def make_models(shape: dict, window: int):
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_positions=window, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **shape
+def our_model_config(shape: dict, window: int) -> dict:
+    """The GPT config of train.py's model=gpt124m defaults, at GPT-2's shape (biases, tied head)."""
+    return dict(
+        _target_="gptlab.models.GPT",
+        vocab_size=VOCAB,
+        context_length=window,
+        emb_dim=shape["n_embd"],
+        n_heads=shape["n_head"],
+        n_layers=shape["n_layer"],
+        drop_rate=0.0,
+        qkv_bias=True,
+        bias=True,
+        tie_weights=True,
+        vocab_pad_multiple=64,
+        attn_impl="sdpa",
+        fused_loss=True,
     )
-    hf = transformers.GPT2LMHeadModel(config)
-    ours, model_cfg = gpt_from_hf_model(hf, drop_rate=0.0)
-    return hf, ours, model_cfg
 
 
-def bare_loop(model, loss_fn, batches, autocast) -> float:
-    """Seconds per step over the timed batches (the first batch warms up)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+def hf_model(shape: dict, window: int) -> transformers.GPT2LMHeadModel:
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=window, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **shape
+    )
+    return transformers.GPT2LMHeadModel(config)
+
+
+def adamw(params) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
+
+
+def bare_loop(model, loss_fn, optimizer, batches, autocast, warmup: int) -> float:
+    """Median seconds per step over the batches after the first ``warmup``."""
     model.train()
-    for i, (x, y) in enumerate(batches):
-        if i == 1:
-            start = time.perf_counter()
+    times = []
+    for x, y in batches:
+        start = time.perf_counter()
         with autocast():
             loss = loss_fn(model, x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return (time.perf_counter() - start) / (len(batches) - 1)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[warmup:])
 
 
 class StepTimer(L.Callback):
+    """Time from one training batch's start to the next: everything the Trainer does per step."""
+
+    def __init__(self):
+        self.starts: list[float] = []
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 1:
-            self.start = time.perf_counter()
+        self.starts.append(time.perf_counter())
 
     def on_train_end(self, trainer, pl_module):
-        self.seconds_per_step = (time.perf_counter() - self.start) / (trainer.global_step - 1)
+        self.starts.append(time.perf_counter())
+
+    def median_step(self, warmup: int) -> float:
+        durations = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+        return statistics.median(durations[warmup:])
 
 
-def lightning_loop(model_cfg: dict, batches, precision: str) -> float:
-    module = LanguageModelModule(model={"_target_": "gptlab.models.GPT", **model_cfg}, tokenizer={"kind": "gpt2"},
-                                 optim={"lr": 3e-4, "weight_decay": 0.1}, scheduler={"name": "constant"})
-    # The same pre-made batches as the bare loops (batch_size=None: each item is already a batch).
-    loader = DataLoader(batches, batch_size=None)
+def lightning_loop(model_cfg: dict, batches, precision: str, warmup: int, compile: bool = False) -> float:
+    module = LanguageModelModule(
+        model=model_cfg,
+        tokenizer={"kind": "gpt2"},
+        optim={"lr": 3e-4, "weight_decay": 0.1, "betas": (0.9, 0.95), "fused": True},
+        scheduler={"name": "constant"},
+    )
+    if compile:
+        compile_model(module.model)
+    loader = DataLoader(batches, batch_size=None)  # the bare loops' batches (each item is already a batch)
     timer = StepTimer()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision=precision, max_steps=len(batches), gradient_clip_val=1.0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_steps=len(batches),
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[timer],
     )
     trainer.fit(module, train_dataloaders=loader)
-    return timer.seconds_per_step
+    return timer.median_step(warmup)
 
 
-def ours_loss(model, x, y):
-    return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+def ours_bare(model_cfg: dict, batches, autocast, warmup: int) -> float:
+    model = GPT(**{k: v for k, v in model_cfg.items() if k != "_target_"})
+    optimizer = adamw(decay_groups(model, 0.1))  # the same parameter groups LanguageModelModule builds
+    return bare_loop(model, lambda m, x, y: m.loss(x, y), optimizer, batches, autocast, warmup)
 
 
-def hf_loss(model, x, y):
-    return F.cross_entropy(model(input_ids=x).logits.flatten(0, 1), y.flatten())
+def hf_bare(shape: dict, window: int, batches, autocast, warmup: int) -> float:
+    model = hf_model(shape, window)
+    loss_fn = lambda m, x, y: F.cross_entropy(m(input_ids=x).logits.flatten(0, 1), y.flatten())  # noqa: E731
+    return bare_loop(model, loss_fn, adamw(model.parameters()), batches, autocast, warmup)
+
+
+def run_row(shape_name: str, precision_name: str, args, batches, row_index: int) -> dict[str, float]:
+    shape = SHAPES[shape_name]
+    lightning_precision, dtype = PRECISIONS[precision_name]
+    autocast = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype != torch.float32 else nullcontext
+    model_cfg = our_model_config(shape, args.window)
+    contenders = {
+        "ours, Lightning": lambda: lightning_loop(model_cfg, batches, lightning_precision, args.warmup),
+        "ours, bare loop": lambda: ours_bare(model_cfg, batches, autocast, args.warmup),
+        "transformers, bare loop": lambda: hf_bare(shape, args.window, batches, autocast, args.warmup),
+    }
+    if args.compile:
+        contenders["ours, Lightning, compile=true"] = lambda: lightning_loop(
+            model_cfg, batches, lightning_precision, args.warmup, compile=True
+        )
+    names = list(contenders)
+    shift = row_index % len(names)
+    seconds = {}
+    for name in names[shift:] + names[:shift]:
+        torch.manual_seed(0)
+        seconds[name] = contenders[name]()
+    return {name: seconds[name] for name in names}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per contender")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--compile", action="store_true", help="also time compile=true under Lightning")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
 
-    peaks = {"fp32": measured_peak_flops(torch.float32), "bf16": measured_peak_flops(torch.bfloat16)}
-    print(f"{platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"transformers {transformers.__version__}; window {args.window}, batch {args.batch}, "
-          f"{args.steps} timed steps after 1 warm-up")
-    print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.2f} TFLOP/s\n")
+    peaks = {
+        name: measure_peak_flops(dtype) for name, (_, dtype) in PRECISIONS.items() if name in args.precisions
+    }
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"lightning {L.__version__}, transformers {transformers.__version__}; window {args.window}, "
+        f"batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up"
+    )
+    print(
+        "measured matmul peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()) + "\n"
+    )
     print("| shape | precision | contender | tokens/s | MFU | vs transformers |")
     print("|---|---|---|---:|---:|---:|")
     tokens_per_step = args.window * args.batch
+    row_index = 0
     for shape_name in args.shapes:
-        shape = SHAPES[shape_name]
         torch.manual_seed(0)
         batches = [
-            (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(0, 50257, (args.batch, args.window + 1)))
-            for _ in range(args.steps + 1)
+            (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(0, VOCAB, (args.batch, args.window + 1)))
+            for _ in range(args.warmup + args.steps)
         ]
-        for precision, lightning_precision in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
-            autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-            hf, ours, model_cfg = make_models(shape, args.window)
-            n_params = sum(p.numel() for n, p in ours.named_parameters() if "pos_emb" not in n)
-            flops = flops_per_token(n_params, shape["n_layer"], shape["n_embd"], args.window)
-            seconds = {
-                "ours, Lightning": lightning_loop(model_cfg, batches, lightning_precision),
-                "ours, bare loop": bare_loop(ours, ours_loss, batches, autocast),
-                "transformers, bare loop": bare_loop(hf, hf_loss, batches, autocast),
-            }
+        flops = model_flops_per_token(hf_model(SHAPES[shape_name], args.window), args.window)
+        for precision_name in args.precisions:
+            seconds = run_row(shape_name, precision_name, args, batches, row_index)
+            row_index += 1
             reference = seconds["transformers, bare loop"]
             for name, s in seconds.items():
                 tokens = tokens_per_step / s
-                mfu = tokens * flops / peaks[precision]
-                print(f"| {shape_name} | {precision} | {name} | {tokens:,.0f} | {100 * mfu:.1f}% | {reference / s:.2f}x |")
+                mfu = tokens * flops / peaks[precision_name]
+                print(
+                    f"| {shape_name} | {precision_name} | {name} | {tokens:,.0f} | {100 * mfu:.1f}% "
+                    f"| {reference / s:.2f}x |",
+                    flush=True,
+                )
             overhead = seconds["ours, Lightning"] / seconds["ours, bare loop"] - 1
-            print(f"| {shape_name} | {precision} | Lightning overhead vs bare loop | | | {100 * overhead:+.1f}% |")
+            print(
+                f"| {shape_name} | {precision_name} | Lightning overhead vs bare loop | | "
+                f"| {100 * overhead:+.1f}% |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
