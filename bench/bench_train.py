@@ -5,20 +5,21 @@ measured in the same run, the speed-up over transformers, and Lightning's overhe
 
     python bench/bench_train.py                     # 124M and small shapes, window 256, batch 8
     python bench/bench_train.py --shapes small --steps 5 --precisions bf16
-    python bench/bench_train.py --compile           # adds our GPT under Lightning with compile=true
+    python bench/bench_train.py --compile           # adds our GPT with compile=true (bare loop)
 
 Every contender: AdamW (lr 3e-4, wd 0.1, torch's fused kernel, which is also transformers' Trainer default),
 gradient clipping 1.0, dropout 0, the same pre-made batches of random tokens. Ours is the repo's default
 fast path (SDPA attention, fused head + cross-entropy, vocabulary padded to 50304), with biases and a tied
-head like GPT-2. Each contender runs ``--warmup`` steps, then ``--steps`` timed ones; a step's time is the
-median over the timed steps (robust to the odd slow step on a shared machine). The contenders' order
-rotates between rows so none always runs first. MFU counts the model's FLOPs (6 N + 12 L d T per token,
+head like GPT-2. All contenders stay in memory and take turns in ``--rounds`` rounds (order A B C, then
+C B A), each round one warm-up step and then timed steps, ``--steps`` timed in all; a step's time is the
+median over the timed steps (robust to the odd slow step on a shared machine). MFU counts the model's FLOPs (6 N + 12 L d T per token,
 the unpadded vocabulary) for every contender, so MFU ratios equal speed ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import platform
 import statistics
@@ -74,24 +75,31 @@ def adamw(params) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
 
 
-def bare_loop(model, loss_fn, optimizer, batches, autocast, warmup: int) -> float:
-    """Median seconds per step over the batches after the first ``warmup``."""
-    model.train()
-    times = []
-    for x, y in batches:
+LIGHTNING = "ours, Lightning"
+
+
+class BareLoop:
+    """One contender in a bare PyTorch loop: forward under autocast, backward, clip, AdamW step."""
+
+    def __init__(self, model, loss_fn, optimizer, autocast):
+        self.model, self.loss_fn, self.optimizer, self.autocast = model.train(), loss_fn, optimizer, autocast
+
+    def steps(self, batches) -> list[float]:
+        return [self.step(x, y) for x, y in batches]
+
+    def step(self, x, y) -> float:
         start = time.perf_counter()
-        with autocast():
-            loss = loss_fn(model, x, y)
+        with self.autocast():
+            loss = self.loss_fn(self.model, x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[warmup:])
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
 
 
 class StepTimer(L.Callback):
-    """Time from one training batch's start to the next: everything the Trainer does per step."""
+    """Seconds from one training batch's start to the next: everything the Trainer does per step."""
 
     def __init__(self):
         self.starts: list[float] = []
@@ -102,73 +110,83 @@ class StepTimer(L.Callback):
     def on_train_end(self, trainer, pl_module):
         self.starts.append(time.perf_counter())
 
-    def median_step(self, warmup: int) -> float:
-        durations = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
-        return statistics.median(durations[warmup:])
+    def durations(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
 
-def lightning_loop(model_cfg: dict, batches, precision: str, warmup: int, compile: bool = False) -> float:
-    module = LanguageModelModule(
-        model=model_cfg,
-        tokenizer={"kind": "gpt2"},
-        optim={"lr": 3e-4, "weight_decay": 0.1, "betas": (0.9, 0.95), "fused": True},
-        scheduler={"name": "constant"},
-    )
-    if compile:
-        compile_model(module.model)
-    loader = DataLoader(batches, batch_size=None)  # the bare loops' batches (each item is already a batch)
-    timer = StepTimer()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision=precision,
-        max_steps=len(batches),
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[timer],
-    )
-    trainer.fit(module, train_dataloaders=loader)
-    return timer.median_step(warmup)
+class LightningRun:
+    """Our GPT under the Trainer; each call to ``steps`` is one ``fit`` over the given batches."""
+
+    def __init__(self, model_cfg: dict, precision: str):
+        self.precision = precision
+        self.module = LanguageModelModule(
+            model=model_cfg,
+            tokenizer={"kind": "gpt2"},
+            optim={"lr": 3e-4, "weight_decay": 0.1, "betas": (0.9, 0.95), "fused": True},
+            scheduler={"name": "constant"},
+        )
+
+    def steps(self, batches) -> list[float]:
+        timer = StepTimer()
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            precision=self.precision,
+            max_steps=len(batches),
+            gradient_clip_val=1.0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[timer],
+        )
+        trainer.fit(self.module, train_dataloaders=DataLoader(batches, batch_size=None))  # items are batches
+        return timer.durations()
 
 
-def ours_bare(model_cfg: dict, batches, autocast, warmup: int) -> float:
+def ours_bare(model_cfg: dict, autocast, compile: bool = False) -> BareLoop:
     model = GPT(**{k: v for k, v in model_cfg.items() if k != "_target_"})
+    if compile:
+        compile_model(model)
     optimizer = adamw(decay_groups(model, 0.1))  # the same parameter groups LanguageModelModule builds
-    return bare_loop(model, lambda m, x, y: m.loss(x, y), optimizer, batches, autocast, warmup)
+    return BareLoop(model, lambda m, x, y: m.loss(x, y), optimizer, autocast)
 
 
-def hf_bare(shape: dict, window: int, batches, autocast, warmup: int) -> float:
+def hf_bare(shape: dict, window: int, autocast) -> BareLoop:
     model = hf_model(shape, window)
     loss_fn = lambda m, x, y: F.cross_entropy(m(input_ids=x).logits.flatten(0, 1), y.flatten())  # noqa: E731
-    return bare_loop(model, loss_fn, adamw(model.parameters()), batches, autocast, warmup)
+    return BareLoop(model, loss_fn, adamw(model.parameters()), autocast)
 
 
-def run_row(shape_name: str, precision_name: str, args, batches, row_index: int) -> dict[str, float]:
+def run_row(shape_name: str, precision_name: str, args, batches) -> dict[str, float]:
+    """Median seconds per step of every contender on the same batches.
+
+    All contenders stay in memory and take turns in rounds (A B C, then C B A, ...), each round a warm-up
+    step and then timed steps: a slow spell of a shared machine lands on every contender, not on one.
+    """
     shape = SHAPES[shape_name]
     lightning_precision, dtype = PRECISIONS[precision_name]
     autocast = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype != torch.float32 else nullcontext
     model_cfg = our_model_config(shape, args.window)
+    gc.collect()  # free the previous row's models (Lightning keeps reference cycles)
+    torch.manual_seed(0)
     contenders = {
-        "ours, Lightning": lambda: lightning_loop(model_cfg, batches, lightning_precision, args.warmup),
-        "ours, bare loop": lambda: ours_bare(model_cfg, batches, autocast, args.warmup),
-        "transformers, bare loop": lambda: hf_bare(shape, args.window, batches, autocast, args.warmup),
+        LIGHTNING: LightningRun(model_cfg, lightning_precision),
+        "ours, bare loop": ours_bare(model_cfg, autocast),
+        "transformers, bare loop": hf_bare(shape, args.window, autocast),
     }
     if args.compile:
-        contenders["ours, Lightning, compile=true"] = lambda: lightning_loop(
-            model_cfg, batches, lightning_precision, args.warmup, compile=True
-        )
-    names = list(contenders)
-    shift = row_index % len(names)
-    seconds = {}
-    for name in names[shift:] + names[:shift]:
-        torch.manual_seed(0)
-        seconds[name] = contenders[name]()
-    return {name: seconds[name] for name in names}
+        contenders["ours, bare loop, compile=true"] = ours_bare(model_cfg, autocast, compile=True)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    per_round = len(batches) // args.rounds
+    for round_index in range(args.rounds):
+        order = list(contenders) if round_index % 2 == 0 else list(reversed(contenders))
+        round_batches = batches[round_index * per_round : (round_index + 1) * per_round]
+        for name in order:
+            times[name] += contenders[name].steps(round_batches)[1:]  # the first step of a round warms up
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -179,8 +197,8 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per contender")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per contender, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="turns each contender takes (order alternates)")
     parser.add_argument("--compile", action="store_true", help="also time compile=true under Lightning")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
@@ -192,7 +210,7 @@ def main() -> None:
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"lightning {L.__version__}, transformers {transformers.__version__}; window {args.window}, "
-        f"batch {args.batch}, median of {args.steps} steps after {args.warmup} warm-up"
+        f"batch {args.batch}, median of {args.steps} steps in {args.rounds} rounds"
     )
     print(
         "measured matmul peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()) + "\n"
@@ -200,17 +218,15 @@ def main() -> None:
     print("| shape | precision | contender | tokens/s | MFU | vs transformers |")
     print("|---|---|---|---:|---:|---:|")
     tokens_per_step = args.window * args.batch
-    row_index = 0
     for shape_name in args.shapes:
         torch.manual_seed(0)
         batches = [
             (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(0, VOCAB, (args.batch, args.window + 1)))
-            for _ in range(args.warmup + args.steps)
+            for _ in range(args.steps + args.rounds)  # one warm-up step per round
         ]
         flops = model_flops_per_token(hf_model(SHAPES[shape_name], args.window), args.window)
         for precision_name in args.precisions:
-            seconds = run_row(shape_name, precision_name, args, batches, row_index)
-            row_index += 1
+            seconds = run_row(shape_name, precision_name, args, batches)
             reference = seconds["transformers, bare loop"]
             for name, s in seconds.items():
                 tokens = tokens_per_step / s
@@ -220,7 +236,7 @@ def main() -> None:
                     f"| {reference / s:.2f}x |",
                     flush=True,
                 )
-            overhead = seconds["ours, Lightning"] / seconds["ours, bare loop"] - 1
+            overhead = seconds[LIGHTNING] / seconds["ours, bare loop"] - 1
             print(
                 f"| {shape_name} | {precision_name} | Lightning overhead vs bare loop | | "
                 f"| {100 * overhead:+.1f}% |",

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 import gptlab.models.fused_loss as fused_loss
 from gptlab.atomic import load_checkpoint_safely
+from gptlab.checkpoints import model_state_dict
 from gptlab.compilation import compile_model
 from gptlab.errors import ConfigError
 from gptlab.generation import generate
@@ -206,3 +207,13 @@ def test_train_with_compile_true_writes_plain_checkpoints_that_generate(tmp_path
     )
     assert_ok(generated)
     assert generated.stdout.startswith("ROMEO:")
+
+
+def test_checkpoints_from_a_torch_compile_wrapper_load_without_the_prefix():
+    # torch.compile(model) (as nanoGPT and others save it) prefixes every key with _orig_mod.
+    model = tiny()
+    wrapped = {f"model._orig_mod.{key}": value for key, value in model.state_dict().items()}
+    again = tiny()
+    again.load_state_dict(model_state_dict({"state_dict": wrapped}))
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key

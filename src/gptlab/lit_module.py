@@ -162,7 +162,7 @@ class LanguageModelModule(L.LightningModule):
         """Log the gradient norm (before clipping); stop on non-finite gradients, warn when none flow."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
-        self._grad_norm = None if is_sharded(self.trainer) else norm  # a shard's norm must not clip
+        self._grad_norm = norm  # reused for clipping (not under FSDP, where this is one shard's norm)
         if not torch.isfinite(norm):
             if self.trainer.precision == "16-mixed":
                 return  # the gradient scaler skips this step and lowers its scale: routine in float16

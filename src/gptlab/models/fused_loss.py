@@ -46,6 +46,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
             rows, padded_vocab = h.size(0), w.size(0)
             valid = targets != IGNORE_INDEX
+            all_valid = bool(valid.all())
             safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
             n_valid = valid.sum()
             total = torch.zeros((), dtype=torch.float32, device=h.device)
@@ -56,15 +57,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 logits = (h[start:end] @ w.t()).float()
                 if padded_vocab > vocab_size:
                     logits[:, vocab_size:] = float("-inf")
-                lse = torch.logsumexp(logits, dim=1, keepdim=True)
-                row_valid = valid[start:end]
-                target_logit = logits.gather(1, safe_targets[start:end])
-                total += ((lse - target_logit).squeeze(1) * row_valid).sum()
+                log_probs = torch.log_softmax(logits, dim=1, out=logits)  # in place: one fp32 buffer per chunk
+                token_losses = -log_probs.gather(1, safe_targets[start:end]).squeeze(1)
+                if not all_valid:
+                    token_losses = token_losses * valid[start:end]
+                total += token_losses.sum()
                 if need_grad:
                     # d(loss_sum)/d(logits) = softmax - one_hot(target), zero for ignored rows.
-                    probs = logits.sub_(lse).exp_()
-                    probs.scatter_add_(1, safe_targets[start:end], torch.full_like(target_logit, -1.0))
-                    probs.mul_(row_valid.unsqueeze(1))
+                    probs = log_probs.exp_()
+                    minus_one = torch.full_like(token_losses, -1.0).unsqueeze(1)
+                    probs.scatter_add_(1, safe_targets[start:end], minus_one)
+                    if not all_valid:
+                        probs.mul_(valid[start:end].unsqueeze(1))
                     grad_logits[start:end] = probs
         ctx.n_valid = n_valid
         ctx.input_dtypes = (hidden.dtype, weight.dtype)
