@@ -6,6 +6,7 @@ measured in the same run, the speed-up over transformers, and Lightning's overhe
     python bench/bench_train.py                     # 124M and small shapes, window 256, batch 8
     python bench/bench_train.py --shapes small --steps 5 --precisions bf16
     python bench/bench_train.py --compile           # adds our GPT with compile=true (bare loop)
+    python bench/bench_train.py --device cuda --window 1024   # on a GPU (datasheet peak)
 
 Every contender: AdamW (lr 3e-4, wd 0.1, torch's fused kernel, which is also transformers' Trainer default),
 gradient clipping 1.0, dropout 0, the same pre-made batches of random tokens. Ours is the repo's default
@@ -33,7 +34,7 @@ import transformers
 from torch.utils.data import DataLoader
 
 from gptlab.compilation import compile_model
-from gptlab.flops import measure_peak_flops, model_flops_per_token
+from gptlab.flops import measure_peak_flops, model_flops_per_token, peak_flops
 from gptlab.lit_module import LanguageModelModule, decay_groups
 from gptlab.models.gpt import GPT
 
@@ -88,6 +89,7 @@ class BareLoop:
         return [self.step(x, y) for x, y in batches]
 
     def step(self, x, y) -> float:
+        synchronize(x.device)
         start = time.perf_counter()
         with self.autocast():
             loss = self.loss_fn(self.model, x, y)
@@ -95,6 +97,7 @@ class BareLoop:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        synchronize(x.device)
         return time.perf_counter() - start
 
 
@@ -105,9 +108,11 @@ class StepTimer(L.Callback):
         self.starts: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        synchronize(pl_module.device)
         self.starts.append(time.perf_counter())
 
     def on_train_end(self, trainer, pl_module):
+        synchronize(pl_module.device)
         self.starts.append(time.perf_counter())
 
     def durations(self) -> list[float]:
@@ -117,8 +122,8 @@ class StepTimer(L.Callback):
 class LightningRun:
     """Our GPT under the Trainer; each call to ``steps`` is one ``fit`` over the given batches."""
 
-    def __init__(self, model_cfg: dict, precision: str):
-        self.precision = precision
+    def __init__(self, model_cfg: dict, precision: str, device: torch.device):
+        self.precision, self.device = precision, device
         self.module = LanguageModelModule(
             model=model_cfg,
             tokenizer={"kind": "gpt2"},
@@ -129,7 +134,7 @@ class LightningRun:
     def steps(self, batches) -> list[float]:
         timer = StepTimer()
         trainer = L.Trainer(
-            accelerator="cpu",
+            accelerator="gpu" if self.device.type == "cuda" else "cpu",
             devices=1,
             precision=self.precision,
             max_steps=len(batches),
@@ -146,16 +151,16 @@ class LightningRun:
         return timer.durations()
 
 
-def ours_bare(model_cfg: dict, autocast, compile: bool = False) -> BareLoop:
-    model = GPT(**{k: v for k, v in model_cfg.items() if k != "_target_"})
+def ours_bare(model_cfg: dict, autocast, device: torch.device, compile: bool = False) -> BareLoop:
+    model = GPT(**{k: v for k, v in model_cfg.items() if k != "_target_"}).to(device)
     if compile:
-        compile_model(model)
+        compile_model(model, device.type)
     optimizer = adamw(decay_groups(model, 0.1))  # the same parameter groups LanguageModelModule builds
     return BareLoop(model, lambda m, x, y: m.loss(x, y), optimizer, autocast)
 
 
-def hf_bare(shape: dict, window: int, autocast) -> BareLoop:
-    model = hf_model(shape, window)
+def hf_bare(shape: dict, window: int, autocast, device: torch.device) -> BareLoop:
+    model = hf_model(shape, window).to(device)
     loss_fn = lambda m, x, y: F.cross_entropy(m(input_ids=x).logits.flatten(0, 1), y.flatten())  # noqa: E731
     return BareLoop(model, loss_fn, adamw(model.parameters()), autocast)
 
@@ -168,17 +173,18 @@ def run_row(shape_name: str, precision_name: str, args, batches) -> dict[str, fl
     """
     shape = SHAPES[shape_name]
     lightning_precision, dtype = PRECISIONS[precision_name]
-    autocast = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype != torch.float32 else nullcontext
+    device = torch.device(args.device)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else nullcontext
     model_cfg = our_model_config(shape, args.window)
     gc.collect()  # free the previous row's models (Lightning keeps reference cycles)
     torch.manual_seed(0)
     contenders = {
-        LIGHTNING: LightningRun(model_cfg, lightning_precision),
-        "ours, bare loop": ours_bare(model_cfg, autocast),
-        "transformers, bare loop": hf_bare(shape, args.window, autocast),
+        LIGHTNING: LightningRun(model_cfg, lightning_precision, device),
+        "ours, bare loop": ours_bare(model_cfg, autocast, device),
+        "transformers, bare loop": hf_bare(shape, args.window, autocast, device),
     }
     if args.compile:
-        contenders["ours, bare loop, compile=true"] = ours_bare(model_cfg, autocast, compile=True)
+        contenders["ours, bare loop, compile=true"] = ours_bare(model_cfg, autocast, device, compile=True)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     per_round = len(batches) // args.rounds
     for round_index in range(args.rounds):
@@ -187,6 +193,12 @@ def run_row(shape_name: str, precision_name: str, args, batches) -> dict[str, fl
         for name in order:
             times[name] += contenders[name].steps(round_batches)[1:]  # the first step of a round warms up
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a step's time is its real duration (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -199,29 +211,37 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per contender, over all rounds")
     parser.add_argument("--rounds", type=int, default=5, help="turns each contender takes (order alternates)")
-    parser.add_argument("--compile", action="store_true", help="also time compile=true under Lightning")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, or cuda (the peak is then the datasheet figure)"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time our GPT with compile=true (bare loop)")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
 
-    peaks = {
-        name: measure_peak_flops(dtype) for name, (_, dtype) in PRECISIONS.items() if name in args.precisions
-    }
+    device = torch.device(args.device)
+    peaks = {}
+    for name, (precision, dtype) in PRECISIONS.items():
+        if name in args.precisions:
+            # CPU: measured here; GPU: Lightning's datasheet figure, else measured like a CPU.
+            peaks[name] = peak_flops(device, precision, None) or measure_peak_flops(dtype, device)
     print(
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}, "
         f"lightning {L.__version__}, transformers {transformers.__version__}; window {args.window}, "
         f"batch {args.batch}, median of {args.steps} steps in {args.rounds} rounds"
     )
-    print(
-        "measured matmul peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()) + "\n"
-    )
+    source = "datasheet" if device.type == "cuda" else "measured matmul"
+    print(f"{source} peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()) + "\n")
     print("| shape | precision | contender | tokens/s | MFU | vs transformers |")
     print("|---|---|---|---:|---:|---:|")
     tokens_per_step = args.window * args.batch
     for shape_name in args.shapes:
         torch.manual_seed(0)
         batches = [
-            (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(0, VOCAB, (args.batch, args.window + 1)))
+            (lambda t: (t[:, :-1], t[:, 1:]))(
+                torch.randint(0, VOCAB, (args.batch, args.window + 1)).to(args.device)
+            )
             for _ in range(args.steps + args.rounds)  # one warm-up step per round
         ]
         flops = model_flops_per_token(hf_model(SHAPES[shape_name], args.window), args.window)

@@ -124,10 +124,15 @@ def test_export_then_import_is_exact(ours, tmp_path):
     assert tokenizer_for_pretrained(str(tmp_path / "out")).spec()["kind"] == "char"
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_exported_folder_runs_in_transformers(tmp_path, tied):
+@pytest.mark.parametrize(
+    "tied, fast_options",
+    [(True, {}), (False, {}), (False, {"vocab_pad_multiple": 64, "bias": False})],
+    ids=["tied", "untied", "padded-no-bias"],
+)
+def test_exported_folder_runs_in_transformers(tmp_path, tied, fast_options):
     torch.manual_seed(0)
-    # Our default layout (no q/k/v bias, untied head) must export too: zero biases, separate lm_head.
+    # Our default layout (no q/k/v bias, untied head) must export too: zero biases, separate lm_head; a
+    # padded vocabulary is cut back to GPT-2's 50257 rows.
     model = GPT(
         vocab_size=50257,
         context_length=16,
@@ -137,6 +142,7 @@ def test_exported_folder_runs_in_transformers(tmp_path, tied):
         drop_rate=0.0,
         qkv_bias=tied,
         tie_weights=tied,
+        **fast_options,
     )
     folder = export_to_hf(
         model,
