@@ -43,10 +43,3 @@ def compile_model(model: nn.Module, device_type: str = "cpu") -> None:
         base.compile_blocks()
     else:
         model.compile()
-
-
-def is_compiled(model: nn.Module) -> bool:
-    base = _base_model(model)
-    if isinstance(base, GPT):
-        return base.compiled_block is not None
-    return getattr(model, "_compiled_call_impl", None) is not None
