@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import DATA_DIR, REPO_ROOT
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
+from conftest import REPO_ROOT, compose_train
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from gptlab.data.datamodule import TextDataModule
 from gptlab.errors import ConfigError
 from gptlab.lit_module import build_model
 from gptlab.loggers import build_loggers
+from gptlab.model_factory import build_start_model
 from gptlab.schedules import build_scheduler
 from gptlab.training import build_callbacks, check_accelerator
 
 CONF = REPO_ROOT / "conf"
 GROUPS = ["data", "model", "trainer", "optim", "scheduler", "finetune", "logger", "callbacks", "experiment", "debug"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
-
-
-def compose_train(tmp_path: Path, *overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # as in a run: the job's config does not carry Hydra's own settings
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.data_dir = str(DATA_DIR)
-    return cfg
 
 
 def test_every_group_has_options():
@@ -54,11 +37,12 @@ def test_option_composes_and_instantiates(tmp_path, group, option):
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     # Our models on the meta device: shapes are checked without allocating (gpt2-xl would take 6 GB and
     # half a minute). transformers' forward reads values, so the (tiny) hf_causal_lm is built for real.
+    if option != "hf_causal_lm":
+        model_cfg["vocab_size"] = 50257  # the tokenizer's, filled in by train.py (see the vocabulary tests)
     with torch.device("cpu" if option == "hf_causal_lm" else "meta"):
         model = build_model(model_cfg)
         logits = model(torch.zeros(1, 4, dtype=torch.long))
-    vocab_size = model_cfg.get("vocab_size") or model_cfg["hf_config"].get("vocab_size", 50257)
-    assert logits.shape == (1, 4, vocab_size)
+    assert logits.shape == (1, 4, 50257)
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optim.lr)
     build_scheduler(optimizer, OmegaConf.to_container(cfg.scheduler, resolve=True), total_steps=100)
@@ -79,8 +63,31 @@ def _available(accelerator: str) -> bool:
 def test_values_travel_by_interpolation(tmp_path):
     cfg = compose_train(tmp_path, "model=decoder", "data=shakespeare_char", "model.context_length=128")
     assert cfg.data.max_length == 128 and cfg.data.stride == 128  # window follows the model's context
-    assert cfg.model.vocab_size == 65  # vocabulary follows the data
     assert cfg.callbacks.model_checkpoint.dirpath == f"{tmp_path}/checkpoints"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["data=shakespeare_char"], ["data=verdict", "data.tokenizer=char"], ["data=verdict"], ["model=gpt2"]],
+    ids=["shakespeare-char", "verdict-char", "verdict-gpt2", "gpt2-shape"],
+)
+def test_the_model_vocabulary_is_the_tokenizers(tmp_path, overrides, verdict_text, shakespeare_text):
+    cfg = compose_train(tmp_path, "model=decoder", *overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    _, model_cfg = build_start_model(cfg, datamodule)
+    text = shakespeare_text if cfg.data.corpus == "tinyshakespeare" else verdict_text
+    expected = len(set(text)) if cfg.data.tokenizer == "char" else 50257
+    assert model_cfg["vocab_size"] == datamodule.tokenizer.vocab_size == expected
+
+
+@pytest.mark.parametrize("vocab_size, words", [(50304, "larger than the gpt2 tokenizer's 50257"), (100, "smaller")])
+def test_a_model_vocabulary_other_than_the_tokenizers_is_refused(tmp_path, vocab_size, words):
+    cfg = compose_train(tmp_path, "model=gpt_tiny", "data=verdict", f"model.vocab_size={vocab_size}")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    with pytest.raises(ConfigError, match=f"model.vocab_size={vocab_size} .*{words}.*vocab_pad_multiple"):
+        build_start_model(cfg, datamodule)
 
 
 def test_experiment_overrides_only_what_differs(tmp_path):

@@ -154,3 +154,13 @@ def test_lora_run_resumes_and_exports_merged(tmp_path, hf_folder):
     theirs = AutoModelForCausalLM.from_pretrained(out_dir).eval()
     idx = torch.randint(0, 50257, (1, 12))
     assert torch.allclose(theirs(idx).logits, ours(idx), atol=1e-4)
+
+
+def test_a_padded_embedding_never_predicts_its_padding():
+    # An embedding of 50304 rows for GPT-2's 50257 ids: the padded rows' logits are cut off.
+    hf_config = {"model_type": "gpt2", "vocab_size": 50304, "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 32}
+    model = HFCausalLM(hf_config=hf_config, vocab_size=50257)
+    assert model.embedding_rows == 50304
+    assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 50257)
+    rebuilt = HFCausalLM(**model.config_dict())  # what a checkpoint rebuilds
+    assert rebuilt(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 50257)

@@ -299,3 +299,19 @@ def test_kv_cache_works_under_autocast():
         cached = generate(model, idx, 6, CONTEXT, temperature=0)
         uncached = generate(model, idx, 6, CONTEXT, temperature=0, use_cache=False)
     assert cached.shape == (2, 10) and torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"temperature": 0}, {"temperature": 5.0}, {"temperature": 1.0, "top_p": 0.99}, {"num_beams": 3}],
+    ids=["greedy", "hot", "top-p", "beam"],
+)
+def test_ids_past_the_tokenizers_vocabulary_are_never_produced(options):
+    # A head of 10 ids whose favourite by far is id 9, for a tokenizer of 8 ids (9 and 8 are padding).
+    logits = torch.zeros(10)
+    logits[9], logits[8] = 50.0, 40.0
+    ids = generate(
+        FixedLogits(logits), torch.zeros(4, 1, dtype=torch.long), max_new_tokens=20, context_length=CONTEXT,
+        generator=torch.Generator().manual_seed(0), vocab_size=8, **options,
+    )
+    assert int(ids.max()) < 8

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from cli_runner import (
     TINY_DECODER,
     TINY_RUN,
     assert_finite,
     assert_ok,
-    clean_env,
     last_value,
     read_metrics,
     run_script,
@@ -38,6 +38,15 @@ def test_train_writes_checkpoints_metrics_and_samples(tmp_path, model, data):
     assert "best val/loss:" in result.stdout
     if data == "shakespeare_char":  # the character vocabulary travels with the checkpoint
         assert_generates(run_dir / "checkpoints" / "last.ckpt", "ROMEO:")
+
+
+def test_a_character_model_of_any_corpus_gets_the_vocabulary_of_its_characters(tmp_path, verdict_text):
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, "model=gpt_tiny", "data=verdict", "data.tokenizer=char", *TINY_RUN, "logger=csv")
+    assert_ok(result)  # it samples text at every validation
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"]["vocab_size"] == len(set(verdict_text))
+    assert_generates(run_dir / "checkpoints" / "last.ckpt", "Every effort")
 
 
 def assert_generates(ckpt, prompt: str) -> None:
@@ -133,12 +142,7 @@ def test_bad_override_gets_one_clear_line(tmp_path, overrides, message):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_env_keeps_tests_offline():
-    assert "WANDB_API_KEY" not in clean_env()
-
-
 def test_init_from_a_hugging_face_folder_starts_from_its_weights(tmp_path):
-    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gptlab.hf_import import load_pretrained_gpt

@@ -69,6 +69,7 @@ class TextSampleCallback(L.Callback):
             top_k=self.top_k,
             eos_id=tokenizer.eos_id,
             generator=generator,
+            vocab_size=tokenizer.vocab_size,
         )
         return tokenizer.decode(ids[0].tolist())
 

@@ -167,6 +167,7 @@ def generate_from_config(cfg: Mapping, out=None) -> list[str]:
         num_beams=cfg.get("num_beams", 1),
         length_penalty=float(cfg.get("length_penalty", 1.0)),
         use_cache=bool(cfg.get("use_cache", True)),
+        vocab_size=tokenizer.vocab_size,
     )
     num_samples = cfg["num_samples"]
     texts = []

@@ -83,14 +83,22 @@ class NextTokenLogits:
     uncached path does.
     """
 
-    def __init__(self, model: nn.Module, context_length: int, use_cache: bool = True):
+    def __init__(
+        self, model: nn.Module, context_length: int, use_cache: bool = True, vocab_size: int | None = None
+    ):
         # A torch.compile'd model would recompile for every cache length: decode with the original module.
         self.model = getattr(model, "_orig_mod", model)
         self.context_length = context_length
         self.use_cache = use_cache and hasattr(self.model, "new_kv_cache")
         self.cache = None
+        self.vocab_size = vocab_size
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = self._logits(idx)
+        # Ids past the tokenizer's vocabulary (a padded head) are never produced: no text holds them.
+        return logits if self.vocab_size is None else logits[:, : self.vocab_size]
+
+    def _logits(self, idx: torch.Tensor) -> torch.Tensor:
         seq_len = idx.size(1)
         if self.use_cache and seq_len <= self.context_length:
             if self.cache is None:
@@ -129,6 +137,7 @@ def generate(
     length_penalty: float = 1.0,
     use_cache: bool = True,
     on_tokens: Callable[[torch.Tensor], None] | None = None,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
     """Append up to ``max_new_tokens`` tokens to ``idx`` (B, T) and return the ids (B, T + new).
 
@@ -137,6 +146,7 @@ def generate(
     and decoding stops once every row is finished. ``num_beams`` > 1 runs beam search (as transformers'
     ``generate(num_beams=..., do_sample=False)``) and returns the best beam of each row. ``on_tokens`` is
     called with each step's new ids (B, 1), for streaming. Prompts may grow past ``context_length``.
+    ``vocab_size`` (the tokenizer's) keeps ids of a larger, padded head from ever being produced.
     """
     check_sampling_args(temperature, top_k, top_p, num_beams)
     if max_new_tokens < 0:
@@ -147,22 +157,19 @@ def generate(
         )
     was_training = model.training
     model.eval()
+    next_logits = NextTokenLogits(model, context_length, use_cache, vocab_size)
     try:
         if num_beams > 1:
-            return _beam_search(
-                model, idx, max_new_tokens, context_length, num_beams, eos_id, length_penalty, use_cache
-            )
+            return _beam_search(next_logits, idx, max_new_tokens, num_beams, eos_id, length_penalty)
         return _sample(
-            model,
+            next_logits,
             idx,
             max_new_tokens,
-            context_length,
             1.0 if temperature is None else temperature,
             top_k,
             top_p,
             eos_id,
             generator,
-            use_cache,
             on_tokens,
         )
     finally:
@@ -170,19 +177,16 @@ def generate(
 
 
 def _sample(
-    model: nn.Module,
+    next_logits: NextTokenLogits,
     idx: torch.Tensor,
     max_new_tokens: int,
-    context_length: int,
     temperature: float,
     top_k: int | None,
     top_p: float | None,
     eos_id: int | None,
     generator: torch.Generator | None,
-    use_cache: bool,
     on_tokens: Callable[[torch.Tensor], None] | None,
 ) -> torch.Tensor:
-    next_logits = NextTokenLogits(model, context_length, use_cache)
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
         logits = next_logits(idx)
@@ -203,14 +207,12 @@ def _sample(
 
 
 def _beam_search(
-    model: nn.Module,
+    next_logits: NextTokenLogits,
     idx: torch.Tensor,
     max_new_tokens: int,
-    context_length: int,
     num_beams: int,
     eos_id: int | None,
     length_penalty: float,
-    use_cache: bool,
 ) -> torch.Tensor:
     """Beam search with transformers' rules (length_penalty, early_stopping=False), so outputs match it.
 
@@ -241,7 +243,6 @@ def _beam_search(
     in_top_beams = torch.arange(n_candidates, device=device) < num_beams
     row_offset = torch.arange(batch, device=device).unsqueeze(1) * num_beams
 
-    next_logits = NextTokenLogits(model, context_length, use_cache)
     cur_len = prompt_len
     while True:
         log_probs = F.log_softmax(next_logits(running[:, :, :cur_len].flatten(0, 1)), dim=-1)

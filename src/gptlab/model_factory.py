@@ -24,15 +24,30 @@ def build_start_model(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.M
 
 def model_config(model_cfg: dict, datamodule: TextDataModule) -> dict:
     """The model's constructor arguments, checked against the data it will see."""
-    if model_cfg.get("vocab_size") is None:
-        model_cfg["vocab_size"] = datamodule.vocab_size
-    if model_cfg["vocab_size"] < datamodule.vocab_size:
-        raise ConfigError(
-            f"model.vocab_size={model_cfg['vocab_size']} is smaller than the tokenizer's "
-            f"{datamodule.vocab_size} ids; remove the override or set model.vocab_size={datamodule.vocab_size}"
-        )
+    model_cfg["vocab_size"] = vocabulary_size(model_cfg.get("vocab_size"), datamodule.tokenizer)
     check_window_fits(datamodule, model_cfg["context_length"], "model.context_length")
     return model_cfg
+
+
+def vocabulary_size(requested: int | None, tokenizer) -> int:
+    """The model's vocabulary: the tokenizer's, the one place that decides it.
+
+    A smaller one could not embed every id; a larger one would predict, sample and score ids that no
+    text holds. (Padding the embedding for speed is ``model.vocab_pad_multiple``: padded rows are never
+    predicted.)
+    """
+    size = tokenizer.vocab_size
+    if requested is None or requested == size:
+        return size
+    kind = tokenizer.spec()["kind"]
+    if requested < size:
+        problem = f"is smaller than the {kind} tokenizer's {size} ids, so some ids could not be embedded"
+    else:
+        problem = f"is larger than the {kind} tokenizer's {size} ids, so ids no text holds would be predicted"
+    raise ConfigError(
+        f"model.vocab_size={requested} {problem}; leave model.vocab_size unset (it follows the tokenizer), "
+        "and pad the embedding for speed with model.vocab_pad_multiple=64 instead"
+    )
 
 
 def check_window_fits(datamodule: TextDataModule, context_length: int, what: str) -> None:
@@ -74,11 +89,12 @@ def build_hf_causal_lm(model_cfg: dict, datamodule: TextDataModule) -> tuple[nn.
         check_tokenizer_agrees(str(pretrained), model, datamodule.tokenizer)
     else:
         model = HFCausalLM(hf_config=model_cfg.get("hf_config"), context_length=context_length)
-        if model.vocab_size < datamodule.vocab_size:
+        if model.embedding_rows < datamodule.vocab_size:
             raise ConfigError(
-                f"model.hf_config has vocab_size={model.vocab_size}, fewer than the tokenizer's "
+                f"model.hf_config has vocab_size={model.embedding_rows}, fewer than the tokenizer's "
                 f"{datamodule.vocab_size} ids; set its vocab_size to at least {datamodule.vocab_size}"
             )
+    model.vocab_size = datamodule.vocab_size  # logits of padded embedding rows are cut off
     check_window_fits(datamodule, model.context_length, "the model's context_length")
     # The checkpoint rebuilds the architecture from its config; the weights come from the state dict.
     return model, {"_target_": HF_CAUSAL_LM, **model.config_dict()}

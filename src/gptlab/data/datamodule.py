@@ -37,7 +37,6 @@ class TextDataModule(L.LightningDataModule):
         val_stride: int | None = None,
         train_ratio: float = 0.9,
         num_workers: int = 0,
-        vocab_size: int | None = None,
         seed: int = 0,
         cache_dir: str | None = None,
     ):

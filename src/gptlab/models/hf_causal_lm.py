@@ -59,6 +59,7 @@ class HFCausalLM(nn.Module):
         context_length: int | None = None,
         model: nn.Module | None = None,
         pretrained: str | None = None,
+        vocab_size: int | None = None,
     ):
         super().__init__()
         if model is None and pretrained:
@@ -74,9 +75,16 @@ class HFCausalLM(nn.Module):
         self.context_length = context_length or next((config[k] for k in _CONTEXT_KEYS if config.get(k)), None)
         if not self.context_length:
             raise ConfigError("this model's config names no context length; set model.context_length")
+        # The tokenizer's vocabulary. An embedding with more rows (padding) has its extra logits cut off,
+        # so those ids are never predicted, sampled or scored.
+        self.vocab_size = vocab_size or self.embedding_rows
+        if self.vocab_size > self.embedding_rows:
+            raise ConfigError(
+                f"the tokenizer has {self.vocab_size} ids but the model embeds only {self.embedding_rows}"
+            )
 
     @property
-    def vocab_size(self) -> int:
+    def embedding_rows(self) -> int:
         return self.hf.get_input_embeddings().num_embeddings
 
     def config_dict(self) -> dict:
@@ -84,11 +92,11 @@ class HFCausalLM(nn.Module):
         config = self.hf.config.to_dict()
         for key in ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype"):
             config.pop(key, None)
-        return {"hf_config": config, "context_length": self.context_length}
+        return {"hf_config": config, "context_length": self.context_length, "vocab_size": self.vocab_size}
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         check_window(idx.size(1), self.context_length)
-        return self.hf(input_ids=idx, use_cache=False).logits
+        return self.hf(input_ids=idx, use_cache=False).logits[..., : self.vocab_size]
 
 
 def check_tokenizer_agrees(name_or_path: str, model: HFCausalLM, data_tokenizer) -> None:
@@ -99,9 +107,9 @@ def check_tokenizer_agrees(name_or_path: str, model: HFCausalLM, data_tokenizer)
             f"model.pretrained={name_or_path} uses a different tokenizer from the data's (char): a pretrained "
             "model reads its own token ids; use data=shakespeare or data=verdict (GPT-2 BPE)"
         )
-    if model.vocab_size < data_tokenizer.vocab_size:
+    if model.embedding_rows < data_tokenizer.vocab_size:
         raise ConfigError(
-            f"model.pretrained={name_or_path} has {model.vocab_size} token ids but the data's {spec['kind']} "
+            f"model.pretrained={name_or_path} has {model.embedding_rows} token ids but the data's {spec['kind']} "
             f"tokenizer has {data_tokenizer.vocab_size}: their tokenizers differ; use data=shakespeare or "
             "data=verdict (GPT-2 BPE) with a model that uses GPT-2's tokenizer"
         )
