@@ -37,7 +37,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
         "optim.lr=1e6",
         "scheduler=constant",
         "trainer.gradient_clip_val=null",
-        "callbacks.step_checkpoint.every_n_train_steps=1",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr

@@ -36,7 +36,7 @@ RUN = [
     "trainer.limit_val_batches=2",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
-    "callbacks.step_checkpoint.every_n_train_steps=1",
+    "callbacks.last_checkpoint.every_n_train_steps=1",
     "callbacks.text_sample.max_new_tokens=4",
 ]
 
@@ -87,36 +87,68 @@ def train_losses(run_dir: Path) -> dict[int, str]:
     return {int(r["step"]): r["train/loss"] for r in read_metrics(run_dir) if r.get("train/loss")}
 
 
+def metric_rows(run_dir: Path) -> list[tuple[str, ...]]:
+    """Every logged row (train and validation), without the wall-clock throughput figures."""
+    rows = []
+    for row in read_metrics(run_dir):
+        values = sorted((k, v) for k, v in row.items() if v and not k.startswith("throughput/"))
+        rows.append(tuple(f"{k}={v}" for k, v in values))
+    return rows
+
+
+# Gradient accumulation over 2 batches in epochs of 5 batches (each epoch's last batch steps alone), a
+# validation every 4 batches (at a step boundary), a checkpoint every optimizer step.
+ACCUMULATING = [
+    *(o for o in RUN if not o.startswith(("trainer.val_check_interval", "trainer.max_steps"))),
+    "trainer.accumulate_grad_batches=2",
+    "trainer.val_check_interval=4",
+    "trainer.max_steps=8",
+]
+# (overrides, the step after whose checkpoint the run is killed, the final step). Both kill steps are
+# followed by a validation, which the test hook slows down: the kill lands between the step and the end
+# of its validation.
+SCHEDULES = {"every-step": (RUN, 7, 12), "accumulation": (ACCUMULATING, 5, 8)}
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    assert_ok(run_train(run_dir, *RUN))
-    return run_dir
+def uninterrupted(tmp_path_factory):
+    """The run of a schedule left alone (trained once per module, on first use)."""
+    runs: dict[str, Path] = {}
+
+    def run_of(schedule: str) -> Path:
+        if schedule not in runs:
+            runs[schedule] = tmp_path_factory.mktemp(f"uninterrupted-{schedule}") / "run"
+            assert_ok(run_train(runs[schedule], *SCHEDULES[schedule][0]))
+        return runs[schedule]
+
+    return run_of
 
 
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, uninterrupted):
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, uninterrupted, schedule):
+    whole = uninterrupted(schedule)
+    run, kill_after, final_step = SCHEDULES[schedule]
     run_dir = tmp_path / "run"
-    process = start_train(run_dir, *RUN, GPTLAB_TEST_SLOW_STEPS="0.3")
+    process = start_train(run_dir, *run, GPTLAB_TEST_SLOW_STEPS="0.3")
     last = run_dir / "checkpoints" / "last.ckpt"
-    # Step 7 is the 3rd batch of the 2nd epoch: past an epoch boundary, in the middle of an epoch.
-    wait_for(lambda: checkpoint_step(last) >= 7, process)
+    # Past an epoch boundary, in the middle of an epoch.
+    wait_for(lambda: checkpoint_step(last) >= kill_after, process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     killed_at = checkpoint_step(last)
-    assert 7 <= killed_at < 12, killed_at
+    assert kill_after <= killed_at < final_step, killed_at
 
-    result = run_train(run_dir, *RUN, "ckpt_path=last")
+    result = run_train(run_dir, *run, "ckpt_path=last")
     assert_ok(result)
-    assert checkpoint_step(last) == 12
-    assert_bitwise_equal(weights(run_dir), weights(uninterrupted))
-    # The same metrics file continues; steps run twice (after the checkpoint, before the kill) appear once.
-    assert train_losses(run_dir) == train_losses(uninterrupted)
-    steps = [int(r["step"]) for r in read_metrics(run_dir) if r.get("train/loss")]
-    assert steps == sorted(set(steps))
+    assert checkpoint_step(last) == final_step
+    assert_bitwise_equal(weights(run_dir), weights(whole))
+    # The same metrics file continues: every row (validation included) once, as in the run left alone.
+    assert metric_rows(run_dir) == metric_rows(whole)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, uninterrupted, signum):
+    whole = uninterrupted("every-step")
     run_dir = tmp_path / "run"
     process = start_train(run_dir, *RUN, GPTLAB_TEST_SLOW_STEPS="0.3")
     wait_for(lambda: checkpoint_step(run_dir / "checkpoints" / "last.ckpt") >= 3, process)
@@ -141,8 +173,8 @@ def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, unint
         [sys.executable, *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True
     )
     assert_ok(result)
-    assert_bitwise_equal(weights(run_dir), weights(uninterrupted))
-    assert train_losses(run_dir) == train_losses(uninterrupted)
+    assert_bitwise_equal(weights(run_dir), weights(whole))
+    assert metric_rows(run_dir) == metric_rows(whole)
 
 
 def test_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
@@ -221,17 +253,42 @@ def test_csv_metrics_are_appended_not_deleted(tmp_path):
     ]
 
 
-def test_resume_from_an_epoch_end_checkpoint_is_bitwise_identical(tmp_path):
-    # Validation once per epoch (the default): last.ckpt is written when an epoch closes. A constant LR
-    # makes a run stopped by max_steps=5 the first part of the same 12-step run.
+# Runs stopped by max_steps=5 (one epoch of 5 batches) and resumed up to 12 steps. A constant LR makes the
+# stopped run the first part of the 12-step one.
+ENDINGS = {
+    # Validation once per epoch (the default): the last checkpoint is the one after the epoch's validation.
+    "epoch-end-validation": [],
+    # No validation after the first epoch: the last checkpoint is the one written when training ends.
+    "no-final-validation": ["trainer.check_val_every_n_epoch=2"],
+    # The same under DDP (2 CPU processes), where each epoch's order is the DistributedSampler's.
+    "ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_resume_from_the_checkpoint_of_a_finished_run_is_bitwise_identical(tmp_path, ending):
     run = [o for o in RUN if not o.startswith(("trainer.val_check_interval", "trainer.max_steps"))]
-    run += ["scheduler=constant"]
+    run += ["scheduler=constant", "validate_after_fit=false", *ENDINGS[ending]]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     uninterrupted = start_train(whole, *run, "trainer.max_steps=12")
-    assert_ok(run_train(parts, *run, "trainer.max_steps=5"))  # exactly one epoch of 5 batches
+    assert_ok(run_train(parts, *run, "trainer.max_steps=5"))
     assert checkpoint_step(parts / "checkpoints" / "last.ckpt") == 5
     assert_ok(run_train(parts, *run, "trainer.max_steps=12", "ckpt_path=last"))
     out, err = uninterrupted.communicate()
     assert uninterrupted.returncode == 0, err[-3000:]
     assert_bitwise_equal(weights(parts), weights(whole))
-    assert train_losses(parts) == train_losses(whole)
+    assert metric_rows(parts) == metric_rows(whole)
+
+
+def test_sigterm_during_the_final_step_lets_the_run_finish(tmp_path):
+    run_dir = tmp_path / "run"
+    run = [o for o in RUN if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=4"]
+    process = start_train(run_dir, *run, GPTLAB_TEST_SLOW_STEPS="1.0")
+    wait_for(lambda: checkpoint_step(run_dir / "checkpoints" / "last.ckpt") >= 3, process)
+    process.send_signal(signal.SIGTERM)  # during step 4 of 4, which a validation follows
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-3000:]
+    assert "SIGTERM came during the final step: the run is complete" in err
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 4
+    val_steps = [int(r["step"]) for r in read_metrics(run_dir) if r.get("val/loss")]
+    assert 3 in val_steps  # the final step's validation ran (Lightning logs it at the step's index, 3)

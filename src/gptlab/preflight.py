@@ -138,6 +138,24 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.weight_decay must be >= 0, got {wd}")
     if (accumulate := _get(cfg, "trainer.accumulate_grad_batches")) is not None and accumulate < 1:
         raise ConfigError(f"trainer.accumulate_grad_batches must be >= 1, got {accumulate}")
+    interval = _get(cfg, "trainer.val_check_interval")
+    if accumulate and isinstance(interval, int) and not isinstance(interval, bool) and interval % accumulate:
+        raise ConfigError(validation_inside_accumulation(interval, interval, accumulate))
+
+
+def validation_inside_accumulation(setting: object, every_batches: int, accumulate: int) -> str:
+    """Why a validation every ``every_batches`` training batches is refused with accumulation, and what works.
+
+    Such a validation would judge weights half-way through an optimizer step, and its checkpoint cannot
+    hold the gradient accumulated so far, so a run resumed from it would not continue exactly.
+    """
+    lower = max(accumulate, every_batches // accumulate * accumulate)
+    return (
+        f"trainer.val_check_interval={setting} validates every {every_batches} training batches, inside an "
+        f"optimizer step of trainer.accumulate_grad_batches={accumulate} batches (its checkpoint would miss the "
+        f"gradient accumulated so far, and a resumed run would differ); validate at step boundaries: "
+        f"trainer.val_check_interval={lower} or {lower + accumulate} (a multiple of {accumulate}), or 1.0 (epoch ends)"
+    )
 
 
 def check_precision(cfg: DictConfig) -> None:

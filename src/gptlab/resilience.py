@@ -21,7 +21,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from gptlab.atomic import atomic_torch_save, load_checkpoint_safely
-from gptlab.errors import TrainingInterrupted
+from gptlab.errors import ConfigError, TrainingInterrupted
+from gptlab.preflight import validation_inside_accumulation
 
 # Test hook: seconds to sleep after every training step, so a test can kill a tiny run mid-epoch.
 SLOW_STEPS_ENV = "GPTLAB_TEST_SLOW_STEPS"
@@ -37,19 +38,77 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_safely(path, map_location=map_location)
 
 
-class StepCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` optimizer steps, and at no other time.
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the state at the end of the run, after every validation, and every
+    ``every_n_train_steps`` optimizer steps in between (so a crash loses at most that many steps).
 
-    Lightning's ModelCheckpoint also writes ``last`` when training ends if it has not written it yet;
-    that checkpoint is taken after the epoch is closed, and a run resumed from it skips an epoch.
-    Saves at validation and at the end are the job of the other (best / last) checkpoint callback.
+    Lightning's own ``save_last`` rewrites ``last.ckpt`` at a validation only when the monitored metric
+    improved, and not at the end of training once anything was saved: the final weights of a run whose
+    last validations did not improve would be in no file. This callback owns ``last.ckpt`` alone; the
+    best-by-``val/loss`` file is the other ModelCheckpoint's job.
+
+    Saves happen only at optimizer-step boundaries, never with half-accumulated gradients (which are not
+    part of a checkpoint), so a run resumed from any of them continues exactly.
     """
 
+    def __init__(self, dirpath: str, every_n_train_steps: int = 0):
+        super().__init__(
+            dirpath=dirpath,
+            save_top_k=0,
+            save_last=True,
+            enable_version_counter=False,
+        )
+        self.every_n_train_steps = every_n_train_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        n = self.every_n_train_steps
+        if n < 1 or trainer.global_step % n or optimizer_step_pending(trainer):
+            return
+        if validation_due(trainer):
+            # Its save follows the validation: a checkpoint taken before it would, on resume, skip it.
+            return
+        if not self._should_skip_saving_checkpoint(trainer):  # also: not twice at one step
+            self._save_last(trainer)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass
+        pass  # an epoch's end is saved by the validation that follows it, or by the end of training
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Always, even at a step already saved: the validation itself changed what a resume must know.
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING and not trainer.fast_dev_run:
+            self._save_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pass
+        if trainer.fast_dev_run:
+            return
+        if not self._last_checkpoint_saved or self._last_global_step_saved != trainer.global_step:
+            self._save_last(trainer)
+
+    def _save_last(self, trainer: L.Trainer) -> None:
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+# Two questions about the batch just trained on, answered by Lightning 2.6's training epoch loop itself
+# (private methods), so that our checkpoints follow exactly the rules its loop runs by.
+
+
+def optimizer_step_pending(trainer: L.Trainer) -> bool:
+    """Whether the batch left its gradients accumulating for a later optimizer step."""
+    return trainer.fit_loop.epoch_loop._should_accumulate()
+
+
+def final_step(trainer: L.Trainer) -> bool:
+    """Whether the step just taken ends the run (max_steps, the last epoch's last batch, or a stop request)."""
+    if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
+        return True
+    last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    return last_epoch and trainer.is_last_batch
+
+
+def validation_due(trainer: L.Trainer) -> bool:
+    """Whether a validation runs right after this batch (Lightning resumes a checkpoint taken between the
+    two past that validation, as if it had run)."""
+    return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
 
 
 class ResumeAfterValidation(L.Callback):
@@ -65,7 +124,7 @@ class ResumeAfterValidation(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         loop = checkpoint.get("loops", {}).get("fit_loop", {})
         batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
-        if not batches or not epochs or trainer.world_size > 1:
+        if not batches or not epochs:
             return
         current = batches["current"]
         if not current["processed"] or not current["completed"] == current["processed"] == current["ready"]:
@@ -76,6 +135,38 @@ class ResumeAfterValidation(L.Callback):
             for counters in (epochs["current"], epochs["total"]):
                 counters["processed"] -= 1
             loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+
+class ValidationBetweenOptimizerSteps(L.Callback):
+    """Refuses, before the first step, a validation schedule that lands inside gradient accumulation.
+
+    preflight refuses an integer ``val_check_interval`` that is no multiple of the accumulation already;
+    a fraction of an epoch (or validation counted across epochs) is known only once the data is.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        accumulate = trainer.accumulate_grad_batches
+        if accumulate == 1 or not trainer.enable_validation or trainer.limit_val_batches == 0:
+            return
+        setting = trainer.val_check_interval
+        if getattr(trainer, "_val_check_time_interval", None) is not None:
+            raise ConfigError(
+                f"trainer.val_check_interval={setting} validates by time, which lands inside optimizer steps "
+                f"of trainer.accumulate_grad_batches={accumulate}; use a number of batches that is a multiple "
+                f"of {accumulate}, or 1.0 (epoch ends)"
+            )
+        every, batches = trainer.val_check_batch, trainer.num_training_batches
+        if every == float("inf"):
+            return  # a dataset of unknown length validates at its (stepping) last batch only
+        if trainer.check_val_every_n_epoch is None and batches % accumulate:
+            # Counted across epochs, while each epoch's last batch steps early: the boundaries drift.
+            raise ConfigError(
+                f"trainer.check_val_every_n_epoch=null counts validations across epochs, but an epoch of "
+                f"{batches} batches is no multiple of trainer.accumulate_grad_batches={accumulate}, so they "
+                "would land inside optimizer steps; set trainer.check_val_every_n_epoch=1"
+            )
+        if every % accumulate and every < batches:
+            raise ConfigError(validation_inside_accumulation(setting, int(every), accumulate))
 
 
 class RngState(L.Callback):
@@ -127,7 +218,8 @@ class RngState(L.Callback):
 
 
 class GracefulShutdown(L.Callback):
-    """On SIGTERM or SIGINT: finish the current step, save ``last.ckpt``, stop, and say how to resume.
+    """On SIGTERM or SIGINT: finish the current optimizer step (and the validation due after it), save
+    ``last.ckpt``, stop, and say how to resume. A signal during the final step lets the run finish.
 
     A second signal stops at once (without a checkpoint). The exit code is 128 + the signal number,
     as a shell reports a process killed by that signal.
@@ -158,23 +250,27 @@ class GracefulShutdown(L.Callback):
         )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self.received is None or self.saved_path is not None:
+        if self.received is None or self.saved_path is not None or optimizer_step_pending(trainer):
             return
-        if not trainer.is_last_batch and (batch_idx + 1) % trainer.accumulate_grad_batches != 0:
-            return  # in the middle of accumulating gradients: save at the next optimizer step
+        if validation_due(trainer):
+            return  # saved after it (on_validation_end): a resume would otherwise skip it
+        self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if fitting and self.received is not None and self.saved_path is None:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
         path = checkpoint_dir(trainer) / "last.ckpt"
         trainer.save_checkpoint(path)
         self.saved_path = path
-        # Stop when the next step (or validation) starts: this step's metrics still reach the loggers.
+        if final_step(trainer):
+            name = signal.Signals(self.received).name
+            print(f"{name} came during the final step: the run is complete", file=sys.stderr, flush=True)
+        # Otherwise stop when the next step starts: this step's metrics still reach the loggers.
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        self._stop_if_saved(trainer)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            self._stop_if_saved(trainer)
-
-    def _stop_if_saved(self, trainer: L.Trainer) -> None:
         if self.saved_path is None:
             return
         name = signal.Signals(self.received).name
@@ -212,7 +308,8 @@ class ContinueLogs(L.Callback):
 
 
 class SlowStepsForTests(L.Callback):
-    """Sleeps after each training step when GPTLAB_TEST_SLOW_STEPS is set: lets tests kill a run mid-epoch."""
+    """Sleeps after each training step and before each validation when GPTLAB_TEST_SLOW_STEPS is set:
+    lets tests kill a run mid-epoch, or between a step and the validation that follows it."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
@@ -220,9 +317,14 @@ class SlowStepsForTests(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         time.sleep(self.seconds)
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            time.sleep(self.seconds)
+
 
 def resilience_callbacks(resume_command: str | None) -> list[L.Callback]:
     callbacks: list[L.Callback] = [
+        ValidationBetweenOptimizerSteps(),
         RngState(),
         ResumeAfterValidation(),
         GracefulShutdown(resume_command),

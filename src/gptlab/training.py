@@ -24,7 +24,7 @@ from gptlab.loggers import build_loggers, finish_wandb, log_full_config, offline
 from gptlab.lora import parameter_summary
 from gptlab.model_factory import build_start_model
 from gptlab.preflight import check_fresh_run_folder, check_output_dir, resume_path  # noqa: F401
-from gptlab.resilience import AtomicCheckpointIO, resilience_callbacks
+from gptlab.resilience import AtomicCheckpointIO, LastCheckpoint, resilience_callbacks
 from gptlab.secrets import scrub_saved_configs
 
 
@@ -131,7 +131,9 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         best = _best_val_loss(trainer, module)
         if cfg.get("validate_after_fit") and _best_checkpoint(trainer):
-            trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
+            trainer.validate(
+                module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer), verbose=False, weights_only=True
+            )
         failed = False
     finally:
         sync_dirs = offline_wandb_dirs(loggers)
@@ -146,6 +148,11 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
         return callback.best_model_path
     return None
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str | None:
+    last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.last_model_path]
+    return last[0].last_model_path if last else None
 
 
 def _best_val_loss(trainer: L.Trainer, module: LanguageModelModule) -> float | None:
@@ -163,6 +170,7 @@ def _report(cfg: DictConfig, trainer: L.Trainer, best: float | None, sync_dirs: 
         lines.append(f"best val/loss: {best:.4f} (val/ppl {math.exp(best):.2f})")
     if _best_checkpoint(trainer):
         lines.append(f"best checkpoint: {_best_checkpoint(trainer)}")
-        lines.append(f"last checkpoint: {Path(_best_checkpoint(trainer)).parent / 'last.ckpt'}")
+    if _last_checkpoint(trainer):
+        lines.append(f"last checkpoint: {_last_checkpoint(trainer)} (the final weights)")
     lines += [f"wandb (offline): upload with `wandb sync {d}`" for d in sync_dirs]
     print("\n".join(lines), flush=True)

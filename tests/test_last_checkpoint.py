@@ -1,0 +1,62 @@
+"""last.ckpt holds the state at the end of the run, whatever the validation loss did; best.ckpt the lowest."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY_GPT, compose_train
+from hydra.utils import instantiate
+
+from gptlab.data.datamodule import TextDataModule
+from gptlab.lit_module import LanguageModelModule
+
+
+class WorseningModule(LanguageModelModule):
+    """Reports a val/loss that rises with every validation: only the first one is ever the best."""
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.val_loss.update(torch.tensor(float(self.global_step)))
+
+
+def checkpoint(path) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+@pytest.mark.parametrize(
+    "schedule, final_step, best_step",
+    [
+        ({"max_steps": 6, "val_check_interval": 2}, 6, 2),
+        # Validation every second epoch: the third epoch ends with no validation after it.
+        ({"max_epochs": 3, "limit_train_batches": 2, "check_val_every_n_epoch": 2}, 6, 4),
+    ],
+    ids=["validations-that-do-not-improve", "no-validation-at-the-end"],
+)
+def test_last_checkpoint_holds_the_final_weights(tmp_path, data_dir, schedule, final_step, best_step):
+    module = train_worsening(tmp_path, data_dir, schedule)
+    assert module.global_step == final_step
+
+    last = checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == final_step
+    for name, value in module.state_dict().items():
+        assert torch.equal(last["state_dict"][name], value), name
+    assert checkpoint(tmp_path / "checkpoints" / "best.ckpt")["global_step"] == best_step
+
+
+def train_worsening(tmp_path, data_dir, schedule: dict) -> WorseningModule:
+    cfg = compose_train(tmp_path)
+    callbacks = [instantiate(cfg.callbacks.model_checkpoint), instantiate(cfg.callbacks.last_checkpoint)]
+    datamodule = TextDataModule(corpus="the-verdict", data_dir=str(data_dir), batch_size=2, max_length=32)
+    module = WorseningModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3})
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        **schedule,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return module
