@@ -70,3 +70,20 @@ def test_weight_decay_applies_to_matrices_only():
     decayed, plain = decay_groups(make_module().model, weight_decay=0.1)
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+
+
+def test_grad_norm_is_the_unscaled_norm_under_float16_loss_scaling(tmp_path, datamodule):
+    """16-mixed scales the loss by 65536; fused AdamW unscales inside step(), after the norm is logged."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    def first_grad_norm(**precision) -> float:
+        module = make_module()
+        trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0, **precision)
+        trainer.fit(module, datamodule=datamodule)
+        assert trainer.optimizers[0].defaults["fused"]  # the optimizer unscales: Lightning does not
+        return trainer.logged_metrics["grad_norm"].item()
+
+    true_norm = first_grad_norm(precision="32-true")
+    scaled_run = first_grad_norm(plugins=[MixedPrecision("16-mixed", "cpu")])
+    assert scaled_run == pytest.approx(true_norm, rel=0.05)  # float16 rounding, not a factor of 65536
+

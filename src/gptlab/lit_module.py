@@ -56,6 +56,16 @@ def adamw_kernel(fused: bool | None, trainer: L.Trainer | None) -> dict:
     return {"fused": bool(fused)}
 
 
+def pending_loss_scale(trainer: L.Trainer, optimizer: torch.optim.Optimizer) -> float:
+    """The factor the gradients still carry at ``on_before_optimizer_step``: 1 unless float16's gradient
+    scaler scaled the loss and left the unscaling to the optimizer (fused AdamW unscales inside ``step()``,
+    so Lightning skips its own ``unscale_``; lightning 2.6, plugins/precision/amp.py)."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    if scaler is None or not getattr(optimizer, "_step_supports_amp_scaling", False):
+        return 1.0
+    return float(scaler.get_scale())
+
+
 class LanguageModelModule(L.LightningModule):
     def __init__(
         self,
@@ -162,6 +172,7 @@ class LanguageModelModule(L.LightningModule):
         """Log the gradient norm (before clipping); stop on non-finite gradients, warn when none flow."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
+        norm = norm / pending_loss_scale(self.trainer, optimizer)
         self._grad_norm = norm  # reused for clipping (not under FSDP, where this is one shard's norm)
         if not torch.isfinite(norm):
             if self.trainer.precision == "16-mixed":
