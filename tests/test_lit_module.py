@@ -87,3 +87,34 @@ def test_grad_norm_is_the_unscaled_norm_under_float16_loss_scaling(tmp_path, dat
     scaled_run = first_grad_norm(plugins=[MixedPrecision("16-mixed", "cpu")])
     assert scaled_run == pytest.approx(true_norm, rel=0.05)  # float16 rounding, not a factor of 65536
 
+
+class RecordStepLosses(L.Callback):
+    """The reference: each micro-batch's loss (the weights do not change inside an accumulated step) and
+    token count, against the train/loss logged when the optimizer steps."""
+
+    def __init__(self):
+        self.micro: list[tuple[float, int]] = []
+        self.pairs: list[tuple[float, float]] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        with torch.no_grad():
+            self.micro.append((module.loss(batch).item(), batch[1].numel()))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.fit_loop.epoch_loop._should_accumulate():
+            return
+        expected = sum(loss * n for loss, n in self.micro) / sum(n for _, n in self.micro)
+        self.pairs.append((trainer.callback_metrics["train/loss"].item(), expected))
+        self.micro.clear()
+
+
+def test_train_loss_is_the_token_weighted_mean_of_the_accumulated_micro_batches(tmp_path, datamodule):
+    recorder = RecordStepLosses()
+    # 3 micro-batches per step; the epoch's last step has fewer, and its last batch fewer windows.
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=1, accumulate_grad_batches=3, limit_val_batches=0, callbacks=[recorder]
+    )
+    trainer.fit(make_module(), datamodule=datamodule)
+    assert len(recorder.pairs) == trainer.global_step > 1
+    for logged, expected in recorder.pairs:
+        assert logged == pytest.approx(expected, rel=1e-5)

@@ -20,6 +20,7 @@ from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.distributed import clip_sharded_gradients, is_sharded, mean_over_ranks
 from gptlab.errors import ConfigError, TrainingDiverged
 from gptlab.lora import apply_finetune
+from gptlab.resilience import optimizer_step_pending
 from gptlab.schedules import build_scheduler
 
 
@@ -89,6 +90,9 @@ class LanguageModelModule(L.LightningModule):
         self.best_val_loss = math.inf
         self._warned_zero_grad = False
         self._grad_norm: torch.Tensor | None = None
+        # The micro-batches of the optimizer step under way (gradient accumulation): loss x tokens, tokens.
+        self._step_loss_sum: torch.Tensor | float = 0.0
+        self._step_tokens = 0
 
     @property
     def context_length(self) -> int:
@@ -117,7 +121,15 @@ class LanguageModelModule(L.LightningModule):
                 "(trainer.gradient_clip_val=1.0), or use trainer.precision=32-true or bf16-mixed instead of 16-mixed"
             )
         self.tokens_seen += batch[0].numel() * self.trainer.world_size
-        run_loss = mean_over_ranks(self, loss)  # the run's loss, not rank zero's share of the batch
+        # The optimizer step trains on every micro-batch it accumulated: its loss is their token-weighted
+        # mean. Lightning hands the loggers only the value logged at the batch that steps (the others
+        # show in the progress bar as the mean so far).
+        self._step_loss_sum = self._step_loss_sum + loss.detach() * batch[1].numel()
+        self._step_tokens += batch[1].numel()
+        step_loss = self._step_loss_sum / self._step_tokens
+        if not optimizer_step_pending(self.trainer):
+            self._step_loss_sum, self._step_tokens = 0.0, 0
+        run_loss = mean_over_ranks(self, step_loss)  # the run's loss, not rank zero's share of the batch
         self.log("train/loss", run_loss, prog_bar=True)
         self.log("train/ppl", torch.exp(run_loss))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
