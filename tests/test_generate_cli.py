@@ -192,17 +192,12 @@ def test_checkpoint_reading_errors(ckpts, tmp_path):
 
 
 def test_model_card_facts_from_a_checkpoint():
-    checkpoint = {
-        "global_step": 120,
-        "tokens_seen": 4096,
-        "callbacks": {
-            "ModelCheckpoint{'monitor': 'val/loss'}": {
-                "monitor": "val/loss",
-                "current_score": torch.tensor(2.5),
-            }
-        },
-    }
+    checkpoint = {"global_step": 120, "tokens_seen": 4096, "last_validation": {"step": 120, "val/loss": 2.5}}
     assert checkpoint_card(checkpoint) == {"global_step": 120, "tokens_seen": 4096, "val_loss": 2.5}
+    # A run's best score belongs to other weights, unless this checkpoint is where it was measured.
+    checkpoint.update(global_step=130, best_val_loss=2.0)
+    assert checkpoint_card(checkpoint)["earlier_validation"] == (120, 2.5)
+    assert "val_loss" not in checkpoint_card(checkpoint)
 
 
 def test_export_cli(ckpts, tmp_path, capsys, monkeypatch):

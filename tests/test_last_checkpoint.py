@@ -9,6 +9,7 @@ from conftest import TINY_GPT, compose_train
 from hydra.utils import instantiate
 
 from gptlab.data.datamodule import TextDataModule
+from gptlab.hf_export import export_checkpoint
 from gptlab.lit_module import LanguageModelModule
 
 
@@ -41,6 +42,26 @@ def test_last_checkpoint_holds_the_final_weights(tmp_path, data_dir, schedule, f
     for name, value in module.state_dict().items():
         assert torch.equal(last["state_dict"][name], value), name
     assert checkpoint(tmp_path / "checkpoints" / "best.ckpt")["global_step"] == best_step
+
+
+def test_the_model_card_reports_the_validation_of_the_weights_it_ships(tmp_path, data_dir):
+    # Validations at steps 2, 4, 6 score 2, 4, 6: best.ckpt is step 2, last.ckpt step 6.
+    train_worsening(tmp_path, data_dir, {"max_steps": 6, "val_check_interval": 2})
+    best = model_card_of(tmp_path / "checkpoints" / "best.ckpt", tmp_path / "best")
+    last = model_card_of(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "last")
+    assert "| val/loss at step 2 | 2.0000 |" in best
+    assert "| val/loss at step 6 | 6.0000 |" in last and "2.0000" not in last
+
+
+def test_the_model_card_of_weights_never_validated_says_so(tmp_path, data_dir):
+    # One validation, at step 4; last.ckpt holds step 6.
+    train_worsening(tmp_path, data_dir, {"max_epochs": 3, "limit_train_batches": 2, "check_val_every_n_epoch": 2})
+    last = model_card_of(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "last")
+    assert "| val/loss | not measured at step 6; the last validation, at step 4 (other weights), gave 4.0000 |" in last
+
+
+def model_card_of(ckpt_path, out_dir) -> str:
+    return (export_checkpoint(str(ckpt_path), str(out_dir)) / "README.md").read_text()
 
 
 def train_worsening(tmp_path, data_dir, schedule: dict) -> WorseningModule:

@@ -164,6 +164,21 @@ def _card_config(model: nn.Module) -> dict:
     return model.config_dict()
 
 
+def _results_rows(card: dict) -> str:
+    """The validation rows of the card: the exported weights' own scores, or why there are none."""
+    val_loss, step = card.get("val_loss"), card.get("global_step")
+    at_step = f" at step {step}" if step is not None else ""
+    if val_loss is not None:
+        return f"| val/loss{at_step} | {val_loss:.4f} |\n| val/ppl{at_step} | {math.exp(val_loss):.2f} |"
+    if card.get("earlier_validation"):
+        earlier_step, earlier_loss = card["earlier_validation"]
+        return (
+            f"| val/loss | not measured{at_step}; the last validation, at step {earlier_step} "
+            f"(other weights), gave {earlier_loss:.4f} |"
+        )
+    return f"| val/loss | not measured{at_step} |"
+
+
 def model_card(model: nn.Module, tokenizer_spec: dict | None, card: dict, name: str) -> str:
     cfg = _card_config(model)
     n_params = sum(p.numel() for p in model.parameters())
@@ -173,12 +188,7 @@ def model_card(model: nn.Module, tokenizer_spec: dict | None, card: dict, name: 
         "char": f"character level ({cfg['vocab_size']} characters)",
     }.get(tokenizer_kind, "not recorded")
     dataset = card.get("dataset") or "not recorded"
-    val_loss = card.get("val_loss")
-    results = (
-        f"| val/loss | {val_loss:.4f} |\n| val/ppl | {math.exp(val_loss):.2f} |"
-        if val_loss is not None
-        else "| val/loss | not recorded |"
-    )
+    results = _results_rows(card)
     extra = "".join(
         f"| {key} | {card[key]} |\n"
         for key in ("global_step", "epoch", "tokens_seen", "source")
@@ -231,28 +241,18 @@ print(tokenizer.decode(model.generate(ids, max_new_tokens=50, do_sample=True, to
 
 
 def checkpoint_card(checkpoint: dict) -> dict:
-    """Facts for the model card from a Lightning checkpoint: step, tokens seen, validation loss, data."""
+    """Facts for the model card from a Lightning checkpoint: step, tokens seen, data, and the validation
+    loss of these very weights: only a validation taken at the checkpoint's own step counts (the run's
+    best, or an earlier validation, measured other weights)."""
     card: dict = {}
     for key in ("global_step", "epoch", "tokens_seen"):
         if checkpoint.get(key) is not None:
             card[key] = checkpoint[key]
-    for key in ("val_loss", "best_val_loss"):
-        if checkpoint.get(key) is not None:
-            card["val_loss"] = float(checkpoint[key])
-            break
-    if "val_loss" not in card:
-        # ModelCheckpoint keeps the monitored score of the last save.
-        for name, state in (checkpoint.get("callbacks") or {}).items():
-            if (
-                "ModelCheckpoint" in str(name)
-                and isinstance(state, dict)
-                and state.get("monitor") == "val/loss"
-            ):
-                score = state.get("current_score")
-                score = state.get("best_model_score") if score is None else score
-                if score is not None:
-                    card["val_loss"] = float(score)
-                    break
+    validation = checkpoint.get("last_validation") or {}
+    if validation and validation.get("step") == checkpoint.get("global_step"):
+        card["val_loss"] = float(validation["val/loss"])
+    elif validation:
+        card["earlier_validation"] = (int(validation["step"]), float(validation["val/loss"]))
     data = checkpoint.get("datamodule_hyper_parameters") or {}
     if isinstance(data, dict):
         name = next((data[key] for key in ("name", "corpus", "dataset") if data.get(key)), None)

@@ -88,6 +88,8 @@ class LanguageModelModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.tokens_seen = 0
         self.best_val_loss = math.inf
+        # The latest validation: what the model card of a checkpoint taken at that step reports.
+        self.last_validation: dict | None = None
         self._warned_zero_grad = False
         self._grad_norm: torch.Tensor | None = None
         # The micro-batches of the optimizer step under way (gradient accumulation): loss x tokens, tokens.
@@ -148,6 +150,7 @@ class LanguageModelModule(L.LightningModule):
         val_loss = self.val_loss.compute()
         self.val_loss.reset()
         self.best_val_loss = min(self.best_val_loss, val_loss.item())
+        self.last_validation = {"step": self.global_step, "val/loss": val_loss.item()}
         # The MeanMetric already combined all ranks, so every rank holds the same value; sync_dist only
         # averages those equal values (and keeps Lightning from warning that nothing is synchronised).
         self.log("val/loss", val_loss, prog_bar=True, sync_dist=True)
@@ -206,7 +209,9 @@ class LanguageModelModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["best_val_loss"] = self.best_val_loss
+        checkpoint["last_validation"] = self.last_validation
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         self.best_val_loss = float(checkpoint.get("best_val_loss", math.inf))
+        self.last_validation = checkpoint.get("last_validation")
