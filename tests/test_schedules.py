@@ -1,17 +1,22 @@
 import math
 
+import lightning as L
 import pytest
 import torch
+from conftest import TINY_GPT
 
+from gptlab.data.datamodule import TextDataModule
 from gptlab.errors import ConfigError
+from gptlab.lit_module import LanguageModelModule
 from gptlab.schedules import build_scheduler, cosine_lr
 
 
 def lrs_of(cfg: dict, total_steps: int, lr: float = 1e-3) -> list[float]:
+    """The rate each of the run's optimizer steps uses."""
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2, 2))], lr=lr)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     values = []
-    for _ in range(total_steps + 1):
+    for _ in range(total_steps):
         values.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
@@ -22,17 +27,16 @@ def test_cosine_values_at_warmup_start_peak_middle_and_end():
     lrs = lrs_of({"name": "cosine", "warmup_steps": 10, "min_lr": 1e-4}, total_steps=110)
     assert lrs[0] == pytest.approx(1e-3 / 10)  # warmup starts at lr / warmup_steps, not at 0
     assert lrs[4] == pytest.approx(1e-3 * 5 / 10)
-    assert lrs[9] == pytest.approx(1e-3)  # peak at the end of warmup
-    assert lrs[10] == pytest.approx(1e-3)  # decay starts from the peak
-    assert lrs[60] == pytest.approx((1e-3 + 1e-4) / 2)  # halfway through the decay: the midpoint
-    assert lrs[110] == pytest.approx(1e-4)  # ends at min_lr
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[9] == pytest.approx(1e-3) and lrs.count(max(lrs)) == 1  # the peak, once, ends the warmup
+    assert lrs[59] == pytest.approx((1e-3 + 1e-4) / 2)  # halfway through the 100 decay steps: the midpoint
+    assert lrs[109] == pytest.approx(1e-4, rel=1e-9)  # the last step trains at min_lr
+    assert all(a > b for a, b in zip(lrs[9:], lrs[10:], strict=False))
 
 
 def test_warmup_ratio_and_default_min_lr():
     lrs = lrs_of({"name": "cosine", "warmup_ratio": 0.1, "min_lr": None}, total_steps=100)
     assert lrs[9] == pytest.approx(1e-3)
-    assert lrs[100] == pytest.approx(1e-4)  # default min_lr: lr / 10
+    assert lrs[99] == pytest.approx(1e-4)  # default min_lr: lr / 10
 
 
 def test_min_lr_never_above_lr():
@@ -45,7 +49,8 @@ def test_constant():
 
 def test_cosine_formula_stays_at_min_lr_after_the_end():
     assert cosine_lr(500, lr=1.0, min_lr=0.1, warmup_steps=0, total_steps=100) == pytest.approx(0.1)
-    assert cosine_lr(50, lr=1.0, min_lr=0.0, warmup_steps=0, total_steps=100) == pytest.approx(0.5)
+    assert cosine_lr(0, lr=1.0, min_lr=0.0, warmup_steps=0, total_steps=101) == 1.0  # no warmup: step 0 peaks
+    assert cosine_lr(50, lr=1.0, min_lr=0.0, warmup_steps=0, total_steps=101) == pytest.approx(0.5)
 
 
 def test_cosine_needs_a_finite_run():
@@ -56,3 +61,44 @@ def test_cosine_needs_a_finite_run():
 def test_unknown_schedule():
     with pytest.raises(ConfigError, match="scheduler.name must be one of"):
         lrs_of({"name": "linear"}, total_steps=5)
+
+
+class RecordRates(L.Callback):
+    def __init__(self):
+        self.rates: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.rates.append(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [{"max_steps": 7, "accumulate_grad_batches": 2}, {"max_steps": -1, "max_epochs": 2, "limit_train_batches": 5}],
+    ids=["accumulation", "epochs"],
+)
+def test_cosine_through_lightning_warms_up_peaks_once_and_ends_at_min_lr(tmp_path, data_dir, schedule):
+    recorder = RecordRates()
+    module = LanguageModelModule(
+        model=TINY_GPT,
+        tokenizer={"kind": "gpt2"},
+        optim={"lr": 1e-3},
+        scheduler={"name": "cosine", "warmup_steps": 3, "min_lr": 1e-4},
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=[recorder],
+        **schedule,
+    )
+    datamodule = TextDataModule(corpus="the-verdict", data_dir=str(data_dir), batch_size=2, max_length=32)
+    trainer.fit(module, datamodule=datamodule)
+    rates = recorder.rates
+    assert len(rates) == trainer.global_step == trainer.estimated_stepping_batches
+    assert rates[0] == pytest.approx(1e-3 / 3)
+    assert rates[2] == pytest.approx(1e-3) and rates.count(rates[2]) == 1
+    assert rates[-1] == pytest.approx(1e-4, rel=1e-9)

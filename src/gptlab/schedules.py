@@ -25,15 +25,18 @@ def resolve_warmup(total_steps: int, warmup_steps: int | None, warmup_ratio: flo
 
 
 def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``total_steps``.
+    """The rate of optimizer step ``step`` (0 .. total_steps - 1): linear warmup to ``lr``, then cosine
+    decay to ``min_lr``.
 
     Warmup starts at lr / warmup_steps (not 0, which would waste the first step) and reaches ``lr`` at
-    step ``warmup_steps - 1``; past ``total_steps`` the rate stays at ``min_lr``.
+    step ``warmup_steps - 1``, the only step at the peak; the decay starts there and the last step,
+    ``total_steps - 1``, trains at exactly ``min_lr`` (and so would any step past the end).
     """
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    peak_step = max(warmup_steps - 1, 0)
+    decay_steps = max(1, total_steps - 1 - peak_step)
+    progress = min(1.0, (step - peak_step) / decay_steps)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
