@@ -105,7 +105,7 @@ class LanguageModelModule(L.LightningModule):
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
-        # Our GPT computes its loss itself, through the head without full logits (models/fused_loss.py);
+        # Our GPT computes its loss itself, chunk by chunk through the head (models/fused_loss.py);
         # peft's wrapper passes the call through to it.
         if hasattr(self.model, "loss"):
             return self.model.loss(inputs, targets)

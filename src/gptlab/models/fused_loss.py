@@ -1,4 +1,4 @@
-"""Cross-entropy of the output head without the full logits tensor: the fast path of the GPT's loss.
+"""Cross-entropy of the output head, chunk by chunk: the fast path of the GPT's loss.
 
 The plain way, ``F.cross_entropy(head(x), y)``, materialises (tokens x vocab) logits, then under autocast an
 fp32 copy of them, then fp32 log-probabilities, and in backward an fp32 gradient of each: for GPT-2 at
@@ -7,7 +7,8 @@ traffic and page faults rather than arithmetic.
 
 Here the head's matmul runs over chunks of rows. Each chunk's logits are turned straight into its loss and
 its gradient (softmax minus one-hot, the whole of the cross-entropy backward), kept in the compute dtype;
-backward is then two matmuls. Numerically it is the same computation as the plain path under autocast:
+backward is then two matmuls. The one (tokens x vocabulary) tensor it keeps is that gradient, in the
+compute dtype (during training; evaluation keeps none), in place of the four above. Numerically it is the same computation as the plain path under autocast:
 logits rounded to the compute dtype, softmax in fp32, the logit gradient rounded back for the matmuls.
 """
 

@@ -42,8 +42,9 @@ class GPTConfig:
     # Share the token embedding matrix with the output head, as GPT-2 does (saves vocab_size * emb_dim
     # parameters; needed to load OpenAI's GPT-2 weights, which were trained tied).
     tie_weights: bool = False
-    # Training loss through the chunked head + cross-entropy (gptlab.models.fused_loss), which never holds
-    # the full logits; False computes logits and F.cross_entropy, the reference it is tested against.
+    # Training loss through the chunked head + cross-entropy (gptlab.models.fused_loss), which keeps only
+    # the logits' gradient (no logits or fp32 copies); False computes logits and F.cross_entropy, the
+    # reference it is tested against.
     fused_loss: bool = True
 
     def __post_init__(self) -> None:
