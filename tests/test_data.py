@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from gptlab.data.corpora import CORPORA, corpus_path
 from gptlab.data.datamodule import TextDataModule
 from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_spec
-from gptlab.data.windows import TokenWindows, count_windows
+from gptlab.data.windows import ScoredWindows, TokenWindows, count_windows
 from gptlab.errors import ConfigError, DataError
 
 
@@ -53,7 +53,8 @@ def test_verdict_window_and_split_arithmetic(data_dir):
     # 5,145 tokens in all; the 90/10 cut falls inside a word, which then tokenises as two pieces.
     assert (len(dm.train_tokens), len(dm.val_tokens)) == (4612, 534)
     assert len(dm.train_dataloader()) == 9
-    assert len(dm.val_dataloader()) == 1
+    assert dm.val_set.starts == [0, 256, 277]  # two whole windows, then the tail: all 533 targets scored
+    assert len(dm.val_dataloader()) == 2
     x, y = next(iter(dm.val_dataloader()))
     assert x.shape == y.shape == (2, 256)
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one token
@@ -76,11 +77,32 @@ def test_windows_are_views_of_one_stream():
     assert x.untyped_storage().data_ptr() == tokens.untyped_storage().data_ptr()
 
 
+@pytest.mark.parametrize("num_tokens", [6, 20, 21, 22, 37])
+@pytest.mark.parametrize("max_length, stride", [(4, 4), (4, 1), (4, 3), (5, 2)])
+def test_validation_scores_every_target_exactly_once(num_tokens, max_length, stride):
+    windows = ScoredWindows(torch.arange(num_tokens), max_length, stride)
+    scored = []
+    for index in range(len(windows)):
+        inputs, targets = windows[index]
+        assert len(inputs) == len(targets) == max_length
+        kept = targets != -100
+        assert torch.equal(targets[kept], inputs[kept] + 1)  # each target is the token after its input
+        assert kept[-1] and (kept.int().diff() >= 0).all()  # only a leading run of targets is skipped
+        scored += targets[kept].tolist()
+    assert scored == list(range(1, num_tokens))
+
+
+def test_validation_stride_longer_than_the_window_is_refused():
+    with pytest.raises(ConfigError, match="data.val_stride=5 is longer than data.max_length=4"):
+        ScoredWindows(torch.arange(20), 4, 5)
+
+
 def test_last_validation_batch_is_kept_and_training_drops_partial_batches(data_dir):
-    dm = make_datamodule(data_dir, max_length=64, stride=64, val_stride=64, batch_size=3)
-    assert len(dm.val_set) == 8  # 534 validation tokens: windows start at 0, 64, ..., 448
-    assert [len(x) for x, _ in dm.val_dataloader()] == [3, 3, 2]
-    assert all(len(x) == 3 for x, _ in dm.train_dataloader())
+    dm = make_datamodule(data_dir, max_length=64, stride=64, val_stride=64, batch_size=4)
+    # 534 validation tokens: windows start at 0, 64, ..., 448, then the tail window at 533 - 64 = 469.
+    assert dm.val_set.starts == [0, 64, 128, 192, 256, 320, 384, 448, 469]
+    assert [len(x) for x, _ in dm.val_dataloader()] == [4, 4, 1]
+    assert all(len(x) == 4 for x, _ in dm.train_dataloader())
 
 
 def test_train_batches_are_shuffled_and_val_batches_ordered(data_dir):

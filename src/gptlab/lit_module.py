@@ -20,6 +20,7 @@ from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.distributed import clip_sharded_gradients, is_sharded, mean_over_ranks
 from gptlab.errors import ConfigError, TrainingDiverged
 from gptlab.lora import apply_finetune
+from gptlab.models.fused_loss import IGNORE_INDEX
 from gptlab.resilience import optimizer_step_pending
 from gptlab.schedules import build_scheduler
 
@@ -139,9 +140,9 @@ class LanguageModelModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        # Weighted by token count, so the epoch value is the mean over every validation token even when
-        # the last batch is smaller; MeanMetric also averages correctly across DDP ranks.
-        self.val_loss.update(self.loss(batch), weight=batch[1].numel())
+        # Weighted by the targets scored (ScoredWindows marks those an earlier window scored -100), so the
+        # epoch value is the mean over every validation token once; MeanMetric also combines DDP ranks.
+        self.val_loss.update(self.loss(batch), weight=(batch[1] != IGNORE_INDEX).sum())
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

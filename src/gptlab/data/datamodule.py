@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from gptlab.data import token_cache
 from gptlab.data.corpora import corpus_path, read_corpus
 from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
-from gptlab.data.windows import TokenWindows
+from gptlab.data.windows import ScoredWindows, TokenWindows
 from gptlab.distributed import validation_sampler
 from gptlab.errors import ConfigError
 from gptlab.sampler import ResumableDataLoader, ResumableRandomSampler
@@ -55,8 +55,8 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.max_length = max_length
         self.stride = max_length if stride is None else stride
-        # Validation windows do not overlap by default, so each validation token is scored once even
-        # when training uses a small stride (e.g. stride 1 for character-level data).
+        # Validation windows do not overlap by default (a smaller val_stride gives each scored token more
+        # context); either way every validation target is scored exactly once (ScoredWindows).
         self.val_stride = max_length if val_stride is None else val_stride
         self.train_ratio = train_ratio
         self.num_workers = num_workers
@@ -78,7 +78,7 @@ class TextDataModule(L.LightningDataModule):
         self.tokenizer = CharTokenizer.from_text(text) if self.tokenizer_kind == "char" else GPT2Tokenizer()
         self.train_tokens, self.val_tokens = self._tokenize(text)
         self.train_set = TokenWindows(self.train_tokens, self.max_length, self.stride, split="train")
-        self.val_set = TokenWindows(self.val_tokens, self.max_length, self.val_stride, split="validation")
+        self.val_set = ScoredWindows(self.val_tokens, self.max_length, self.val_stride, split="validation")
         if len(self.train_set) < self.batch_size:
             # Training batches drop the last partial batch, so this would train on nothing.
             raise ConfigError(

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gptlab.errors import ConfigError, DataError
+from gptlab.models.fused_loss import IGNORE_INDEX  # a target the loss skips (torch's default, -100)
 
 
 def count_windows(num_tokens: int, max_length: int, stride: int) -> int:
@@ -42,3 +43,41 @@ class TokenWindows(Dataset):
         start = index * self.stride
         chunk = self.tokens[start : start + self.max_length + 1]
         return chunk[:-1], chunk[1:]
+
+
+class ScoredWindows(TokenWindows):
+    """Evaluation windows that score every target of the stream (tokens 1 .. N-1) exactly once.
+
+    Windows start every ``stride`` tokens as in training, plus a tail window ending at the last token when
+    those stop short of it. Targets an earlier window already scored are set to ``IGNORE_INDEX`` (-100, which
+    the loss skips), so overlapping windows (a stride below max_length, or the tail) score only what is
+    new to them, with the most context: the sliding-window evaluation of transformers' perplexity guide.
+    """
+
+    def __init__(self, tokens: torch.Tensor, max_length: int, stride: int, split: str = "validation"):
+        super().__init__(tokens, max_length, stride, split)
+        if stride > max_length:
+            raise ConfigError(
+                f"data.val_stride={stride} is longer than data.max_length={max_length}: the tokens between "
+                f"windows would never be scored; use data.val_stride={max_length} or less"
+            )
+        self.starts = [index * stride for index in range(self.num_windows)]
+        last_start = len(tokens) - 1 - max_length
+        if self.starts[-1] < last_start:
+            self.starts.append(last_start)
+        # Index (within a window's targets) of the first target no earlier window scored.
+        self.first_new = [0] + [
+            previous + max_length - start for previous, start in zip(self.starts, self.starts[1:], strict=False)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.starts[index]
+        chunk = self.tokens[start : start + self.max_length + 1]
+        targets = chunk[1:]
+        if self.first_new[index] > 0:
+            targets = targets.clone()
+            targets[: self.first_new[index]] = IGNORE_INDEX
+        return chunk[:-1], targets
