@@ -54,6 +54,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
 
 class FakeTrainer:
     precision = "32-true"
+    precision_plugin = None  # no loss scaling
     global_step = 5
 
 
