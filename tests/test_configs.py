@@ -12,7 +12,7 @@ from gptlab.data.datamodule import TextDataModule
 from gptlab.errors import ConfigError
 from gptlab.lit_module import build_model
 from gptlab.loggers import build_loggers
-from gptlab.model_factory import build_start_model
+from gptlab.model_factory import data_and_start_model
 from gptlab.schedules import build_scheduler
 from gptlab.training import build_callbacks, check_accelerator
 
@@ -61,9 +61,20 @@ def _available(accelerator: str) -> bool:
 
 
 def test_values_travel_by_interpolation(tmp_path):
-    cfg = compose_train(tmp_path, "model=decoder", "data=shakespeare_char", "model.context_length=128")
-    assert cfg.data.max_length == 128 and cfg.data.stride == 128  # window follows the model's context
+    cfg = compose_train(tmp_path, "model=decoder", "data=shakespeare_char")
     assert cfg.callbacks.model_checkpoint.dirpath == f"{tmp_path}/checkpoints"
+
+
+@pytest.mark.parametrize(
+    "overrides, window",
+    [([], 256), (["model.context_length=128"], 128), (["data.max_length=64"], 64)],
+    ids=["default-256", "shorter-context", "explicit"],
+)
+def test_the_window_follows_the_model_unless_set(tmp_path, overrides, window):
+    cfg = compose_train(tmp_path, "model=decoder", "data=shakespeare_char", *overrides)
+    datamodule, _, _ = data_and_start_model(cfg)
+    assert datamodule.max_length == datamodule.stride == datamodule.val_stride == window
+    assert datamodule.train_set[0][0].shape == (window,)
 
 
 @pytest.mark.parametrize(
@@ -73,9 +84,7 @@ def test_values_travel_by_interpolation(tmp_path):
 )
 def test_the_model_vocabulary_is_the_tokenizers(tmp_path, overrides, verdict_text, shakespeare_text):
     cfg = compose_train(tmp_path, "model=decoder", *overrides)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    _, model_cfg = build_start_model(cfg, datamodule)
+    datamodule, _, model_cfg = data_and_start_model(cfg)
     text = shakespeare_text if cfg.data.corpus == "tinyshakespeare" else verdict_text
     expected = len(set(text)) if cfg.data.tokenizer == "char" else 50257
     assert model_cfg["vocab_size"] == datamodule.tokenizer.vocab_size == expected
@@ -84,10 +93,8 @@ def test_the_model_vocabulary_is_the_tokenizers(tmp_path, overrides, verdict_tex
 @pytest.mark.parametrize("vocab_size, words", [(50304, "larger than the gpt2 tokenizer's 50257"), (100, "smaller")])
 def test_a_model_vocabulary_other_than_the_tokenizers_is_refused(tmp_path, vocab_size, words):
     cfg = compose_train(tmp_path, "model=gpt_tiny", "data=verdict", f"model.vocab_size={vocab_size}")
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
     with pytest.raises(ConfigError, match=f"model.vocab_size={vocab_size} .*{words}.*vocab_pad_multiple"):
-        build_start_model(cfg, datamodule)
+        data_and_start_model(cfg)
 
 
 def test_experiment_overrides_only_what_differs(tmp_path):

@@ -164,3 +164,21 @@ def test_a_padded_embedding_never_predicts_its_padding():
     assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 50257)
     rebuilt = HFCausalLM(**model.config_dict())  # what a checkpoint rebuilds
     assert rebuilt(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 50257)
+
+
+@pytest.mark.parametrize("start", ["init_from", "hf_causal_lm"])
+def test_the_default_window_follows_the_pretrained_start_model(tmp_path, hf_folder, start):
+    from conftest import compose_train
+
+    from gptlab.model_factory import data_and_start_model, positions_trained
+
+    pretrained = (
+        [f"init_from={hf_folder}"] if start == "init_from" else ["model=hf_causal_lm", f"model.pretrained={hf_folder}"]
+    )
+    cfg = compose_train(tmp_path, "data=verdict", *pretrained)  # gpt124m's 1024 positions, the folder's 64
+    datamodule, model, model_cfg = data_and_start_model(cfg)
+    assert datamodule.max_length == model.context_length == 64
+    assert positions_trained(cfg, datamodule, model_cfg) == 64  # pretraining covered all its positions
+    too_long = compose_train(tmp_path, "data=verdict", "data.max_length=128", *pretrained)
+    with pytest.raises(ConfigError, match="data.max_length=128 is longer than the .*context_length=64"):
+        data_and_start_model(too_long)

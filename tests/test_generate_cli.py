@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import lightning as L
 import pytest
 import torch
@@ -223,3 +225,45 @@ def test_export_cli(ckpts, tmp_path, capsys, monkeypatch):
         == 2
     )
     assert "HF_TOKEN" in capsys.readouterr().err and not (tmp_path / "hub").exists()
+
+
+# --- the trained window: generation never reaches positions training did not ---------------------------
+
+
+def positions_read(module: LanguageModelModule, tmp_path, capsys, **options) -> tuple[int, str]:
+    """Generate from ``module``'s checkpoint; the highest position row it read, and stderr."""
+    from gptlab.generate_app import generate_from_config
+
+    path = save_checkpoint(module, tmp_path / "window.ckpt")
+    seen = []
+    original = torch.nn.Embedding.forward
+
+    def record(embedding, ids):
+        if embedding.num_embeddings == TINY_GPT["context_length"]:  # the position table (32 rows)
+            seen.append(int(ids.max()))
+        return original(embedding, ids)
+
+    cfg = {"ckpt_path": path, "prompt": "Every effort moves you", "max_new_tokens": 40, "num_samples": 1,
+           "temperature": 0, "device": "cpu", **options}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Embedding, "forward", record)
+        generate_from_config(cfg, out=io.StringIO())
+    return max(seen), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generation_stays_inside_the_window_the_model_was_trained_on(tmp_path, capsys, use_cache):
+    torch.manual_seed(0)
+    module = LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, train_window=8)
+    highest, err = positions_read(module, tmp_path, capsys, use_cache=use_cache)
+    assert highest == 7 and "warning" not in err  # 5 prompt + 40 new tokens: the 8-token window slides
+
+
+def test_asking_for_more_than_the_trained_window_warns_once(tmp_path, capsys):
+    module = LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, train_window=8)
+    highest, err = positions_read(module, tmp_path, capsys, context_length=16)
+    assert highest == 15
+    assert err.count("warning: context_length=16 reaches past the 8-token window the model was trained on") == 1
+    with pytest.raises(ConfigError, match="context_length=64 is longer than the model's context \\(32 positions\\)"):
+        positions_read(module, tmp_path, capsys, context_length=64)
+

@@ -46,6 +46,8 @@ def test_a_character_model_of_any_corpus_gets_the_vocabulary_of_its_characters(t
     assert_ok(result)  # it samples text at every validation
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["model"]["vocab_size"] == len(set(verdict_text))
+    # The window it trained on (data.max_length=32 of gpt_tiny's 64 positions) bounds generation.
+    assert checkpoint["hyper_parameters"]["train_window"] == 32
     assert_generates(run_dir / "checkpoints" / "last.ckpt", "Every effort")
 
 

@@ -64,7 +64,7 @@ class TextSampleCallback(L.Callback):
             pl_module.model,
             prompt,
             max_new_tokens=self.max_new_tokens,
-            context_length=pl_module.context_length,
+            context_length=pl_module.generation_window,
             temperature=self.temperature,
             top_k=self.top_k,
             eos_id=tokenizer.eos_id,

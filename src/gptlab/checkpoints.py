@@ -28,9 +28,22 @@ _COMPILE_PREFIX = "_orig_mod."
 class LoadedModel:
     model: nn.Module
     tokenizer: object
-    context_length: int
+    # The longest sequence the model was trained on (its training window): generation's default reach.
+    trained_window: int
     source: str
     checkpoint: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def context_length(self) -> int:
+        """The most positions the model has (its position table), trained or not."""
+        return int(self.model.context_length)
+
+
+def trained_window(checkpoint: dict, model: nn.Module) -> int:
+    """The window a checkpoint's model was trained on (train.py records it); older checkpoints and
+    pretrained weights: the whole context."""
+    window = (checkpoint.get("hyper_parameters") or {}).get("train_window")
+    return min(int(window), int(model.context_length)) if window else int(model.context_length)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -158,12 +171,11 @@ def load_for_generation(
             "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
         )
     model = model.to(device=device, dtype=dtype).eval()
-    context_length = int(model.context_length)
     if tokenizer.vocab_size > _vocab_size(model):
         raise GptlabError(
             f"{source}: the tokenizer has {tokenizer.vocab_size} ids but the model only {_vocab_size(model)}"
         )
-    return LoadedModel(model, tokenizer, context_length, source, checkpoint)
+    return LoadedModel(model, tokenizer, trained_window(checkpoint, model), source, checkpoint)
 
 
 def _vocab_size(model: nn.Module) -> int:

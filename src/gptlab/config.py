@@ -20,10 +20,6 @@ def repo_root() -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("gptlab.repo_root"):
         OmegaConf.register_new_resolver("gptlab.repo_root", repo_root)
-    if not OmegaConf.has_resolver("gptlab.min"):
-        # e.g. a data window of 256 tokens, or fewer when the model's context is shorter
-        # (a null value, e.g. the context of a model that brings its own, is left out)
-        OmegaConf.register_new_resolver("gptlab.min", lambda *values: min(v for v in values if v is not None))
 
 
 register_resolvers()

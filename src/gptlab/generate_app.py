@@ -69,6 +69,8 @@ def check_generation_config(cfg: Mapping) -> None:
     """Every option of generate.py that can be checked before a model is loaded."""
     _integer(cfg, "max_new_tokens", 1)
     num_samples = _integer(cfg, "num_samples", 1)
+    if cfg.get("context_length") is not None:
+        _integer(cfg, "context_length", 1)
     temperature = _optional_number(cfg, "temperature", float)
     top_k = _optional_number(cfg, "top_k", int)
     top_p = _optional_number(cfg, "top_p", float)
@@ -139,6 +141,26 @@ def _completion_ids(row: list[int], eos_id: int | None) -> list[int]:
     return row
 
 
+def generation_window(requested: int | None, loaded) -> int:
+    """How many tokens each new token may attend to: by default the window the model was trained on
+    (positions past it were never trained); more is allowed, up to the model's context, with a warning."""
+    if requested is None:
+        return loaded.trained_window
+    if requested > loaded.context_length:
+        raise ConfigError(
+            f"context_length={requested} is longer than the model's context ({loaded.context_length} "
+            f"positions); use context_length={loaded.context_length} or less"
+        )
+    if requested > loaded.trained_window:
+        print(
+            f"warning: context_length={requested} reaches past the {loaded.trained_window}-token window "
+            "the model was trained on: positions beyond it were never trained and may degrade the text",
+            file=sys.stderr,
+            flush=True,
+        )
+    return requested
+
+
 def generate_from_config(cfg: Mapping, out=None) -> list[str]:
     """Load the model named by ``cfg``, continue each prompt, print the texts and return them."""
     from gptlab.checkpoints import load_for_generation, resolve_device, resolve_dtype
@@ -158,7 +180,7 @@ def generate_from_config(cfg: Mapping, out=None) -> list[str]:
         generator.manual_seed(cfg["seed"])
     options = dict(
         max_new_tokens=cfg["max_new_tokens"],
-        context_length=loaded.context_length,
+        context_length=generation_window(cfg.get("context_length"), loaded),
         temperature=cfg.get("temperature"),
         top_k=cfg.get("top_k"),
         eos_id=tokenizer.eos_id,

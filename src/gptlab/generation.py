@@ -108,8 +108,8 @@ class NextTokenLogits:
         if seq_len > self.context_length:
             self.cache = None
             notice_once(
-                f"the text is longer than the model's context_length={self.context_length}: the window "
-                f"slides, so each new token sees only the last {self.context_length} tokens"
+                f"the text is longer than the {self.context_length}-token window: the window slides, so "
+                f"each new token sees only the last {self.context_length} tokens"
             )
         window = idx[:, -self.context_length :]
         if self.use_cache:

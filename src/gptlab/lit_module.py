@@ -77,9 +77,12 @@ class LanguageModelModule(L.LightningModule):
         scheduler: dict | None = None,
         finetune: dict | None = None,
         base_model: nn.Module | None = None,
+        train_window: int | None = None,
     ):
         """``model`` describes the architecture (it is what checkpoints keep); ``base_model``, when given, is
-        that architecture already built with pretrained weights (not saved as a hyperparameter)."""
+        that architecture already built with pretrained weights (not saved as a hyperparameter).
+        ``train_window``: the longest sequence whose positions were trained (the data window, or the
+        pretrained context); generation stays inside it. None: the model's whole context."""
         super().__init__()
         self.save_hyperparameters(ignore=["base_model"])
         self.model = apply_finetune(base_model if base_model is not None else build_model(model), finetune)
@@ -100,6 +103,11 @@ class LanguageModelModule(L.LightningModule):
     @property
     def context_length(self) -> int:
         return self.model.context_length
+
+    @property
+    def generation_window(self) -> int:
+        """Tokens a sample may attend to: only positions that training has reached."""
+        return min(self.hparams.get("train_window") or self.context_length, self.context_length)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)

@@ -3,6 +3,7 @@ starts from pretrained weights, the loaded model itself. Every path checks the m
 
 from __future__ import annotations
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -10,6 +11,26 @@ from gptlab.data.datamodule import TextDataModule
 from gptlab.errors import ConfigError
 
 HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
+
+
+def data_and_start_model(cfg: DictConfig) -> tuple[TextDataModule, nn.Module | None, dict]:
+    """The run's data and the model it starts from, in the order each needs the other: the tokenizer
+    sets the model's vocabulary, then the model (its config, or pretrained weights) sets the training
+    window, then the corpus is cut into windows."""
+    datamodule: TextDataModule = instantiate(cfg.data, seed=cfg.seed)
+    datamodule.prepare_data()
+    datamodule.load_tokenizer()
+    start_model, model_cfg = build_start_model(cfg, datamodule)
+    datamodule.setup("fit")
+    return datamodule, start_model, model_cfg
+
+
+def positions_trained(cfg: DictConfig, datamodule: TextDataModule, model_cfg: dict) -> int:
+    """The longest sequence whose positions the model will have been trained on: the data window, or
+    all of a pretrained model's context (its pretraining covered them)."""
+    if cfg.get("init_from") or cfg.model.get("pretrained"):
+        return int(model_cfg.get("context_length") or datamodule.max_length)
+    return datamodule.max_length
 
 
 def build_start_model(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module | None, dict]:
@@ -25,7 +46,7 @@ def build_start_model(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.M
 def model_config(model_cfg: dict, datamodule: TextDataModule) -> dict:
     """The model's constructor arguments, checked against the data it will see."""
     model_cfg["vocab_size"] = vocabulary_size(model_cfg.get("vocab_size"), datamodule.tokenizer)
-    check_window_fits(datamodule, model_cfg["context_length"], "model.context_length")
+    datamodule.fit_window(model_cfg["context_length"], "model.context_length")
     return model_cfg
 
 
@@ -50,14 +71,6 @@ def vocabulary_size(requested: int | None, tokenizer) -> int:
     )
 
 
-def check_window_fits(datamodule: TextDataModule, context_length: int, what: str) -> None:
-    if datamodule.max_length > context_length:
-        raise ConfigError(
-            f"data.max_length={datamodule.max_length} is longer than {what}={context_length}; "
-            f"lower data.max_length to at most {context_length}"
-        )
-
-
 def require_gpt2_tokens(datamodule: TextDataModule, source: str) -> None:
     kind = datamodule.tokenizer.spec()["kind"]
     if kind != "gpt2":
@@ -73,7 +86,7 @@ def load_pretrained_gpt2(cfg: DictConfig, datamodule: TextDataModule) -> tuple[n
 
     require_gpt2_tokens(datamodule, f"init_from={cfg.init_from}")
     model, model_cfg = load_pretrained_gpt(str(cfg.init_from), drop_rate=cfg.model.get("drop_rate"))
-    check_window_fits(datamodule, model.context_length, "the pretrained context_length")
+    datamodule.fit_window(model.context_length, "the pretrained context_length")
     print(f"init_from={cfg.init_from}: starting from pretrained weights ({model_cfg})", flush=True)
     return model, model_cfg
 
@@ -95,6 +108,6 @@ def build_hf_causal_lm(model_cfg: dict, datamodule: TextDataModule) -> tuple[nn.
                 f"{datamodule.vocab_size} ids; set its vocab_size to at least {datamodule.vocab_size}"
             )
     model.vocab_size = datamodule.vocab_size  # logits of padded embedding rows are cut off
-    check_window_fits(datamodule, model.context_length, "the model's context_length")
+    datamodule.fit_window(model.context_length, "the model's context_length")
     # The checkpoint rebuilds the architecture from its config; the weights come from the state dict.
     return model, {"_target_": HF_CAUSAL_LM, **model.config_dict()}

@@ -16,13 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.atomic import CheckpointError, load_checkpoint_safely
 from gptlab.callbacks import ValidateAtMaxSteps
 from gptlab.compilation import compile_model
-from gptlab.data.datamodule import TextDataModule
 from gptlab.distributed import end_process_group, launch_ranks_as_single_runs
 from gptlab.errors import ConfigError
 from gptlab.lit_module import LanguageModelModule
 from gptlab.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
 from gptlab.lora import parameter_summary
-from gptlab.model_factory import build_start_model
+from gptlab.model_factory import data_and_start_model, positions_trained
 from gptlab.preflight import check_fresh_run_folder, check_output_dir, resume_path  # noqa: F401
 from gptlab.resilience import AtomicCheckpointIO, LastCheckpoint, resilience_callbacks
 from gptlab.secrets import scrub_saved_configs
@@ -99,10 +98,7 @@ def train(cfg: DictConfig) -> float | None:
     check_fresh_run_folder(cfg)
     ckpt_path = resume_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule: TextDataModule = instantiate(cfg.data, seed=cfg.seed)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    start_model, model_cfg = build_start_model(cfg, datamodule)
+    datamodule, start_model, model_cfg = data_and_start_model(cfg)
     finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None
     module = LanguageModelModule(
         model=model_cfg,
@@ -111,6 +107,7 @@ def train(cfg: DictConfig) -> float | None:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         finetune=finetune,
         base_model=start_model,
+        train_window=positions_trained(cfg, datamodule, model_cfg),
     )
     if finetune and finetune.get("name") != "full":
         print(f"finetune={finetune['name']}: {parameter_summary(module.model)}", flush=True)

@@ -17,6 +17,8 @@ from gptlab.errors import ConfigError
 from gptlab.sampler import ResumableDataLoader, ResumableRandomSampler
 
 TOKENIZERS = ("gpt2", "char")
+# The training window when data.max_length is unset and the model's context is at least this long.
+DEFAULT_WINDOW = 256
 
 
 def split_text(text: str, train_ratio: float) -> tuple[str, str]:
@@ -32,7 +34,7 @@ class TextDataModule(L.LightningDataModule):
         tokenizer: str = "gpt2",
         data_dir: str = "data",
         batch_size: int = 8,
-        max_length: int = 256,
+        max_length: int | None = None,
         stride: int | None = None,
         val_stride: int | None = None,
         train_ratio: float = 0.9,
@@ -53,20 +55,43 @@ class TextDataModule(L.LightningDataModule):
         self.tokenizer_kind = tokenizer
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
+        # None: decided by the model the run starts from (fit_window), or DEFAULT_WINDOW.
         self.max_length = max_length
-        self.stride = max_length if stride is None else stride
-        # Validation windows do not overlap by default (a smaller val_stride gives each scored token more
-        # context); either way every validation target is scored exactly once (ScoredWindows).
-        self.val_stride = max_length if val_stride is None else val_stride
+        self._stride = stride
+        self._val_stride = val_stride
         self.train_ratio = train_ratio
         self.num_workers = num_workers
         self.seed = seed  # of the training order: each epoch's shuffle depends on (seed, epoch) only
         # Token ids of each split are cached here between runs (gptlab.data.token_cache); None: never.
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.tokenizer = None
+        self._text: str | None = None  # the corpus, between load_tokenizer and setup
         self.train_set = self.val_set = None
         self._train_loader: ResumableDataLoader | None = None
         self._resume_position: dict | None = None
+
+    @property
+    def stride(self) -> int:
+        """Distance between training windows; by default a window's length (no overlap)."""
+        return self.max_length if self._stride is None else self._stride
+
+    @property
+    def val_stride(self) -> int:
+        # Validation windows do not overlap by default (a smaller val_stride gives each scored token more
+        # context); either way every validation target is scored exactly once (ScoredWindows).
+        return self.max_length if self._val_stride is None else self._val_stride
+
+    def fit_window(self, context_length: int, what: str = "model.context_length") -> int:
+        """Settle the training window for a model of ``context_length`` positions: data.max_length if set
+        (it must fit), else DEFAULT_WINDOW tokens or the model's whole context if shorter."""
+        if self.max_length is None:
+            self.max_length = min(DEFAULT_WINDOW, context_length)
+        elif self.max_length > context_length:
+            raise ConfigError(
+                f"data.max_length={self.max_length} is longer than {what}={context_length}; "
+                f"lower data.max_length to at most {context_length}, or leave it unset to follow the model"
+            )
+        return self.max_length
 
     def prepare_data(self) -> None:
         corpus_path(self.corpus, self.data_dir)  # fetch and verify once, before any rank reads it
@@ -74,8 +99,10 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        text = read_corpus(self.corpus, self.data_dir)
-        self.tokenizer = CharTokenizer.from_text(text) if self.tokenizer_kind == "char" else GPT2Tokenizer()
+        self.load_tokenizer()
+        text, self._text = self._text, None
+        if self.max_length is None:
+            self.max_length = DEFAULT_WINDOW
         self.train_tokens, self.val_tokens = self._tokenize(text)
         self.train_set = TokenWindows(self.train_tokens, self.max_length, self.stride, split="train")
         self.val_set = ScoredWindows(self.val_tokens, self.max_length, self.val_stride, split="validation")
@@ -85,6 +112,14 @@ class TextDataModule(L.LightningDataModule):
                 f"the train split gives {len(self.train_set)} windows, fewer than one batch of "
                 f"data.batch_size={self.batch_size}; lower data.batch_size, data.max_length or data.stride"
             )
+
+    def load_tokenizer(self) -> None:
+        """Read the corpus and build its tokenizer (the character tokenizer is the corpus's characters):
+        what the model needs to know before the windows are cut (setup)."""
+        if self.tokenizer is not None:
+            return
+        self._text = read_corpus(self.corpus, self.data_dir)
+        self.tokenizer = CharTokenizer.from_text(self._text) if self.tokenizer_kind == "char" else GPT2Tokenizer()
 
     def _tokenize(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids of the train and validation splits: from the cache when it holds them, else encoded."""
