@@ -267,3 +267,22 @@ def test_asking_for_more_than_the_trained_window_warns_once(tmp_path, capsys):
     with pytest.raises(ConfigError, match="context_length=64 is longer than the model's context \\(32 positions\\)"):
         positions_read(module, tmp_path, capsys, context_length=64)
 
+
+
+@pytest.mark.e2e
+def test_a_reader_that_stops_early_ends_generation_quietly(ckpts):
+    """`python generate.py ... | head -c 20`: a closed pipe is not a run-folder error, nor a traceback."""
+    import subprocess
+    import sys
+
+    from cli_runner import REPO_ROOT, clean_env
+
+    command = [sys.executable, "generate.py", f"ckpt_path={ckpts['gpt']}", "stream=true", "max_new_tokens=400",
+               "num_samples=3", "prompt=Every effort moves you"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=clean_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.read(20) == "Every effort moves y"
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 141
+    assert "cannot create the run folder" not in stderr and "Traceback" not in stderr, stderr

@@ -47,6 +47,19 @@ def report_user_errors() -> Iterator[None]:
         sys.exit(getattr(user_error, "exit_code", EXIT_USER_ERROR))
 
 
+@contextmanager
+def quiet_when_the_reader_leaves() -> Iterator[None]:
+    """`python generate.py ... | head`: when the reader closes the pipe, stop without a traceback, with
+    the status of a Unix tool stopped by SIGPIPE (128 + 13)."""
+    try:
+        yield
+    except BrokenPipeError:
+        # Python would flush stdout again at exit and complain a second time: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
+
+
 _task_started = False
 
 
