@@ -9,9 +9,19 @@ import os
 import pytest
 import torch
 from cli_runner import TINY_RUN, assert_ok, clean_env, run_train
+from conftest import compose_train
+from omegaconf import OmegaConf
 
 from gptlab.atomic import CheckpointError, load_checkpoint_safely
-from gptlab.secrets import MASK, RedactingFilter, RedactingStream, load_dotenv, redact, redact_config
+from gptlab.secrets import (
+    MASK,
+    RedactingFilter,
+    RedactingStream,
+    load_dotenv,
+    looks_secret,
+    redact,
+    redact_config,
+)
 
 WANDB_KEY = "wandbkey-0123456789abcdef0123456789abcdef"
 HF_TOKEN = "hf_PlantedTokenForTheTest0123456789"
@@ -55,6 +65,29 @@ def test_redaction_of_text_configs_streams_and_log_records(monkeypatch):
     assert HF_TOKEN not in record.getMessage()
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["HF_TOKEN", "WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "hubToken", "logger.apiKey", "github_auth"],
+)
+def test_credential_names_are_secret(name):
+    assert looks_secret(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["data.tokenizer", "max_new_tokens", "tokens_seen", "TOKENIZERS_PARALLELISM", "author", "monitor"]
+)
+def test_settings_that_merely_contain_token_are_not_secret(name):
+    assert not looks_secret(name)
+
+
+@pytest.mark.parametrize("experiment", ["verdict_gpt124m", "shakespeare_char", "finetune_gpt2_shakespeare"])
+def test_the_logged_config_keeps_every_ordinary_value(tmp_path, experiment):
+    config = OmegaConf.to_container(compose_train(tmp_path, f"experiment={experiment}"), resolve=True)
+    assert redact_config(config) == config
+    assert config["data"]["tokenizer"] in ("gpt2", "char")
+    assert isinstance(config["callbacks"]["text_sample"]["max_new_tokens"], int)
+
+
 def test_dotenv_values_are_loaded_without_overriding_the_environment(tmp_path, monkeypatch):
     env_file = tmp_path / ".env"
     env_file.write_text(
@@ -86,3 +119,7 @@ def test_no_secret_reaches_the_run_folder_or_the_console(tmp_path):
         assert secret not in result.stdout + result.stderr
         for path in files:
             assert secret.encode() not in path.read_bytes(), f"{secret[:8]}... found in {path}"
+    # The logged config keeps its ordinary values (the CSV logger's copy of what wandb receives).
+    logged = OmegaConf.load(run_dir / "csv" / "hparams.yaml")
+    assert logged.data.tokenizer == "gpt2" and logged.callbacks.text_sample.max_new_tokens == 8  # debug=fast
+    assert logged.notes == MASK

@@ -1,9 +1,12 @@
 """Keep API keys and tokens out of everything a run writes: configs, logs, checkpoints and the console.
 
-Secrets are the values of environment variables whose names look secret (WANDB_API_KEY, HF_TOKEN,
+Secrets are the values of environment variables named as credentials (WANDB_API_KEY, HF_TOKEN,
 *_SECRET, *_PASSWORD, ...), including those read from a ``.env`` file. Every console and log line is
-scrubbed of them, config keys that look secret are masked before a config is logged, and the config
+scrubbed of them, config keys named as credentials are masked before a config is logged, and the config
 files Hydra saved for the run are scrubbed when the job starts.
+
+A name is a credential's by its words, not its letters: ``hf_token`` and ``wandb.api_key`` are, while
+``data.tokenizer``, ``max_new_tokens`` and ``tokens_seen`` are ordinary settings and are logged as they are.
 """
 
 from __future__ import annotations
@@ -15,15 +18,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SECRET_NAME = re.compile(
-    r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|AUTH)", re.IGNORECASE
+# Words that name a credential on their own, and pairs of adjacent words that do.
+CREDENTIAL_WORDS = frozenset(
+    {"token", "secret", "password", "passwd", "passphrase", "credential", "credentials", "auth", "apikey"}
 )
+CREDENTIAL_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key")})
 MASK = "***"
 MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") would mask ordinary text
 
 
+def name_words(name: str) -> list[str]:
+    """``WANDB_API_KEY`` -> wandb, api, key; ``hubToken`` -> hub, token; ``a.b-c`` -> a, b, c."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [word.lower() for word in re.split(r"[^A-Za-z0-9]+", spaced) if word]
+
+
 def looks_secret(name: str) -> bool:
-    return bool(SECRET_NAME.search(name))
+    """Whether a variable or config key names a credential."""
+    words = name_words(name)
+    return any(word in CREDENTIAL_WORDS for word in words) or any(
+        pair in CREDENTIAL_PAIRS for pair in zip(words, words[1:], strict=False)
+    )
 
 
 def load_dotenv(path: str | Path = ".env") -> list[str]:
