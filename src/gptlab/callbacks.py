@@ -35,6 +35,7 @@ class TextSampleCallback(L.Callback):
         self.top_k = top_k
         self.output_file = Path(output_file) if output_file else None
         self.seed = seed
+        self.rows: list[list] = []  # [step, text] of every sample so far (the wandb table)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.tokenizer.encode(self.prompt)  # a prompt the vocabulary cannot encode fails now, not later
@@ -52,9 +53,25 @@ class TextSampleCallback(L.Callback):
         if self.output_file:
             with self.output_file.open("a", encoding="utf-8") as f:
                 f.write(f"--- step {trainer.global_step}\n{text}\n")
+        self.rows.append([trainer.global_step, text])
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_text(key="samples", columns=["step", "text"], data=[[trainer.global_step, text]])
+                logger.log_metrics({"samples": self._samples_table()}, step=trainer.global_step)
+
+    def _samples_table(self):
+        """Every sample of the run so far, one row per validation step: the dashboard shows one growing
+        table. MUTABLE (wandb 0.31): each log replaces the table whole; INCREMENTAL logging would need a
+        wandb server >= 0.70."""
+        import wandb
+
+        return wandb.Table(columns=["step", "text"], data=[list(row) for row in self.rows], log_mode="MUTABLE")
+
+    # The rows travel in checkpoints, so a resumed run's table still starts at its first sample.
+    def state_dict(self) -> dict:
+        return {"rows": [list(row) for row in self.rows]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [list(row) for row in state_dict.get("rows", [])]
 
     def sample(self, pl_module: L.LightningModule, step: int) -> str:
         tokenizer = pl_module.tokenizer
