@@ -140,8 +140,16 @@ def test_generic_path_for_the_transformer_decoder():
         top_p=0.9,
         generator=torch.Generator().manual_seed(0),
     )
-    assert out.shape == (2, 34) and torch.equal(out[:, :4], idx)
-    assert model.training  # restored after decoding in eval mode
+    assert model.training  # its mode is given back
+    # The reference: the plain loop over the last CONTEXT tokens, in eval mode, drawing from the same generator.
+    model.eval()
+    expected, generator = idx, torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(30):
+            logits = model(expected[:, -CONTEXT:])[:, -1, :]
+            probs = torch.softmax(filter_logits(logits, 0.8, 5, 0.9), dim=-1)
+            expected = torch.cat([expected, torch.multinomial(probs, 1, generator=generator)], dim=1)
+    assert torch.equal(out, expected)
     beams = generate(model, idx, 5, CONTEXT, num_beams=2)
     assert beams.shape == (2, 9)
 
@@ -195,6 +203,11 @@ def test_filter_logits_applies_top_k_then_top_p():
     # p=0.5: the best token alone holds ~64% of the mass.
     assert torch.isinf(filter_logits(logits, 1.0, top_p=0.5)).tolist() == [[False, True, True, True, True]]
     assert not torch.isinf(filter_logits(logits, 1.0, top_p=1.0)).any()
+    # Together, top-k first: the nucleus is taken of the renormalised top 3 (0.67, 0.24, 0.09), so p=0.9 keeps
+    # two tokens; over the full distribution (0.64, 0.23, 0.09, ...) it would have kept three.
+    both = filter_logits(logits, 1.0, top_k=3, top_p=0.9)
+    assert torch.isinf(both).tolist() == [[False, False, True, True, True]]
+    assert torch.isinf(filter_logits(logits, 1.0, top_p=0.9)).tolist() == [[False, False, False, True, True]]
 
 
 # --- EOS -------------------------------------------------------------------------------------------
