@@ -37,7 +37,31 @@ def test_decoder_parameter_count_by_hand():
     v, d, n, ff = 50, 32, 2, 128
     attn = 4 * d * d + 4 * d  # in_proj (3d x d + 3d) and out_proj (d x d + d)
     per_layer = 2 * attn + (d * ff + ff) + (ff * d + d) + 3 * 2 * d
-    assert n_params(tiny_decoder()) == v * d + n * per_layer + 2 * d + (d * v + v)
+    # The final LayerNorm and the memory's LayerNorm: 2 x 2d.
+    assert n_params(tiny_decoder()) == v * d + n * per_layer + 2 * 2 * d + (d * v + v)
+
+
+def test_decoder_tokens_and_positions_enter_at_the_same_scale():
+    model = tiny_decoder(emb_dim=128, vocab_size=65, context_length=64)
+    tokens = model.embed.weight * model.emb_scale
+    token_rms, position_rms = tokens.pow(2).mean().sqrt().item(), model.positions.pow(2).mean().sqrt().item()
+    assert 0.9 < token_rms < 1.1 and position_rms == pytest.approx(0.5**0.5, rel=0.01)  # not 11.3 vs 0.71
+
+
+def test_decoder_cross_attention_reads_normalised_memory():
+    model = tiny_decoder()
+    memories = []
+
+    def record_key(module, args, kwargs):  # the cross-attention's keys are the memory
+        memories.append(args[1] if len(args) > 1 else kwargs["key"])
+
+    model.decoder.layers[0].multihead_attn.register_forward_pre_hook(record_key, with_kwargs=True)
+    with torch.no_grad():
+        model.embed.weight.mul_(10)  # large embeddings, as training can make them
+        model(torch.randint(0, 50, (2, 16)))
+    [memory] = memories
+    assert memory.mean(-1).abs().max() < 1e-4
+    assert torch.allclose(memory.std(-1, unbiased=False), torch.ones(2, 16), atol=1e-3)
 
 
 @pytest.mark.parametrize("make_model", [tiny_gpt, tiny_decoder], ids=["gpt", "decoder"])
@@ -107,3 +131,4 @@ def test_bad_shapes_are_rejected(bad, message):
 def test_unknown_gpt_setting_is_named():
     with pytest.raises(ConfigError, match="unknown GPT setting"):
         tiny_gpt(n_embd=32)
+

@@ -4,6 +4,12 @@ nn.TransformerDecoder is an encoder-decoder building block: each layer attends t
 (self-attention) and to a second "memory" sequence (cross-attention). A decoder-only language model has
 no encoder, so the embedded input is fed as the memory too, and both attentions get the same causal mask:
 otherwise cross-attention would let position t read token t+1 and the model would learn to copy.
+
+Scales at initialisation: token embeddings are drawn N(0, 1/d) and multiplied by sqrt(d) (as in "Attention
+Is All You Need"), so tokens and the sinusoidal positions enter at the same size (RMS 1 and 0.71); the
+PyTorch default, N(0, 1) times sqrt(d), made tokens 16x larger than positions at d=128 (RMS 11.3). The
+memory goes through its own LayerNorm, as the layers' pre-norm does for their input: un-normalised, its
+large embeddings made cross-attention nearly one-hot before any training.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class TransformerDecoderLM(nn.Module):
         self.context_length = context_length
         self.emb_scale = math.sqrt(emb_dim)
         self.embed = nn.Embedding(vocab_size, emb_dim)
+        nn.init.normal_(self.embed.weight, std=emb_dim**-0.5)
         self.register_buffer("positions", sinusoidal_positions(context_length, emb_dim), persistent=False)
         self.drop = nn.Dropout(drop_rate)
         layer = nn.TransformerDecoderLayer(
@@ -64,6 +71,7 @@ class TransformerDecoderLM(nn.Module):
             norm_first=True,
         )
         self.decoder = nn.TransformerDecoder(layer, num_layers=n_layers, norm=nn.LayerNorm(emb_dim))
+        self.memory_norm = nn.LayerNorm(emb_dim)
         self.head = nn.Linear(emb_dim, vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -73,7 +81,7 @@ class TransformerDecoderLM(nn.Module):
         mask = nn.Transformer.generate_square_subsequent_mask(seq_len, device=idx.device, dtype=x.dtype)
         hidden = self.decoder(
             tgt=x,
-            memory=x,
+            memory=self.memory_norm(x),
             tgt_mask=mask,
             memory_mask=mask,
             tgt_is_causal=True,
