@@ -58,6 +58,11 @@ bench-generate: install
 bench-train: install
 	$(PY) bench/bench_train.py $(ARGS)
 
+# The book's chapter-5 run (its own gpt_train.py, from a LLMs-from-scratch checkout) beside
+# experiment=verdict_gpt124m: make bench-book BOOK=path/to/LLMs-from-scratch
+bench-book: install
+	$(PY) bench/book_verdict.py --book $(BOOK) $(ARGS)
+
 clean:
 	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

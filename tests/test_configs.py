@@ -100,4 +100,5 @@ def test_a_model_vocabulary_other_than_the_tokenizers_is_refused(tmp_path, vocab
 def test_experiment_overrides_only_what_differs(tmp_path):
     cfg = compose_train(tmp_path, "experiment=verdict_gpt124m")
     assert cfg.data.corpus == "the-verdict" and cfg.model.emb_dim == 768 and cfg.model.context_length == 256
-    assert cfg.trainer.gradient_clip_val == 1.0  # untouched defaults stay
+    assert cfg.trainer.gradient_clip_val is None and cfg.model.init == "pytorch"  # the book's choices
+    assert cfg.trainer.precision == "32-true" and cfg.model.n_layers == 12  # untouched defaults stay

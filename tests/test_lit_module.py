@@ -76,6 +76,12 @@ def test_weight_decay_applies_to_matrices_only():
     assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
 
 
+def test_weight_decay_on_every_parameter_as_the_book():
+    model = make_module().model
+    [group] = decay_groups(model, weight_decay=0.1, decay="all")
+    assert group["weight_decay"] == 0.1 and len(group["params"]) == len(list(model.parameters()))
+
+
 def test_grad_norm_is_the_unscaled_norm_under_float16_loss_scaling(tmp_path, datamodule):
     """16-mixed scales the loss by 65536; fused AdamW unscales inside step(), after the norm is logged."""
     from lightning.pytorch.plugins import MixedPrecision

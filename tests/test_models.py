@@ -132,3 +132,13 @@ def test_unknown_gpt_setting_is_named():
     with pytest.raises(ConfigError, match="unknown GPT setting"):
         tiny_gpt(n_embd=32)
 
+
+def test_gpt_init_gpt2_or_the_books_pytorch_defaults():
+    gpt2, book = tiny_gpt(emb_dim=64), tiny_gpt(emb_dim=64, init="pytorch")
+    assert gpt2.tok_emb.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert book.tok_emb.weight.std().item() == pytest.approx(1.0, rel=0.1)  # nn.Embedding's N(0, 1)
+    qkv = book.blocks[0].attn.qkv.weight
+    bound = 64**-0.5  # nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert qkv.abs().max().item() <= bound and qkv.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+    with pytest.raises(ConfigError, match="model.init must be one of"):
+        tiny_gpt(init="xavier")

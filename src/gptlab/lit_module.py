@@ -30,9 +30,17 @@ def build_model(model_cfg: dict) -> nn.Module:
     return instantiate(dict(model_cfg), _convert_="all")
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: biases, LayerNorm gains and other vectors are not decayed."""
+DECAY_TARGETS = ("matrices", "all")
+
+
+def decay_groups(model: nn.Module, weight_decay: float, decay: str = "matrices") -> list[dict]:
+    """Weight decay on matrices only (GPT-2, nanoGPT): biases, LayerNorm gains and other vectors are not
+    decayed. ``decay="all"`` decays every parameter, as torch's AdamW does by default (the book's run)."""
+    if decay not in DECAY_TARGETS:
+        raise ConfigError(f"optim.decay must be one of {DECAY_TARGETS}, got {decay!r}")
     params = [p for p in model.parameters() if p.requires_grad]
+    if decay == "all":
+        return [{"params": params, "weight_decay": weight_decay}]
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -172,7 +180,7 @@ class LanguageModelModule(L.LightningModule):
         if lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {lr}")
         optimizer = torch.optim.AdamW(
-            decay_groups(self.model, weight_decay),
+            decay_groups(self.model, weight_decay, self.optim_cfg.get("decay", "matrices")),
             lr=lr,
             betas=tuple(self.optim_cfg.get("betas", (0.9, 0.95))),
             eps=float(self.optim_cfg.get("eps", 1e-8)),

@@ -19,6 +19,10 @@ from gptlab.models.checks import check_drop_rate, check_heads_divide, check_posi
 from gptlab.models.fused_loss import linear_cross_entropy
 
 ATTENTION_IMPLS = ("sdpa", "manual")
+# gpt2: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layers) (GPT-2, nanoGPT).
+# pytorch: the layers' own defaults, N(0, 1) embeddings and U(+-1/sqrt(fan_in)) linear weights, as the
+# book's chapter-5 model keeps them (LLMs-from-scratch ch05 gpt_train.py).
+INITS = ("gpt2", "pytorch")
 
 
 @dataclass
@@ -46,6 +50,8 @@ class GPTConfig:
     # the logits' gradient (no logits or fp32 copies); False computes logits and F.cross_entropy, the
     # reference it is tested against.
     fused_loss: bool = True
+    # How the weights start: "gpt2" or "pytorch" (see INITS).
+    init: str = "gpt2"
 
     def __post_init__(self) -> None:
         check_positive(
@@ -60,6 +66,8 @@ class GPTConfig:
         check_drop_rate(self.drop_rate)
         if self.attn_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"model.attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"model.init must be one of {INITS}, got {self.init!r}")
 
     @property
     def padded_vocab_size(self) -> int:
@@ -201,12 +209,16 @@ class GPT(nn.Module):
             self.out_head.weight = self.tok_emb.weight
         # Set by compile_blocks(): a torch.compile'd TransformerBlock.forward for the cache-free path.
         self.compiled_block = None
+        if cfg.init == "gpt2":
+            self._gpt2_init()
+
+    def _gpt2_init(self) -> None:
         self.apply(self._init_weights)
         # GPT-2's scaled init: each residual branch adds to the stream, so shrink its last projection
         # by sqrt(2 * n_layers) to keep the residual variance from growing with depth.
         for name, param in self.named_parameters():
             if name.endswith(("attn.out_proj.weight", "ff.proj.weight")):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
