@@ -9,6 +9,7 @@ from conftest import TINY_GPT
 from gptlab.callbacks import ValidateAtMaxSteps
 from gptlab.data.datamodule import TextDataModule
 from gptlab.lit_module import LanguageModelModule, decay_groups
+from gptlab.resilience import optimizer_step_pending
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ class RecordStepLosses(L.Callback):
             self.micro.append((module.loss(batch).item(), batch[1].numel()))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.fit_loop.epoch_loop._should_accumulate():
+        if optimizer_step_pending(trainer):
             return
         expected = sum(loss * n for loss, n in self.micro) / sum(n for _, n in self.micro)
         self.pairs.append((trainer.callback_metrics["train/loss"].item(), expected))
