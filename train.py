@@ -11,9 +11,9 @@ os.environ.setdefault("MKL_CBWR", "AUTO")
 import hydra
 from omegaconf import DictConfig
 
-import gptlab.config  # noqa: F401  (registers the resolvers that conf/ uses)
-from gptlab.cli import mark_task_started, one_line_hydra_errors, report_user_errors
-from gptlab.secrets import guard_outputs, load_dotenv
+import gptlab.core.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
+from gptlab.core.entrypoint import mark_task_started, one_line_hydra_errors, report_user_errors
+from gptlab.core.redaction import guard_outputs, load_dotenv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -21,10 +21,10 @@ def main(cfg: DictConfig) -> float | None:
     mark_task_started()
     guard_outputs()  # no API key or token reaches the console or a log file
     with report_user_errors():
-        from gptlab.preflight import check_config
+        from gptlab.training.preflight import check_config
 
         check_config(cfg)  # fails in a second, before torch and Lightning are even imported
-        from gptlab.training import train
+        from gptlab.training.run import train
 
         return train(cfg)
 

@@ -17,8 +17,8 @@ import time
 import torch
 import transformers
 
-from gptlab.generation import generate
-from gptlab.hf_import import gpt_from_hf_model
+from gptlab.generation.decoding import generate
+from gptlab.hub.gpt2_import import gpt_from_hf_model
 
 
 def timed(fn) -> tuple[torch.Tensor, float]:

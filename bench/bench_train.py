@@ -33,10 +33,10 @@ import torch.nn.functional as F
 import transformers
 from torch.utils.data import DataLoader
 
-from gptlab.compilation import compile_model
-from gptlab.flops import measure_peak_flops, model_flops_per_token, peak_flops
-from gptlab.lit_module import LanguageModelModule, decay_groups
+from gptlab.models.compile import compile_model
+from gptlab.models.flops import measure_peak_flops, model_flops_per_token, peak_flops
 from gptlab.models.gpt import GPT
+from gptlab.training.module import LanguageModelModule, decay_groups
 
 VOCAB = 50257
 SHAPES = {

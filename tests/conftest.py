@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import gptlab.config  # noqa: F401  (registers the resolvers that conf/ uses)
+import gptlab.core.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI and the README point GPTLAB_DATA_DIR at ../shared/data; fall back to that folder beside the repo.

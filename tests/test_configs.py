@@ -8,13 +8,13 @@ from conftest import REPO_ROOT, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from gptlab.core.errors import ConfigError
 from gptlab.data.datamodule import TextDataModule
-from gptlab.errors import ConfigError
-from gptlab.lit_module import build_model
-from gptlab.loggers import build_loggers
-from gptlab.model_factory import data_and_start_model
-from gptlab.schedules import build_scheduler
-from gptlab.training import build_callbacks, check_accelerator
+from gptlab.models.factory import data_and_start_model
+from gptlab.training.loggers import build_loggers
+from gptlab.training.module import build_model
+from gptlab.training.run import build_callbacks, check_accelerator
+from gptlab.training.schedules import build_scheduler
 
 CONF = REPO_ROOT / "conf"
 GROUPS = ["data", "model", "trainer", "optim", "scheduler", "finetune", "logger", "callbacks", "experiment", "debug"]

@@ -7,11 +7,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
+from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.corpora import CORPORA, corpus_path
 from gptlab.data.datamodule import TextDataModule
 from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_spec
 from gptlab.data.windows import ScoredWindows, TokenWindows, count_windows
-from gptlab.errors import ConfigError, DataError
 
 
 def test_gpt2_ids_for_a_known_sentence():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from cli_runner import TINY_RUN, assert_ok, read_metrics, run_train
 
-from gptlab.sampler import ResumableRandomSampler
+from gptlab.data.sampler import ResumableRandomSampler
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from gptlab.distributed import transformer_block_types, validation_sampler
-from gptlab.lit_module import build_model
+from gptlab.training.distributed import transformer_block_types, validation_sampler
+from gptlab.training.module import build_model
 
 # 5% of "The Verdict" in windows of 32 tokens is 8 training windows: one global batch of 8 is the whole
 # training set, so a step sees the same windows whatever order a sampler draws them in, and DDP with
@@ -159,7 +159,7 @@ def test_fsdp_clips_by_the_norm_over_all_shards():
 
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
-    from gptlab.lit_module import LanguageModelModule
+    from gptlab.training.module import LanguageModelModule
 
     class ShardedRoot(torch.nn.Module):
         clipped_to = None
@@ -185,7 +185,7 @@ def test_fsdp_clips_by_the_norm_over_all_shards():
     module._trainer = SimpleNamespace(strategy=strategy)
     module.configure_gradient_clipping(optimizer=None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
     assert strategy.model.clipped_to == 1.0
-    from gptlab.distributed import clip_sharded_gradients
+    from gptlab.training.distributed import clip_sharded_gradients
 
     module._trainer = SimpleNamespace(strategy=DDPStrategy())
     assert not clip_sharded_gradients(

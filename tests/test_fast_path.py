@@ -11,14 +11,14 @@ from cli_runner import TINY_RUN, assert_ok, run_script, run_train
 from torch.utils.data import DataLoader
 
 import gptlab.models.fused_loss as fused_loss
-from gptlab.atomic import load_checkpoint_safely
-from gptlab.checkpoints import model_state_dict
-from gptlab.compilation import compile_model
-from gptlab.errors import ConfigError
-from gptlab.generation import generate
-from gptlab.hf_export import hf_state_dict_from_gpt
-from gptlab.lit_module import LanguageModelModule, adamw_kernel
+from gptlab.checkpoints.loading import model_state_dict
+from gptlab.checkpoints.reader import load_checkpoint_safely
+from gptlab.core.errors import ConfigError
+from gptlab.generation.decoding import generate
+from gptlab.hub.export import hf_state_dict_from_gpt
+from gptlab.models.compile import compile_model
 from gptlab.models.gpt import GPT
+from gptlab.training.module import LanguageModelModule, adamw_kernel
 
 VOCAB = 61  # a size no multiple divides: padding always adds rows
 

@@ -7,12 +7,12 @@ import torch
 from cli_runner import TINY_RUN, assert_ok, read_metrics, run_script, run_train
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
+from gptlab.core.errors import ConfigError
 from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
-from gptlab.errors import ConfigError
-from gptlab.hf_export import hf_tokenizer_from_spec
-from gptlab.lora import apply_finetune, merge_finetune, parameter_summary
+from gptlab.hub.export import hf_tokenizer_from_spec
 from gptlab.models import GPT
 from gptlab.models.hf_causal_lm import HFCausalLM, check_tokenizer_agrees, load_pretrained_hf
+from gptlab.training.finetune import apply_finetune, merge_finetune, parameter_summary
 
 LORA = {"name": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
 
@@ -146,9 +146,9 @@ def test_lora_run_resumes_and_exports_merged(tmp_path, hf_folder):
     assert steps[0] == 4 and steps[-1] == 5
 
     out_dir = tmp_path / "exported"
-    exported = run_script("-m", "gptlab.hf_interop", "export", f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}", f"out_dir={out_dir}")
+    exported = run_script("-m", "gptlab.hub.cli", "export", f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}", f"out_dir={out_dir}")
     assert_ok(exported)
-    from gptlab.checkpoints import load_checkpoint_model
+    from gptlab.checkpoints.loading import load_checkpoint_model
 
     ours, _, _ = load_checkpoint_model(resumed / "checkpoints" / "last.ckpt")
     theirs = AutoModelForCausalLM.from_pretrained(out_dir).eval()
@@ -170,7 +170,7 @@ def test_a_padded_embedding_never_predicts_its_padding():
 def test_the_default_window_follows_the_pretrained_start_model(tmp_path, hf_folder, start):
     from conftest import compose_train
 
-    from gptlab.model_factory import data_and_start_model, positions_trained
+    from gptlab.models.factory import data_and_start_model, positions_trained
 
     pretrained = (
         [f"init_from={hf_folder}"] if start == "init_from" else ["model=hf_causal_lm", f"model.pretrained={hf_folder}"]

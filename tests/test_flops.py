@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-import gptlab.flops as flops
-from gptlab.flops import matmul_parameter_count, model_flops_per_token, peak_flops
-from gptlab.lora import apply_finetune
+import gptlab.models.flops as flops
 from gptlab.models.decoder import TransformerDecoderLM
+from gptlab.models.flops import matmul_parameter_count, model_flops_per_token, peak_flops
 from gptlab.models.gpt import GPT, GPTConfig
+from gptlab.training.finetune import apply_finetune
 
 # The tiny shape every hand count below uses: vocab 10, width d=4, 1 layer, 2 heads, window T=3.
 V, D, T = 10, 4, 3

@@ -10,13 +10,13 @@ import torch
 from cli_runner import assert_ok, run_script
 from conftest import TINY_GPT
 
-from gptlab.checkpoints import load_checkpoint_model, read_checkpoint
-from gptlab.errors import ConfigError, GptlabError
-from gptlab.generate_app import SEPARATOR, check_generation_config, read_prompts
-from gptlab.hf_export import checkpoint_card, export_to_hf
-from gptlab.hf_import import load_pretrained_gpt
-from gptlab.hf_interop import main as hf_main
-from gptlab.lit_module import LanguageModelModule
+from gptlab.checkpoints.loading import load_checkpoint_model, read_checkpoint
+from gptlab.core.errors import ConfigError, GptlabError
+from gptlab.generation.command import SEPARATOR, check_generation_config, read_prompts
+from gptlab.hub.cli import main as hf_main
+from gptlab.hub.export import checkpoint_card, export_to_hf
+from gptlab.hub.gpt2_import import load_pretrained_gpt
+from gptlab.training.module import LanguageModelModule
 
 CHARS = "".join(sorted(set("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")))
 TINY_DECODER = {
@@ -232,7 +232,7 @@ def test_export_cli(ckpts, tmp_path, capsys, monkeypatch):
 
 def positions_read(module: LanguageModelModule, tmp_path, capsys, **options) -> tuple[int, str]:
     """Generate from ``module``'s checkpoint; the highest position row it read, and stderr."""
-    from gptlab.generate_app import generate_from_config
+    from gptlab.generation.command import generate_from_config
 
     path = save_checkpoint(module, tmp_path / "window.ckpt")
     seen = []

@@ -10,11 +10,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from gptlab import generation
+from gptlab.core.errors import ConfigError
 from gptlab.data.tokenizers import GPT2Tokenizer
-from gptlab.errors import ConfigError
-from gptlab.generate_app import TextStream
-from gptlab.generation import check_sampling_args, filter_logits, generate
+from gptlab.generation import decoding as generation
+from gptlab.generation.command import TextStream
+from gptlab.generation.decoding import check_sampling_args, filter_logits, generate
 from gptlab.models import GPT, TransformerDecoderLM
 
 VOCAB, CONTEXT = 61, 16

@@ -8,10 +8,10 @@ import pytest
 import torch
 import transformers
 
-from gptlab.errors import GptlabError
-from gptlab.generation import generate
-from gptlab.hf_export import export_to_hf, hf_state_dict_from_gpt, push_to_hub
-from gptlab.hf_import import gpt_from_hf_model, load_pretrained_gpt, tokenizer_for_pretrained
+from gptlab.core.errors import GptlabError
+from gptlab.generation.decoding import generate
+from gptlab.hub.export import export_to_hf, hf_state_dict_from_gpt, push_to_hub
+from gptlab.hub.gpt2_import import gpt_from_hf_model, load_pretrained_gpt, tokenizer_for_pretrained
 from gptlab.models import GPT
 
 VOCAB, CONTEXT = 97, 24

@@ -9,8 +9,8 @@ from conftest import TINY_GPT, compose_train
 from hydra.utils import instantiate
 
 from gptlab.data.datamodule import TextDataModule
-from gptlab.hf_export import export_checkpoint
-from gptlab.lit_module import LanguageModelModule
+from gptlab.hub.export import export_checkpoint
+from gptlab.training.module import LanguageModelModule
 
 
 class WorseningModule(LanguageModelModule):

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_GPT
 
-from gptlab.callbacks import ValidateAtMaxSteps
 from gptlab.data.datamodule import TextDataModule
-from gptlab.lit_module import LanguageModelModule, decay_groups
-from gptlab.resilience import optimizer_step_pending
+from gptlab.training.callbacks import ValidateAtMaxSteps
+from gptlab.training.module import LanguageModelModule, decay_groups
+from gptlab.training.resume import optimizer_step_pending
 
 
 @pytest.fixture

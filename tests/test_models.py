@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptlab.errors import ConfigError
+from gptlab.core.errors import ConfigError
 from gptlab.models import GPT, TransformerDecoderLM
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from cli_runner import TINY_RUN, read_metrics, run_train
 
-from gptlab.lit_module import LanguageModelModule
+from gptlab.training.module import LanguageModelModule
 
 TINY_GPT = {
     "_target_": "gptlab.models.GPT",
@@ -78,7 +78,7 @@ def test_zero_gradients_are_reported_once():
 
 
 def test_non_finite_gradients_stop_before_the_optimizer_step():
-    from gptlab.errors import TrainingDiverged
+    from gptlab.core.errors import TrainingDiverged
 
     module = module_with_grads(float("inf"))
     with pytest.raises(TrainingDiverged, match="gradient norm is inf"):

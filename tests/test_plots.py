@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cli_runner import TINY_RUN, assert_ok, run_train
 
-from gptlab.plots import curves_from_rows, plot_run
+from gptlab.sweeps.plots import curves_from_rows, plot_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

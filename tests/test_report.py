@@ -33,7 +33,7 @@ def sweep_dir(tmp_path_factory):
 def test_report_lists_every_job_with_its_results_and_plots_their_validation_loss(sweep_dir, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "gptlab.report", str(sweep_dir), "--out", str(out)],
+        [sys.executable, "-m", "gptlab.sweeps.report", str(sweep_dir), "--out", str(out)],
         cwd=REPO_ROOT,
         env=clean_env(),
         capture_output=True,
@@ -57,6 +57,6 @@ def test_report_lists_every_job_with_its_results_and_plots_their_validation_loss
 
 
 def test_report_on_a_folder_without_jobs_says_what_to_give(tmp_path):
-    from gptlab.report import main
+    from gptlab.sweeps.report import main
 
     assert main([str(tmp_path)]) == 2

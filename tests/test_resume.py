@@ -15,8 +15,9 @@ import torch
 from cli_runner import assert_ok, clean_env, read_metrics, run_train
 from conftest import REPO_ROOT
 
-from gptlab.atomic import atomic_write_bytes, load_checkpoint_safely
-from gptlab.sampler import ResumableRandomSampler
+from gptlab.checkpoints.reader import load_checkpoint_safely
+from gptlab.core.files import atomic_write_bytes
+from gptlab.data.sampler import ResumableRandomSampler
 
 pytestmark = pytest.mark.e2e
 
@@ -238,7 +239,7 @@ def test_sampler_resumes_inside_an_epoch_with_the_same_order():
 def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     from omegaconf import OmegaConf
 
-    from gptlab.loggers import _wandb_settings, resume_run_id
+    from gptlab.training.loggers import _wandb_settings, resume_run_id
 
     (tmp_path / "wandb" / "offline-run-20261122_071500-abc123").mkdir(parents=True)
     cfg = OmegaConf.create({"ckpt_path": "last", "paths": {"output_dir": str(tmp_path)}})
@@ -250,7 +251,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path):
 
 
 def test_csv_metrics_are_appended_not_deleted(tmp_path):
-    from gptlab.loggers import AppendingCSVLogger
+    from gptlab.training.loggers import AppendingCSVLogger
 
     first = AppendingCSVLogger(save_dir=tmp_path, name="csv", version="")
     first.log_metrics({"train/loss": 1.0}, step=0)

@@ -8,9 +8,9 @@ import lightning as L
 from conftest import TINY_GPT
 from lightning.pytorch.loggers import WandbLogger
 
-from gptlab.callbacks import TextSampleCallback
 from gptlab.data.datamodule import TextDataModule
-from gptlab.lit_module import LanguageModelModule
+from gptlab.training.callbacks import TextSampleCallback
+from gptlab.training.module import LanguageModelModule
 
 
 def test_the_samples_table_grows_by_one_row_per_validation(tmp_path, data_dir, monkeypatch):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import TINY_GPT
 
+from gptlab.core.errors import ConfigError
 from gptlab.data.datamodule import TextDataModule
-from gptlab.errors import ConfigError
-from gptlab.lit_module import LanguageModelModule
-from gptlab.schedules import build_scheduler, cosine_lr
+from gptlab.training.module import LanguageModelModule
+from gptlab.training.schedules import build_scheduler, cosine_lr
 
 
 def lrs_of(cfg: dict, total_steps: int, lr: float = 1e-3) -> list[float]:

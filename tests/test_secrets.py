@@ -12,8 +12,8 @@ from cli_runner import TINY_RUN, assert_ok, clean_env, run_train
 from conftest import compose_train
 from omegaconf import OmegaConf
 
-from gptlab.atomic import CheckpointError, load_checkpoint_safely
-from gptlab.secrets import (
+from gptlab.checkpoints.reader import CheckpointError, load_checkpoint_safely
+from gptlab.core.redaction import (
     MASK,
     RedactingFilter,
     RedactingStream,

@@ -8,7 +8,7 @@ from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
 from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 
-from gptlab.slurm import TrainJob, slurm_parameters
+from gptlab.sweeps.slurm import TrainJob, slurm_parameters
 
 
 @pytest.mark.e2e
@@ -55,7 +55,7 @@ def test_optuna_search_runs_trials_and_reports_the_lowest_val_loss(tmp_path):
     study = optuna.load_study(study_name="lr_warmup_wd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(study.trials) == 3 and study.best_value == pytest.approx(best["best_value"])
 
-    from gptlab.report import write_report
+    from gptlab.sweeps.report import write_report
 
     report = write_report(sweep_dir, tmp_path / "report")["markdown"].read_text()
     assert "Optuna's best:" in report and report.count("| ok |") == 3

@@ -14,11 +14,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
-import gptlab.flops as flops
+import gptlab.models.flops as flops
 from gptlab.data.datamodule import TextDataModule
-from gptlab.flops import model_flops_per_token
-from gptlab.lit_module import LanguageModelModule
-from gptlab.throughput import ThroughputLogger, readable_metrics
+from gptlab.models.flops import model_flops_per_token
+from gptlab.training.module import LanguageModelModule
+from gptlab.training.throughput import ThroughputLogger, readable_metrics
 
 WINDOW = 16
 NAMES = ["tokens_per_sec", "samples_per_sec", "tokens_per_sec_per_device", "tflops_per_sec_per_device", "mfu"]

@@ -147,7 +147,7 @@ def test_bad_override_gets_one_clear_line(tmp_path, overrides, message):
 def test_init_from_a_hugging_face_folder_starts_from_its_weights(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from gptlab.hf_import import load_pretrained_gpt
+    from gptlab.hub.gpt2_import import load_pretrained_gpt
 
     torch.manual_seed(0)
     hf_dir = tmp_path / "tiny-gpt2"

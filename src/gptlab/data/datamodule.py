@@ -8,13 +8,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from gptlab.core.errors import ConfigError
 from gptlab.data import token_cache
 from gptlab.data.corpora import corpus_path, read_corpus
+from gptlab.data.sampler import ResumableDataLoader, ResumableRandomSampler
 from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
 from gptlab.data.windows import ScoredWindows, TokenWindows
-from gptlab.distributed import validation_sampler
-from gptlab.errors import ConfigError
-from gptlab.sampler import ResumableDataLoader, ResumableRandomSampler
+from gptlab.training.distributed import validation_sampler
 
 TOKENIZERS = ("gpt2", "char")
 # The training window when data.max_length is unset and the model's context is at least this long.

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from gptlab.atomic import atomic_torch_save
+from gptlab.core.errors import first_line
+from gptlab.core.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def load_splits(path: Path, key: str, vocab_size: int) -> tuple[torch.Tensor, to
         splits = _checked(stored, key, vocab_size)
     except Exception as err:  # whatever is wrong with the file, tokenising again is the remedy
         log.warning(
-            "token cache %s is unusable (%s); tokenising again and rewriting it", path, _first_line(err)
+            "token cache %s is unusable (%s); tokenising again and rewriting it", path, first_line(err)
         )
         return None
     return splits
@@ -66,7 +67,7 @@ def save_splits(path: Path, key: str, train: torch.Tensor, val: torch.Tensor) ->
             "token cache not written to %s (%s); tokenising on every run: point data.cache_dir (or "
             "GPTLAB_CACHE_DIR) at a writable folder, or set data.cache_dir=null",
             path.parent,
-            _first_line(err),
+            first_line(err),
         )
 
 
@@ -82,8 +83,3 @@ def _checked(stored: object, key: str, vocab_size: int) -> tuple[torch.Tensor, t
             raise ValueError(f"its {name} ids fall outside the {vocab_size}-token vocabulary")
         splits.append(ids.to(torch.long))
     return splits[0], splits[1]
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:200] if lines else type(err).__name__

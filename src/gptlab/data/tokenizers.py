@@ -13,7 +13,7 @@ from typing import Protocol
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from gptlab.errors import ConfigError
+from gptlab.core.errors import ConfigError
 
 # The sha256 tiktoken itself expects of GPT-2's BPE files (see tiktoken_ext/openai_public.py).
 _VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"

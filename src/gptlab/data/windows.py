@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from gptlab.errors import ConfigError, DataError
+from gptlab.core.errors import ConfigError, DataError
 from gptlab.models.fused_loss import IGNORE_INDEX  # a target the loss skips (torch's default, -100)
 
 

@@ -1,6 +1,6 @@
 """Shape checks shared by the models, raising errors that name the config key to change."""
 
-from gptlab.errors import ConfigError
+from gptlab.core.errors import ConfigError
 
 
 def check_positive(**values: int) -> None:

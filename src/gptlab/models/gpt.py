@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptlab.errors import ConfigError
+from gptlab.core.errors import ConfigError
 from gptlab.models.checks import check_drop_rate, check_heads_divide, check_positive, check_window
 from gptlab.models.fused_loss import linear_cross_entropy
 
@@ -234,7 +234,7 @@ class GPT(nn.Module):
         return self.cfg.context_length
 
     def compile_blocks(self) -> None:
-        """torch.compile the blocks' forward for training and validation (see gptlab.compilation)."""
+        """torch.compile the blocks' forward for training and validation (see gptlab.models.compile)."""
         self.compiled_block = torch.compile(TransformerBlock.forward)
 
     def config_dict(self) -> dict:

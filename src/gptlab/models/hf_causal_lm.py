@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gptlab.errors import ConfigError, GptlabError
+from gptlab.core.errors import ConfigError, GptlabError, first_line
 from gptlab.models.checks import check_window
 
 # Config keys that name the context window, by model family.
@@ -43,9 +43,8 @@ def load_pretrained_hf(name_or_path: str) -> nn.Module:
             str(local) if local.is_dir() else name_or_path, local_files_only=offline, dtype=torch.float32
         )
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GptlabError(
-            f"model.pretrained={name_or_path} could not be loaded ({first_line}); give a local Hugging Face "
+            f"model.pretrained={name_or_path} could not be loaded ({first_line(err)}); give a local Hugging Face "
             "folder (config.json + weights) or a Hub name with a network"
         ) from None
 

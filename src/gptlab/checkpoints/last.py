@@ -1,0 +1,69 @@
+"""``last.ckpt``: the state at the end of the run, whatever its validations said."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+from gptlab.training.resume import optimizer_step_pending, validation_due
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the state at the end of the run, after every validation, and every
+    ``every_n_train_steps`` optimizer steps in between (so a crash loses at most that many steps).
+
+    Lightning's own ``save_last`` rewrites ``last.ckpt`` at a validation only when the monitored metric
+    improved, and not at the end of training once anything was saved: the final weights of a run whose
+    last validations did not improve would be in no file. This callback owns ``last.ckpt`` alone; the
+    best-by-``val/loss`` file is the other ModelCheckpoint's job.
+
+    Saves happen only at optimizer-step boundaries, never with half-accumulated gradients (which are not
+    part of a checkpoint), so a run resumed from any of them continues exactly.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 0):
+        super().__init__(
+            dirpath=dirpath,
+            save_top_k=0,
+            save_last=True,
+            enable_version_counter=False,
+        )
+        self.every_n_train_steps = every_n_train_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        n = self.every_n_train_steps
+        if n < 1 or trainer.global_step % n or optimizer_step_pending(trainer):
+            return
+        if validation_due(trainer):
+            # Its save follows the validation: a checkpoint taken before it would, on resume, skip it.
+            return
+        if not self._should_skip_saving_checkpoint(trainer):  # also: not twice at one step
+            self._save_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass  # an epoch's end is saved by the validation that follows it, or by the end of training
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Always, even at a step already saved: the validation itself changed what a resume must know.
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING and not trainer.fast_dev_run:
+            self._save_last(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.fast_dev_run:
+            return
+        if not self._last_checkpoint_saved or self._last_global_step_saved != trainer.global_step:
+            self._save_last(trainer)
+
+    def _save_last(self, trainer: L.Trainer) -> None:
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+        return Path(callback.dirpath)
+    return Path(trainer.default_root_dir) / "checkpoints"

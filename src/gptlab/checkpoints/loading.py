@@ -1,0 +1,164 @@
+"""Loading trained models for generation and export: our Lightning checkpoints and pretrained GPT-2 weights.
+
+Reads checkpoints with ``torch.load(weights_only=True)`` and rebuilds the model from the plain-dict
+hyperparameters saved in them, without importing Lightning (a few seconds saved on every CLI call).
+Everything a user can get wrong raises :class:`GptlabError` with a message saying how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from gptlab.checkpoints.paths import checkpoint_file
+from gptlab.checkpoints.reader import load_checkpoint_safely
+from gptlab.core.errors import ConfigError, GptlabError
+from gptlab.data.tokenizers import tokenizer_from_spec
+from gptlab.training.finetune import apply_finetune, merge_finetune
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch.compile wraps the model and prefixes every state-dict key with this.
+_COMPILE_PREFIX = "_orig_mod."
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    # The longest sequence the model was trained on (its training window): generation's default reach.
+    trained_window: int
+    source: str
+    checkpoint: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def context_length(self) -> int:
+        """The most positions the model has (its position table), trained or not."""
+        return int(self.model.context_length)
+
+
+def trained_window(checkpoint: dict, model: nn.Module) -> int:
+    """The window a checkpoint's model was trained on (train.py records it); older checkpoints and
+    pretrained weights: the whole context."""
+    window = (checkpoint.get("hyper_parameters") or {}).get("train_window")
+    return min(int(window), int(model.context_length)) if window else int(model.context_length)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else must be a device torch knows."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a device name; use auto, cpu, cuda, cuda:1 or mps"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} asked for, but no CUDA GPU is available; use device=cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name} asked for, but MPS is not available; use device=cpu or auto")
+    return device
+
+
+def resolve_dtype(name: str | None) -> torch.dtype:
+    if name is None:
+        return torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"dtype={name!r} is not supported; use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def read_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    """Load a gptlab checkpoint as a dict, checking that it is one."""
+    path = checkpoint_file(path)
+    # weights_only: a file carrying code is refused; each way a file can be unusable has its own message.
+    checkpoint = load_checkpoint_safely(path)
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if (
+        not isinstance(hparams, dict)
+        or not {"model", "tokenizer"} <= hparams.keys()
+        or "state_dict" not in checkpoint
+    ):
+        raise GptlabError(
+            f"{path} is not a gptlab checkpoint: it lacks the state_dict and the model/tokenizer "
+            "hyperparameters that train.py saves; pass a .ckpt file written by train.py"
+        )
+    return path, checkpoint
+
+
+def model_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The model's weights from a LanguageModelModule state dict (keys ``model.*``), compile prefix removed."""
+    return {
+        key.removeprefix("model.").replace(_COMPILE_PREFIX, ""): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("model.")
+    }
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, object, dict]:
+    """Rebuild (model, tokenizer, checkpoint) from one of our checkpoints, on the CPU, in eval mode."""
+    path, checkpoint = read_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    model_cfg = dict(hparams["model"])
+    if "_target_" not in model_cfg:
+        raise GptlabError(f"{path}: hyper_parameters.model has no _target_, so the model cannot be rebuilt")
+    model = apply_finetune(instantiate(model_cfg, _convert_="all"), hparams.get("finetune"))
+    try:
+        model.load_state_dict(model_state_dict(checkpoint))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise GptlabError(
+            f"{path}: the weights do not fit the model its hyperparameters describe ({' '.join(first[:2])[:300]})"
+        ) from None
+    tokenizer = tokenizer_from_spec(dict(hparams["tokenizer"]))
+    # LoRA adapters are folded into the weights: the same outputs, a plain (exportable, faster) model.
+    model = merge_finetune(model).eval()
+    return model, tokenizer, checkpoint
+
+
+def load_for_generation(
+    ckpt_path: str | None = None,
+    init_from: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """A model and tokenizer from our checkpoint (``ckpt_path``) or from GPT-2 weights (``init_from``)."""
+    if ckpt_path and init_from:
+        raise ConfigError(
+            "pass either ckpt_path= (a gptlab checkpoint) or init_from= (GPT-2 weights), not both"
+        )
+    if ckpt_path:
+        model, tokenizer, checkpoint = load_checkpoint_model(ckpt_path)
+        source = str(ckpt_path)
+    elif init_from:
+        from gptlab.hub.gpt2_import import load_pretrained_gpt, tokenizer_for_pretrained
+
+        model, _ = load_pretrained_gpt(str(init_from))
+        tokenizer = tokenizer_for_pretrained(str(init_from))
+        checkpoint, source = {}, str(init_from)
+    else:
+        raise ConfigError(
+            "nothing to generate from: pass ckpt_path=<a .ckpt written by train.py> "
+            "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
+        )
+    model = model.to(device=device, dtype=dtype).eval()
+    if tokenizer.vocab_size > _vocab_size(model):
+        raise GptlabError(
+            f"{source}: the tokenizer has {tokenizer.vocab_size} ids but the model only {_vocab_size(model)}"
+        )
+    return LoadedModel(model, tokenizer, trained_window(checkpoint, model), source, checkpoint)
+
+
+def _vocab_size(model: nn.Module) -> int:
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            return module.num_embeddings
+    raise GptlabError("the model has no token embedding")

@@ -1,0 +1,113 @@
+"""The model a training run starts from: its config (plain data, for the checkpoint) and, where the run
+starts from pretrained weights, the loaded model itself. Every path checks the model against the data."""
+
+from __future__ import annotations
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from gptlab.core.errors import ConfigError
+from gptlab.data.datamodule import TextDataModule
+
+HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
+
+
+def data_and_start_model(cfg: DictConfig) -> tuple[TextDataModule, nn.Module | None, dict]:
+    """The run's data and the model it starts from, in the order each needs the other: the tokenizer
+    sets the model's vocabulary, then the model (its config, or pretrained weights) sets the training
+    window, then the corpus is cut into windows."""
+    datamodule: TextDataModule = instantiate(cfg.data, seed=cfg.seed)
+    datamodule.prepare_data()
+    datamodule.load_tokenizer()
+    start_model, model_cfg = build_start_model(cfg, datamodule)
+    datamodule.setup("fit")
+    return datamodule, start_model, model_cfg
+
+
+def positions_trained(cfg: DictConfig, datamodule: TextDataModule, model_cfg: dict) -> int:
+    """The longest sequence whose positions the model will have been trained on: the data window, or
+    all of a pretrained model's context (its pretraining covered them)."""
+    if cfg.get("init_from") or cfg.model.get("pretrained"):
+        return int(model_cfg.get("context_length") or datamodule.max_length)
+    return datamodule.max_length
+
+
+def build_start_model(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module | None, dict]:
+    """(pretrained model or None, model config). None means: build from the config, randomly initialised."""
+    if cfg.get("init_from"):
+        return load_pretrained_gpt2(cfg, datamodule)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if model_cfg.get("_target_") == HF_CAUSAL_LM:
+        return build_hf_causal_lm(model_cfg, datamodule)
+    return None, model_config(model_cfg, datamodule)
+
+
+def model_config(model_cfg: dict, datamodule: TextDataModule) -> dict:
+    """The model's constructor arguments, checked against the data it will see."""
+    model_cfg["vocab_size"] = vocabulary_size(model_cfg.get("vocab_size"), datamodule.tokenizer)
+    datamodule.fit_window(model_cfg["context_length"], "model.context_length")
+    return model_cfg
+
+
+def vocabulary_size(requested: int | None, tokenizer) -> int:
+    """The model's vocabulary: the tokenizer's, the one place that decides it.
+
+    A smaller one could not embed every id; a larger one would predict, sample and score ids that no
+    text holds. (Padding the embedding for speed is ``model.vocab_pad_multiple``: padded rows are never
+    predicted.)
+    """
+    size = tokenizer.vocab_size
+    if requested is None or requested == size:
+        return size
+    kind = tokenizer.spec()["kind"]
+    if requested < size:
+        problem = f"is smaller than the {kind} tokenizer's {size} ids, so some ids could not be embedded"
+    else:
+        problem = f"is larger than the {kind} tokenizer's {size} ids, so ids no text holds would be predicted"
+    raise ConfigError(
+        f"model.vocab_size={requested} {problem}; leave model.vocab_size unset (it follows the tokenizer), "
+        "and pad the embedding for speed with model.vocab_pad_multiple=64 instead"
+    )
+
+
+def require_gpt2_tokens(datamodule: TextDataModule, source: str) -> None:
+    kind = datamodule.tokenizer.spec()["kind"]
+    if kind != "gpt2":
+        raise ConfigError(
+            f"{source} needs GPT-2 BPE data, but data={datamodule.corpus} uses the {kind} tokenizer; "
+            "use data=shakespeare or data=verdict"
+        )
+
+
+def load_pretrained_gpt2(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
+    """GPT-2 weights in our GPT (`init_from=`); the model's shape comes from them, not from `model=`."""
+    from gptlab.hub.gpt2_import import load_pretrained_gpt  # transformers is slow to import: only when needed
+
+    require_gpt2_tokens(datamodule, f"init_from={cfg.init_from}")
+    model, model_cfg = load_pretrained_gpt(str(cfg.init_from), drop_rate=cfg.model.get("drop_rate"))
+    datamodule.fit_window(model.context_length, "the pretrained context_length")
+    print(f"init_from={cfg.init_from}: starting from pretrained weights ({model_cfg})", flush=True)
+    return model, model_cfg
+
+
+def build_hf_causal_lm(model_cfg: dict, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
+    """`model=hf_causal_lm`: a transformers model, pretrained (`model.pretrained=`) or from `model.hf_config`."""
+    from gptlab.models.hf_causal_lm import HFCausalLM, check_tokenizer_agrees, load_pretrained_hf
+
+    pretrained = model_cfg.pop("pretrained", None)
+    context_length = model_cfg.get("context_length")
+    if pretrained:
+        model = HFCausalLM(model=load_pretrained_hf(str(pretrained)), context_length=context_length)
+        check_tokenizer_agrees(str(pretrained), model, datamodule.tokenizer)
+    else:
+        model = HFCausalLM(hf_config=model_cfg.get("hf_config"), context_length=context_length)
+        if model.embedding_rows < datamodule.vocab_size:
+            raise ConfigError(
+                f"model.hf_config has vocab_size={model.embedding_rows}, fewer than the tokenizer's "
+                f"{datamodule.vocab_size} ids; set its vocab_size to at least {datamodule.vocab_size}"
+            )
+    model.vocab_size = datamodule.vocab_size  # logits of padded embedding rows are cut off
+    datamodule.fit_window(model.context_length, "the model's context_length")
+    # The checkpoint rebuilds the architecture from its config; the weights come from the state dict.
+    return model, {"_target_": HF_CAUSAL_LM, **model.config_dict()}

@@ -1,0 +1,1 @@
+"""After many runs: the sweep report, loss curves as images, and SLURM submission."""

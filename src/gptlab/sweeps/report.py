@@ -1,0 +1,184 @@
+"""Summarise a Hydra multirun folder: one row per job (overrides, best val/loss, val/ppl, steps, time).
+
+    python -m gptlab.sweeps.report multirun/DATE/TIME            # writes report.md, report.csv, val_loss.png there
+    python -m gptlab.sweeps.report multirun/DATE/TIME --out DIR
+
+Each job is read from its own folder: .hydra/overrides.yaml (what the sweep changed) and csv/metrics.csv
+(what it logged). Jobs that failed or logged no validation are listed too, marked as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from gptlab.sweeps.plots import Curves, curves_from_rows, plot_sweep, read_rows
+
+COLUMNS = ["job", "overrides", "best val/loss", "val/ppl", "steps", "tokens seen", "time (s)", "status"]
+
+
+@dataclass
+class JobResult:
+    job: str
+    overrides: list[str]
+    curves: Curves
+    steps: int | None
+    tokens_seen: float | None
+    seconds: float | None
+    status: str
+
+    @property
+    def best_val_loss(self) -> float | None:
+        return self.curves.best_val_loss
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.overrides) or f"job {self.job}"
+
+    def row(self) -> dict[str, str]:
+        best = self.best_val_loss
+        return {
+            "job": self.job,
+            "overrides": self.label,
+            "best val/loss": "" if best is None else f"{best:.4f}",
+            "val/ppl": "" if best is None else f"{math.exp(min(best, 700.0)):.2f}",
+            "steps": "" if self.steps is None else str(self.steps),
+            "tokens seen": "" if self.tokens_seen is None else f"{self.tokens_seen:.0f}",
+            "time (s)": "" if self.seconds is None else f"{self.seconds:.1f}",
+            "status": self.status,
+        }
+
+
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """The sweep's job folders (those with a .hydra/overrides.yaml), in job-number order."""
+    jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResult:
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    # What differs between jobs is what a reader wants; arguments common to the whole sweep are noise.
+    varying = [o for o in overrides if o not in sweep_overrides and not o.startswith("hydra.")]
+    metrics = job_dir / "csv" / "metrics.csv"
+    if not metrics.is_file():
+        return JobResult(job_dir.name, varying, Curves(), None, None, None, "no metrics (failed?)")
+    rows = read_rows(metrics)
+    curves = curves_from_rows(rows)
+    train_steps = [int(float(r["step"])) for r in rows if r.get("train/loss") and r.get("step")]
+    tokens = [float(r["tokens_seen"]) for r in rows if r.get("tokens_seen")]
+    started = job_dir / ".hydra" / "config.yaml"
+    seconds = metrics.stat().st_mtime - started.stat().st_mtime if started.is_file() else None
+    status = "ok" if curves.val else "no validation"
+    if _failed(job_dir):
+        status = "failed"
+    return JobResult(
+        job=job_dir.name,
+        overrides=varying,
+        curves=curves,
+        steps=max(train_steps) + 1 if train_steps else None,
+        tokens_seen=max(tokens) if tokens else None,
+        seconds=seconds,
+        status=status,
+    )
+
+
+def _failed(job_dir: Path) -> bool:
+    log = job_dir / "train.log"
+    return log.is_file() and "Traceback" in log.read_text(errors="replace")
+
+
+def common_overrides(job_dirs: list[Path]) -> set[str]:
+    per_job = [set(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or []) for d in job_dirs]
+    return set.intersection(*per_job) if len(per_job) > 1 else set()
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    def cell(value: str) -> str:
+        return value.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict[str, str]]) -> str:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write report.md, report.csv and val_loss.png for a multirun folder; return their paths."""
+    sweep_dir = Path(sweep_dir)
+    out_dir = Path(out_dir) if out_dir else sweep_dir
+    jobs = job_folders(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(
+            f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml); give the folder of a "
+            "multirun, e.g. multirun/DATE/TIME"
+        )
+    shared = common_overrides(jobs)
+    results = [read_job(job, shared) for job in jobs]
+    # Best first; jobs without a validation loss last, in job order.
+    results.sort(key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0))
+    rows = [r.row() for r in results]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out_dir / "report.md",
+        "csv": out_dir / "report.csv",
+        "plot": out_dir / "val_loss.png",
+    }
+    heading = f"# Sweep {sweep_dir}\n\n{len(results)} jobs"
+    if shared:
+        heading += "; common to all: `" + " ".join(sorted(shared)) + "`"
+    best_line = _optuna_best(sweep_dir)
+    text = heading + "\n\n" + markdown_table(rows) + (f"\n{best_line}\n" if best_line else "")
+    text += f"\n![validation loss]({paths['plot'].name})\n"
+    paths["markdown"].write_text(text, encoding="utf-8")
+    paths["csv"].write_text(csv_table(rows), encoding="utf-8")
+    plot_sweep(
+        {f"{r.job}: {r.label}": r.curves for r in results if r.curves.val},
+        paths["plot"],
+        title=f"val/loss per job: {sweep_dir.name}",
+    )
+    return paths
+
+
+def _optuna_best(sweep_dir: Path) -> str | None:
+    """The Optuna sweeper's verdict (optimization_results.yaml), when the sweep was one."""
+    results = sweep_dir / "optimization_results.yaml"
+    if not results.is_file():
+        return None
+    data = yaml.safe_load(results.read_text()) or {}
+    params = " ".join(f"{k}={v}" for k, v in (data.get("best_params") or {}).items())
+    return f"Optuna's best: `{params}` (val/loss {data.get('best_value')})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gptlab.sweeps.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="a multirun folder, e.g. multirun/2026-01-31/12-00-00")
+    parser.add_argument(
+        "--out", help="where to write report.md, report.csv, val_loss.png (default: sweep_dir)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        paths = write_report(args.sweep_dir, args.out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Callbacks of our own; everything else comes from Lightning (checkpointing, summaries, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
+
+from gptlab.generation.decoding import generate
+from gptlab.training.distributed import is_sharded
+
+
+class TextSampleCallback(L.Callback):
+    """After each validation, continue a fixed prompt and print, save and log the text.
+
+    Sampling draws from its own generator, seeded by the step, so it never shifts the training RNG:
+    a run with samples trains exactly like one without.
+    """
+
+    def __init__(
+        self,
+        prompt: str = "Every effort moves you",
+        max_new_tokens: int = 50,
+        temperature: float = 0.8,
+        top_k: int | None = 50,
+        output_file: str | None = None,
+        seed: int = 0,
+    ):
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.output_file = Path(output_file) if output_file else None
+        self.seed = seed
+        self.rows: list[list] = []  # [step, text] of every sample so far (the wandb table)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.tokenizer.encode(self.prompt)  # a prompt the vocabulary cannot encode fails now, not later
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Only while fitting: a stand-alone `trainer.validate` would repeat the last sample.
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not trainer.is_global_zero:
+            return
+        if is_sharded(trainer):  # rank zero alone cannot run a sharded model; generate.py reads the checkpoint
+            return
+        text = self.sample(pl_module, trainer.global_step)
+        val_loss = trainer.callback_metrics.get("val/loss")
+        heading = f"step {trainer.global_step}" + (f", val/loss {val_loss:.4f}" if val_loss is not None else "")
+        print(f"\n[sample @ {heading}] {text}\n", flush=True)
+        if self.output_file:
+            with self.output_file.open("a", encoding="utf-8") as f:
+                f.write(f"--- step {trainer.global_step}\n{text}\n")
+        self.rows.append([trainer.global_step, text])
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_metrics({"samples": self._samples_table()}, step=trainer.global_step)
+
+    def _samples_table(self):
+        """Every sample of the run so far, one row per validation step: the dashboard shows one growing
+        table. MUTABLE (wandb 0.31): each log replaces the table whole; INCREMENTAL logging would need a
+        wandb server >= 0.70."""
+        import wandb
+
+        return wandb.Table(columns=["step", "text"], data=[list(row) for row in self.rows], log_mode="MUTABLE")
+
+    # The rows travel in checkpoints, so a resumed run's table still starts at its first sample.
+    def state_dict(self) -> dict:
+        return {"rows": [list(row) for row in self.rows]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [list(row) for row in state_dict.get("rows", [])]
+
+    def sample(self, pl_module: L.LightningModule, step: int) -> str:
+        tokenizer = pl_module.tokenizer
+        prompt = torch.tensor([tokenizer.encode(self.prompt)], device=pl_module.device)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed + step)
+        ids = generate(
+            pl_module.model,
+            prompt,
+            max_new_tokens=self.max_new_tokens,
+            context_length=pl_module.generation_window,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            eos_id=tokenizer.eos_id,
+            generator=generator,
+            vocab_size=tokenizer.vocab_size,
+        )
+        return tokenizer.decode(ids[0].tolist())
+
+
+class ValidateAtMaxSteps(L.Callback):
+    """Validate (and so checkpoint and sample) when a run stops at ``max_steps`` in the middle of an epoch.
+
+    Lightning validates at epoch ends and every ``val_check_interval``; a run cut by ``max_steps`` between
+    those would end without a final validation, and its last checkpoint would miss the last steps.
+    Asking the loop to stop makes it validate first, as it does for early stopping.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True

@@ -1,0 +1,148 @@
+"""Several processes per run (DDP, FSDP): validation split without repeats, metrics averaged over ranks,
+and Hydra multirun jobs that launch their ranks like a single run does.
+
+Lightning starts DDP ranks 1..N-1 by re-running the command line (its subprocess launcher). In a Hydra
+multirun that command line is the whole sweep (`-m ...`), so every rank would start a sweep of its own
+(the open upstream bug). :func:`launch_ranks_as_single_runs` makes a multirun job start its ranks as
+single runs of that job instead: its own overrides, its own folder, no `-m`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+def validation_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Sampler | None:
+    """Each rank scores its own validation windows, none twice; None for a single process.
+
+    Lightning's default DistributedSampler pads the last round with repeated windows so that every rank
+    gets as many batches; validation does not need that (no gradients are synchronised), and the repeats
+    would bias val/loss. The ranks' token-weighted means are combined by the MeanMetric at epoch end.
+    """
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+    )
+
+
+def mean_over_ranks(module: L.LightningModule, value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over all ranks (itself for one process): what rank zero logs for the run."""
+    value = value.detach()
+    if module._trainer is None or module.trainer.world_size <= 1:
+        return value
+    return module.trainer.strategy.reduce(value, reduce_op="mean")
+
+
+def is_multirun_job() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
+    """The command (and folder) that starts rank ``local_rank`` of the current Hydra job.
+
+    A single run: Lightning's own choice (the same command line, pinned to this run's folder). A multirun
+    job: this script with the job's own overrides as a single run in the job's folder, so the rank joins
+    this job instead of starting the sweep again.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    hydra_cfg = HydraConfig.get()
+    import __main__
+
+    if __main__.__spec__ is None:
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    if is_multirun_job():
+        command += [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
+        command.append("hydra.mode=RUN")  # hparams_search= configs switch to MULTIRUN on their own
+    else:
+        command += sys.argv[1:]
+    run_dir = hydra_cfg.runtime.output_dir  # resolved once: a rank started a second later uses it too
+    # Only rank zero writes .hydra/ and the job's log; the others log to train_ddp_process_N.log.
+    command += [
+        f"hydra.run.dir={_quoted(str(run_dir))}",
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
+    return command, get_original_cwd()
+
+
+def _quoted(value: str) -> str:
+    # Hydra's override grammar reads a double-quoted string verbatim (spaces, `=`, `,` included).
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def launch_ranks_as_single_runs() -> None:
+    """Point Lightning's subprocess launchers (Fabric's and the Trainer's) at :func:`rank_command`.
+
+    Idempotent. The Trainer's launcher imported Fabric's function by name, so both modules are patched.
+    """
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
+
+    _launch_env.update({name: os.environ.get(name) for name in _LAUNCH_ENV})
+    for launcher in (fabric_launcher, trainer_launcher):
+        if not hasattr(launcher, "_hydra_subprocess_cmd"):
+            raise RuntimeError(f"{launcher.__name__} has no _hydra_subprocess_cmd: update gptlab.training.distributed")
+        launcher._hydra_subprocess_cmd = rank_command
+
+
+# What Lightning's launcher writes into the launching process's own environment. Left there, the next job
+# of a multirun would take LOCAL_RANK as a sign that its ranks were started by someone else (torchrun,
+# SLURM), start none, and wait for them forever.
+_LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_launch_env: dict[str, str | None] = {}
+
+
+def end_process_group() -> None:
+    """Close this job's process group and undo its launch, so the next job of a multirun starts afresh."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for name, value in _launch_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _launch_env.clear()
+
+
+def transformer_block_types() -> set[type]:
+    """The layer classes FSDP shards one at a time (auto_wrap_policy of conf/trainer/fsdp.yaml)."""
+    from torch import nn
+
+    from gptlab.models.gpt import TransformerBlock
+
+    return {TransformerBlock, nn.TransformerDecoderLayer}
+
+
+def is_sharded(trainer: L.Trainer) -> bool:
+    """Whether the weights are split across ranks (FSDP): no rank can run the model on its own."""
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+
+
+def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None) -> bool:
+    """Clip by the norm over all shards (FSDP's own ``clip_grad_norm_``); False when not sharded.
+
+    Lightning refuses ``gradient_clip_val`` under FSDP: each rank holds a shard of the gradients, so a plain
+    ``clip_grad_norm_`` would clip every shard by its own norm.
+    """
+    if not max_norm or module._trainer is None or not is_sharded(module.trainer):
+        return False
+    module.trainer.strategy.model.clip_grad_norm_(max_norm)
+    return True

@@ -1,0 +1,73 @@
+"""Fine-tuning modes: `full` (every weight trains) and `lora` (peft's low-rank adapters, base frozen).
+
+LoRA adds (alpha / rank) * B @ A to each targeted weight W, with B initialised to zero, so the model is
+unchanged at step 0 and only A and B train. Merging folds B @ A into W, leaving a plain model to export.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from gptlab.core.errors import ConfigError
+from gptlab.models.gpt import GPT
+
+FINETUNE_MODES = ("full", "lora")
+# Every linear layer of our GPT's blocks; the output head stays frozen, as peft's "all-linear" does.
+GPT_LINEAR_LAYERS = ["qkv", "out_proj", "fc", "proj"]
+
+
+def _lora_config(cfg: dict, model: nn.Module):
+    from peft import LoraConfig
+
+    targets = cfg.get("target_modules", "all-linear")
+    if targets == "all-linear" and isinstance(model, GPT):
+        targets = GPT_LINEAR_LAYERS
+    elif targets == "all-linear" and not hasattr(model, "config"):
+        raise ConfigError(
+            f"finetune.target_modules=all-linear is not defined for {type(model).__name__}; "
+            "list the module names to adapt, e.g. finetune.target_modules=[out_proj]"
+        )
+    rank = int(cfg.get("rank", 16))
+    if rank < 1:
+        raise ConfigError(f"finetune.rank must be >= 1, got {rank}")
+    return LoraConfig(
+        r=rank,
+        lora_alpha=float(cfg.get("alpha", 2 * rank)),
+        lora_dropout=float(cfg.get("dropout", 0.0)),
+        target_modules=list(targets) if not isinstance(targets, str) else targets,
+    )
+
+
+def apply_finetune(model: nn.Module, cfg: dict | None) -> nn.Module:
+    """The model to train under ``finetune`` (``{"name": "full"}`` or a LoRA config)."""
+    name = (cfg or {}).get("name", "full")
+    if name not in FINETUNE_MODES:
+        raise ConfigError(f"finetune.name must be one of {FINETUNE_MODES}, got {name!r}")
+    if name == "full":
+        return model
+    from peft import get_peft_model
+
+    if hasattr(model, "hf"):  # HFCausalLM: adapt the transformers model inside, which peft knows best
+        model.hf = get_peft_model(model.hf, _lora_config(cfg, model.hf))
+        return model
+    try:
+        return get_peft_model(model, _lora_config(cfg, model))
+    except ValueError as err:
+        raise ConfigError(f"finetune=lora: {err}") from None
+
+
+def merge_finetune(model: nn.Module) -> nn.Module:
+    """Fold LoRA adapters into the base weights; a model without adapters comes back as it is."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    if isinstance(getattr(model, "hf", None), PeftModel):
+        model.hf = model.hf.merge_and_unload()
+    return model
+
+
+def parameter_summary(model: nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)"

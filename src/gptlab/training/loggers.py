@@ -1,0 +1,161 @@
+"""Logger set-up: wandb online or offline, one wandb run per job grouped by sweep, always finished."""
+
+from __future__ import annotations
+
+import csv
+import io
+import netrc
+import os
+import re
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gptlab.core.files import atomic_write_bytes
+from gptlab.core.redaction import redact_config
+
+
+def has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _hydra_run_identity() -> tuple[str | None, str | None]:
+    """(run name, sweep group) from Hydra: multirun jobs are named by their overrides, grouped by sweep."""
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = Path(hc.sweep.dir)
+        group = f"{sweep.parent.name}_{sweep.name}"
+        return hc.job.override_dirname or f"job{hc.job.num}", group
+    out = Path(hc.runtime.output_dir)
+    return f"{out.parent.name}_{out.name}", None
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; this one appends to it (a resumed run)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(csv.DictReader(f).fieldnames or [])
+
+    def drop_rows_from(self, step: int) -> None:
+        """Forget rows logged at ``step`` or later: steps a killed run did after its last checkpoint."""
+        self.metrics = [m for m in self.metrics if m.get("step", 0) < step]
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+        if len(kept) == len(rows):
+            return
+        lines = _csv_text(fields, kept)
+        atomic_write_bytes(lines.encode(), self.metrics_file_path)
+
+
+def _csv_text(fields: list[str], rows: list[dict]) -> str:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+class AppendingCSVLogger(CSVLogger):
+    """CSVLogger that keeps the metrics already in its folder, so a resumed run continues the same file."""
+
+    @property
+    def experiment(self) -> _AppendingWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if not logger_cfg or "_target_" not in logger_cfg:
+            continue
+        if name == "wandb":
+            logger_cfg = _wandb_settings(logger_cfg, resume_run_id(cfg))
+        if logger_cfg._target_ in ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger"):
+            logger_cfg = logger_cfg.copy()
+            logger_cfg._target_ = f"{__name__}.AppendingCSVLogger"
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+_WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[a-z0-9]+)$")
+
+
+def resume_run_id(cfg: DictConfig) -> str | None:
+    """The wandb run id of this run folder's earlier run, when resuming in it: the resumed run continues it."""
+    if not cfg.get("ckpt_path"):
+        return None
+    wandb_dir = Path(str(cfg.paths.output_dir)) / "wandb"
+    runs = [d for d in wandb_dir.glob("*run-*") if d.is_dir() and _WANDB_RUN_DIR.match(d.name)]
+    if not runs:
+        return None
+    newest = max(runs, key=lambda d: d.stat().st_mtime)
+    return _WANDB_RUN_DIR.match(newest.name)["id"]
+
+
+def _wandb_settings(logger_cfg: DictConfig, run_id: str | None = None) -> DictConfig:
+    logger_cfg = logger_cfg.copy()
+    run_name, group = _hydra_run_identity()
+    with open_dict(logger_cfg):
+        logger_cfg.name = logger_cfg.get("name") or run_name
+        logger_cfg.group = logger_cfg.get("group") or group
+        if run_id and not logger_cfg.get("id"):
+            logger_cfg.id = run_id
+            logger_cfg.resume = "allow"
+        wants_online = not logger_cfg.get("offline") and os.environ.get("WANDB_MODE") not in (
+            "offline",
+            "dryrun",
+        )
+        if wants_online and not has_wandb_credentials():
+            print("wandb: no API key found (WANDB_API_KEY or `wandb login`): logging offline", flush=True)
+            logger_cfg.offline = True
+    return logger_cfg
+
+
+def log_full_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+
+
+def offline_wandb_dirs(loggers: list[Logger]) -> list[str]:
+    """Folders of offline wandb runs, to pass to `wandb sync`."""
+    dirs = []
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._offline and logger._experiment is not None:
+            dirs.append(str(Path(logger.experiment.dir).parent))
+    return dirs
+
+
+def finish_wandb(failed: bool) -> None:
+    """End the wandb run of this job, so the next job of a multirun starts its own, even after a failure."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def drop_logged_rows_from(loggers: list[Logger], step: int) -> None:
+    for logger in loggers:
+        if isinstance(logger, AppendingCSVLogger):
+            logger.experiment.drop_rows_from(step)

@@ -1,0 +1,184 @@
+"""Exact resume: RNG state in every checkpoint, Lightning's loop counters saved where it resumes exactly,
+logs rewound to the checkpoint, and validation schedules that a resume could not reproduce refused.
+
+Together with the resumable data loader (gptlab.data.sampler), ``last.ckpt`` (gptlab.checkpoints.last) and
+the atomic checkpoint IO (gptlab.checkpoints.io), a run resumed from any of its checkpoints continues exactly
+as if it had never stopped (on CPU, bitwise).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from gptlab.core.errors import ConfigError
+from gptlab.training.preflight import validation_inside_accumulation
+
+# Test hook: seconds to sleep after every training step, so a test can kill a tiny run mid-epoch.
+SLOW_STEPS_ENV = "GPTLAB_TEST_SLOW_STEPS"
+
+
+# Two questions about the batch just trained on, answered by Lightning 2.6's training epoch loop itself
+# (private methods), so that our checkpoints follow exactly the rules its loop runs by.
+
+
+def optimizer_step_pending(trainer: L.Trainer) -> bool:
+    """Whether the batch left its gradients accumulating for a later optimizer step."""
+    return trainer.fit_loop.epoch_loop._should_accumulate()
+
+
+def final_step(trainer: L.Trainer) -> bool:
+    """Whether the step just taken ends the run (max_steps, the last epoch's last batch, or a stop request)."""
+    if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
+        return True
+    last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    return last_epoch and trainer.is_last_batch
+
+
+def validation_due(trainer: L.Trainer) -> bool:
+    """Whether a validation runs right after this batch (Lightning resumes a checkpoint taken between the
+    two past that validation, as if it had run)."""
+    return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+
+
+class ResumeAfterValidation(L.Callback):
+    """Saves checkpoints taken after a step's validation, or at an epoch's end, as if taken at the end of
+    that training step, the one point from which Lightning 2.6 resumes exactly.
+
+    From a checkpoint written at the end of an epoch (where ModelCheckpoint saves when validation runs
+    once per epoch) Lightning resumes with its batch counters off by one: the next epoch gets a batch too
+    many. With the counters of the end of the last training step, the resume takes Lightning's
+    train-batch-end path: it skips the validation already done and goes on exactly where the run was.
+    """
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
+        if not batches or not epochs:
+            return
+        current = batches["current"]
+        if not current["processed"] or not current["completed"] == current["processed"] == current["ready"]:
+            return  # saved at the end of a training step already (or before any)
+        for counters in (batches["current"], batches["total"]):
+            counters["completed"] -= 1
+        if epochs["current"]["processed"] > epochs["current"]["completed"]:  # the epoch was closed
+            for counters in (epochs["current"], epochs["total"]):
+                counters["processed"] -= 1
+            loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+
+class ValidationBetweenOptimizerSteps(L.Callback):
+    """Refuses, before the first step, a validation schedule that lands inside gradient accumulation.
+
+    preflight refuses an integer ``val_check_interval`` that is no multiple of the accumulation already;
+    a fraction of an epoch (or validation counted across epochs) is known only once the data is.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        accumulate = trainer.accumulate_grad_batches
+        if accumulate == 1 or not trainer.enable_validation or trainer.limit_val_batches == 0:
+            return
+        setting = trainer.val_check_interval
+        if getattr(trainer, "_val_check_time_interval", None) is not None:
+            raise ConfigError(
+                f"trainer.val_check_interval={setting} validates by time, which lands inside optimizer steps "
+                f"of trainer.accumulate_grad_batches={accumulate}; use a number of batches that is a multiple "
+                f"of {accumulate}, or 1.0 (epoch ends)"
+            )
+        every, batches = trainer.val_check_batch, trainer.num_training_batches
+        if every == float("inf"):
+            return  # a dataset of unknown length validates at its (stepping) last batch only
+        if trainer.check_val_every_n_epoch is None and batches % accumulate:
+            # Counted across epochs, while each epoch's last batch steps early: the boundaries drift.
+            raise ConfigError(
+                f"trainer.check_val_every_n_epoch=null counts validations across epochs, but an epoch of "
+                f"{batches} batches is no multiple of trainer.accumulate_grad_batches={accumulate}, so they "
+                "would land inside optimizer steps; set trainer.check_val_every_n_epoch=1"
+            )
+        if every % accumulate and every < batches:
+            raise ConfigError(validation_inside_accumulation(setting, int(every), accumulate))
+
+
+class RngState(L.Callback):
+    """Saves the global RNG states (torch, CUDA, numpy, random) with each checkpoint and restores them.
+
+    They are put back when training starts, after the sanity check, so the first step after a resume
+    draws the same dropout masks as the run left alone did at that step.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # plain data only, so the checkpoint still loads with weights_only=True
+            "numpy": {
+                "kind": kind,
+                "keys": keys.tolist(),
+                "pos": pos,
+                "has_gauss": has_gauss,
+                "cached": cached,
+            },
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        if (
+            state.get("cuda")
+            and torch.cuda.is_available()
+            and len(state["cuda"]) == torch.cuda.device_count()
+        ):
+            torch.cuda.set_rng_state_all(state["cuda"])
+        n = state["numpy"]
+        np.random.set_state(
+            (n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"])
+        )
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+class ContinueLogs(L.Callback):
+    """On resume, drop the CSV rows a killed run logged after its checkpoint: those steps run again."""
+
+    def __init__(self) -> None:
+        self._pending = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = bool(trainer.ckpt_path)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._pending:  # here, not at on_train_start: the loop sets its logging step when it restarts
+            self._pending = False
+            from gptlab.training.loggers import drop_logged_rows_from
+
+            drop_logged_rows_from(trainer.loggers, trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
+class SlowStepsForTests(L.Callback):
+    """Sleeps after each training step and before each validation when GPTLAB_TEST_SLOW_STEPS is set:
+    lets tests kill a run mid-epoch, or between a step and the validation that follows it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        time.sleep(self.seconds)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            time.sleep(self.seconds)

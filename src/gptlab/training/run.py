@@ -1,0 +1,198 @@
+"""The training job behind train.py: compose the pieces from the config, fit, validate, report."""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from gptlab.checkpoints.io import AtomicCheckpointIO
+from gptlab.checkpoints.last import LastCheckpoint
+from gptlab.checkpoints.reader import CheckpointError, load_checkpoint_safely
+from gptlab.core.errors import ConfigError
+from gptlab.core.redaction import scrub_saved_configs
+from gptlab.models.compile import compile_model
+from gptlab.models.factory import data_and_start_model, positions_trained
+from gptlab.training.callbacks import ValidateAtMaxSteps
+from gptlab.training.distributed import end_process_group, launch_ranks_as_single_runs
+from gptlab.training.finetune import parameter_summary
+from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
+from gptlab.training.module import LanguageModelModule
+from gptlab.training.preflight import check_fresh_run_folder, check_output_dir, resume_path  # noqa: F401
+from gptlab.training.resume import (
+    SLOW_STEPS_ENV,
+    ContinueLogs,
+    ResumeAfterValidation,
+    RngState,
+    SlowStepsForTests,
+    ValidationBetweenOptimizerSteps,
+)
+from gptlab.training.shutdown import GracefulShutdown
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    return [*configured, ValidateAtMaxSteps(), *resume_callbacks(resume_command(cfg))]
+
+
+def resume_callbacks(resume_command: str | None) -> list[Callback]:
+    """What makes a run stoppable and exactly resumable (gptlab.training.resume, .shutdown)."""
+    callbacks: list[Callback] = [
+        ValidationBetweenOptimizerSteps(),
+        RngState(),
+        ResumeAfterValidation(),
+        GracefulShutdown(resume_command),
+        ContinueLogs(),
+    ]
+    if float(os.environ.get(SLOW_STEPS_ENV) or 0) > 0:
+        callbacks.append(SlowStepsForTests(float(os.environ[SLOW_STEPS_ENV])))
+    return callbacks
+
+
+def resume_command(cfg: DictConfig) -> str | None:
+    """The command that continues this run in its own folder from its last checkpoint."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    overrides = [
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))
+    ]
+    args = [*overrides, f"hydra.run.dir={cfg.paths.output_dir}", "ckpt_path=last"]
+    return " ".join(["python", Path(sys.argv[0]).name, *map(shlex.quote, args)])
+
+
+def check_resumable(path: str, module: LanguageModelModule) -> None:
+    """Refuse, with the reason, a checkpoint that is unsafe, damaged, or for another model or tokenizer."""
+    checkpoint = load_checkpoint_safely(path, mmap=True)
+    saved_tokenizer = (checkpoint.get("hyper_parameters") or {}).get("tokenizer")
+    if saved_tokenizer is not None and saved_tokenizer != module.hparams.tokenizer:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with the {saved_tokenizer.get('kind')} tokenizer, but this run uses "
+            f"{module.hparams.tokenizer.get('kind')}; resume with the data= it was trained on"
+        )
+    expected = module.state_dict()
+    saved = checkpoint["state_dict"]
+    for name, tensor in expected.items():
+        if name not in saved or tuple(saved[name].shape) != tuple(tensor.shape):
+            there = tuple(saved[name].shape) if name in saved else "missing"
+            saved_model = (checkpoint.get("hyper_parameters") or {}).get("model", {})
+            shape = {k: v for k, v in saved_model.items() if k != "_target_"}
+            raise CheckpointError(
+                f"checkpoint {path} holds a model of another shape ({name}: {there} there, "
+                f"{tuple(tensor.shape)} here); resume with the model it was trained with: {shape}"
+            )
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Lightning's own message for a missing GPU ("No supported gpu backend found!") names no fix."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but PyTorch sees no CUDA GPU (torch {torch.__version__}); "
+            "use trainer.accelerator=cpu or auto"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "trainer.accelerator=mps but this machine has no Apple GPU; use trainer.accelerator=cpu or auto"
+        )
+
+
+def _device_type(cfg: DictConfig) -> str:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return "cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu"
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
+    check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train as configured; return the best validation loss (what a Hydra sweeper minimises)."""
+    check_trainer(cfg)
+    check_output_dir(cfg.paths.output_dir)
+    scrub_saved_configs(cfg.paths.output_dir)
+    check_fresh_run_folder(cfg)
+    ckpt_path = resume_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, start_model, model_cfg = data_and_start_model(cfg)
+    finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None
+    module = LanguageModelModule(
+        model=model_cfg,
+        tokenizer=datamodule.tokenizer.spec(),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        finetune=finetune,
+        base_model=start_model,
+        train_window=positions_trained(cfg, datamodule, model_cfg),
+    )
+    if finetune and finetune.get("name") != "full":
+        print(f"finetune={finetune['name']}: {parameter_summary(module.model)}", flush=True)
+    if cfg.get("compile"):
+        compile_model(module.model, _device_type(cfg))
+    if ckpt_path:
+        check_resumable(ckpt_path, module)
+    launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+    )
+    log_full_config(loggers, cfg)
+
+    failed = True
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        best = _best_val_loss(trainer, module)
+        if cfg.get("validate_after_fit") and _best_checkpoint(trainer):
+            trainer.validate(
+                module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer), verbose=False, weights_only=True
+            )
+        failed = False
+    finally:
+        sync_dirs = offline_wandb_dirs(loggers)
+        finish_wandb(failed)
+        end_process_group()  # the next job of a multirun starts its own
+    _report(cfg, trainer, best, sync_dirs)
+    return best
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str | None:
+    last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint) and c.last_model_path]
+    return last[0].last_model_path if last else None
+
+
+def _best_val_loss(trainer: L.Trainer, module: LanguageModelModule) -> float | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_score is not None:
+        return float(callback.best_model_score)
+    return module.best_val_loss if math.isfinite(module.best_val_loss) else None
+
+
+def _report(cfg: DictConfig, trainer: L.Trainer, best: float | None, sync_dirs: list[str]) -> None:
+    if not trainer.is_global_zero:
+        return
+    lines = [f"run folder: {cfg.paths.output_dir}"]
+    if best is not None:
+        lines.append(f"best val/loss: {best:.4f} (val/ppl {math.exp(best):.2f})")
+    if _best_checkpoint(trainer):
+        lines.append(f"best checkpoint: {_best_checkpoint(trainer)}")
+    if _last_checkpoint(trainer):
+        lines.append(f"last checkpoint: {_last_checkpoint(trainer)} (the final weights)")
+    lines += [f"wandb (offline): upload with `wandb sync {d}`" for d in sync_dirs]
+    print("\n".join(lines), flush=True)
