@@ -46,7 +46,7 @@ def run_book(book_dir: Path, corpus: Path, work: Path) -> list[tuple[int, float,
 
 
 def run_ours(run_dir: Path, overrides: list[str]) -> tuple[dict[int, float], dict[int, float]]:
-    """train/loss per step and val/loss at the book's evaluation points, from metrics.csv."""
+    """train/loss and val/loss by the number of updates taken, from metrics.csv."""
     command = [sys.executable, "train.py", "experiment=verdict_gpt124m", "logger=csv", f"hydra.run.dir={run_dir}",
                f"trainer.val_check_interval={BOOK_EVAL_EVERY}", "trainer.check_val_every_n_epoch=null", *overrides]
     subprocess.run(command, cwd=REPO, check=True)
@@ -56,8 +56,9 @@ def run_ours(run_dir: Path, overrides: list[str]) -> tuple[dict[int, float], dic
             if row.get("train/loss"):
                 train[int(row["step"]) + 1] = float(row["train/loss"])  # the row of step s logs update s+1
             if row.get("val/loss"):
-                val[int(row["step"])] = float(row["val/loss"])
-    return train, val
+                val[int(row["step"]) + 1] = float(row["val/loss"])  # likewise: after update step+1
+    # A row past the last update is validate_after_fit's (the best checkpoint validated again).
+    return train, {updates: loss for updates, loss in val.items() if updates <= max(train)}
 
 
 def main() -> None:
@@ -76,7 +77,7 @@ def main() -> None:
 
     print(f"\n{'updates':>7} | {'book train':>10} {'book val':>9} | {'ours train':>10} {'ours val':>9}")
     for updates, book_train, book_val in book:
-        # Our validation closest to the book's evaluation (ours validates after 5, 10, ... updates).
+        # Our validation nearest the book's (ours: after 5, 10, ... updates; the book: after 1, 6, 11, ...).
         ours_val = val.get(updates) or val.get(updates - 1) or val.get(updates + 4)
         ours_train = train.get(updates)
         print(f"{updates:>7} | {book_train:>10.3f} {book_val:>9.3f} | "
