@@ -53,7 +53,12 @@ def test_option_composes_and_instantiates(tmp_path, group, option):
         with pytest.raises(ConfigError, match=f"trainer.accelerator={accelerator} but .* use trainer.accelerator=cpu"):
             check_accelerator(accelerator)
     else:
-        instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        # A config for more GPUs than this machine has (trainer=ddp/fsdp on one GPU): the config is under
+        # test, not the machine, so it is instantiated with the GPUs there are.
+        gpus = torch.cuda.device_count()
+        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+        fewer = {"devices": gpus} if on_gpu and isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > gpus else {}
+        instantiate(cfg.trainer, logger=False, enable_checkpointing=False, **fewer)
 
 
 def _available(accelerator: str) -> bool:
@@ -102,3 +107,13 @@ def test_experiment_overrides_only_what_differs(tmp_path):
     assert cfg.data.corpus == "the-verdict" and cfg.model.emb_dim == 768 and cfg.model.context_length == 256
     assert cfg.trainer.gradient_clip_val is None and cfg.model.init == "pytorch"  # the book's choices
     assert cfg.trainer.precision == "32-true" and cfg.model.n_layers == 12  # untouched defaults stay
+
+
+@pytest.mark.parametrize(
+    "experiment, key, value",
+    [("verdict_gpt124m", "seed", 123), ("finetune_gpt2_shakespeare", "init_from", "gpt2"), ("shakespeare_char_gpu", "compile", True)],
+)
+def test_an_experiments_top_level_values_win_over_train_yaml(tmp_path, experiment, key, value):
+    """train.yaml's own keys (seed, init_from, compile, ...) are defaults an experiment can change."""
+    assert compose_train(tmp_path, f"experiment={experiment}")[key] == value
+    assert compose_train(tmp_path, f"experiment={experiment}", f"{key}=7")[key] == 7  # the command line wins
