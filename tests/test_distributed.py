@@ -38,7 +38,8 @@ def column(rows: list[dict[str, str]], key: str) -> list[float]:
 @pytest.mark.e2e
 def test_ddp_on_two_processes_trains_like_one_process_with_the_same_global_batch(tmp_path):
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
-    assert_ok(run_train(single_dir, *SAME_GLOBAL_BATCH, "data.batch_size=8", "logger=csv"))
+    # Both on the CPU (on a machine with a GPU, accelerator=auto would put the single process there).
+    assert_ok(run_train(single_dir, *SAME_GLOBAL_BATCH, "data.batch_size=8", "logger=csv", "trainer.accelerator=cpu"))
     result = run_train(ddp_dir, *SAME_GLOBAL_BATCH, "data.batch_size=4", *DDP_CPU)  # default logger: wandb
     assert_ok(result)
 
@@ -153,19 +154,24 @@ def test_fsdp_shards_the_blocks_of_both_models():
     assert TransformerBlock in transformer_block_types()
 
 
-def test_fsdp_clips_by_the_norm_over_all_shards():
-    """Lightning refuses gradient_clip_val under FSDP; the module hands it to FSDP's own clip_grad_norm_."""
+def test_fsdp_logs_and_clips_by_the_norm_over_all_shards():
+    """Under FSDP a rank's gradients are its shard: the logged grad_norm and the clipping use the norm over
+    every rank's shards (FSDP's own reduction), not this rank's. Lightning refuses gradient_clip_val there."""
     from types import SimpleNamespace
 
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
+    from gptlab.training.distributed import clip_sharded_gradients
     from gptlab.training.module import LanguageModelModule
 
     class ShardedRoot(torch.nn.Module):
-        clipped_to = None
+        """FSDP's root: its clip_grad_norm_ returns the norm reduced over all ranks (here, a given 4.0)."""
+
+        asked = []
 
         def clip_grad_norm_(self, max_norm):
-            self.clipped_to = max_norm
+            self.asked.append(max_norm)
+            return torch.tensor(4.0)
 
     module = LanguageModelModule(
         model={
@@ -180,14 +186,21 @@ def test_fsdp_clips_by_the_norm_over_all_shards():
         },
         tokenizer={"kind": "gpt2"},
     )
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)  # this rank's shard: its own norm is far from 4
     strategy = FSDPStrategy()
     strategy.model = ShardedRoot()
-    module._trainer = SimpleNamespace(strategy=strategy)
+    logged = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
+    module._trainer = SimpleNamespace(strategy=strategy, precision="32-true", global_step=0, precision_plugin=None)
+    module.on_before_optimizer_step(optimizer=None)
+    assert logged["grad_norm"] == 4.0 and strategy.model.asked == [float("inf")]  # measured, not clipped
     module.configure_gradient_clipping(optimizer=None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
-    assert strategy.model.clipped_to == 1.0
-    from gptlab.training.distributed import clip_sharded_gradients
+    # Every local gradient scaled by max_norm / global norm (1 / 4), with FSDP's global norm measured once.
+    assert {round(v, 5) for p in module.parameters() for v in p.grad.unique().tolist()} == {0.25}
+    assert strategy.model.asked == [float("inf")]
 
     module._trainer = SimpleNamespace(strategy=DDPStrategy())
     assert not clip_sharded_gradients(
-        module, 1.0
+        module, 1.0, None
     )  # DDP: every rank holds whole gradients, the usual clipping

@@ -55,6 +55,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
 class FakeTrainer:
     precision = "32-true"
     precision_plugin = None  # no loss scaling
+    strategy = None  # one process, nothing sharded
     global_step = 5
 
 

@@ -136,13 +136,31 @@ def is_sharded(trainer: L.Trainer) -> bool:
     return isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
 
 
-def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None) -> bool:
-    """Clip by the norm over all shards (FSDP's own ``clip_grad_norm_``); False when not sharded.
+def sharded_grad_norm(module: L.LightningModule) -> torch.Tensor | None:
+    """The gradient norm over all ranks' shards under FSDP (None when not sharded).
+
+    A rank holds only its shard of each gradient, so the norm of its own gradients is that shard's norm.
+    FSDP's ``clip_grad_norm_`` reduces over every rank (and knows each sharding strategy); with an infinite
+    ``max_norm`` its clip coefficient is clamped to 1, so it measures without changing a gradient.
+    """
+    if module._trainer is None or not is_sharded(module.trainer):
+        return None
+    return module.trainer.strategy.model.clip_grad_norm_(float("inf"))
+
+
+def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None, total_norm: torch.Tensor | None) -> bool:
+    """Clip by the norm over all shards (``total_norm``, from :func:`sharded_grad_norm`); False when not
+    sharded.
 
     Lightning refuses ``gradient_clip_val`` under FSDP: each rank holds a shard of the gradients, so a plain
-    ``clip_grad_norm_`` would clip every shard by its own norm.
+    ``clip_grad_norm_`` would clip every shard by its own norm. Scaling every local shard by the one global
+    factor is what FSDP's own ``clip_grad_norm_`` does after its reduction.
     """
     if not max_norm or module._trainer is None or not is_sharded(module.trainer):
         return False
-    module.trainer.strategy.model.clip_grad_norm_(max_norm)
+    if total_norm is None:
+        total_norm = sharded_grad_norm(module)
+    # clip_grads_with_norm_ takes the parameters (it scales each one's .grad in place).
+    with_grads = [p for p in module.parameters() if p.grad is not None]
+    torch.nn.utils.clip_grads_with_norm_(with_grads, max_norm, total_norm)
     return True

@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 from gptlab.core.errors import ConfigError, TrainingDiverged
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.models.fused_loss import IGNORE_INDEX
-from gptlab.training.distributed import clip_sharded_gradients, is_sharded, mean_over_ranks
+from gptlab.training.distributed import clip_sharded_gradients, is_sharded, mean_over_ranks, sharded_grad_norm
 from gptlab.training.finetune import apply_finetune
 from gptlab.training.resume import optimizer_step_pending
 from gptlab.training.schedules import build_scheduler
@@ -190,7 +190,7 @@ class LanguageModelModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if clip_sharded_gradients(self, gradient_clip_val):  # FSDP: the norm over all shards
+        if clip_sharded_gradients(self, gradient_clip_val, self._grad_norm):  # FSDP: the norm over all shards
             return
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and self._grad_norm is not None:
             # The norm was just measured in on_before_optimizer_step: clip with it instead of a second pass
@@ -202,10 +202,12 @@ class LanguageModelModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Log the gradient norm (before clipping); stop on non-finite gradients, warn when none flow."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
+        norm = sharded_grad_norm(self)  # FSDP: over every rank's shard, not this rank's alone
+        if norm is None:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
+        self._grad_norm = norm  # reused for clipping: the gradients as they are now (still scaled, if so)
         norm = norm / pending_loss_scale(self.trainer, optimizer)
-        self._grad_norm = norm  # reused for clipping (not under FSDP, where this is one shard's norm)
         if not torch.isfinite(norm):
             if self.trainer.precision == "16-mixed":
                 return  # the gradient scaler skips this step and lowers its scale: routine in float16
