@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 # Two short epochs and then some (5 batches each), validation every 2 batches, a checkpoint every step,
 # dropout on: a resume must get the data order, the position in the epoch and the RNG right.
 RUN = [
+    "trainer.accelerator=cpu",  # the bitwise promise is the CPU's (tests/test_gpu.py resumes on a GPU)
     "model=gpt_tiny",
     "data=verdict",
     "data.batch_size=4",

@@ -167,7 +167,8 @@ def check_precision(cfg: DictConfig) -> None:
             "16-mixed (GPU), bf16-true or 64-true"
         )
     accelerator = str(_get(cfg, "trainer.accelerator") or "auto")
-    if precision in FLOAT16 and accelerator in ("cpu", "auto") and not _has_gpu():
+    # accelerator=cpu trains on the CPU even where a GPU is present: refuse float16 there too.
+    if precision in FLOAT16 and (accelerator == "cpu" or (accelerator == "auto" and not _has_gpu())):
         raise ConfigError(
             f"trainer.precision={precision} needs a GPU (float16 is not a training precision on CPUs); "
             "on CPU use trainer.precision=bf16-mixed (fast with AMX) or 32-true"
