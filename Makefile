@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample sweep report test test-fast lint bench bench-generate bench-train clean
+.PHONY: install train train-ddp sample sweep report test test-fast test-gpu lint bench bench-generate bench-train clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ test: install
 # Unit tests only (no train.py / generate.py subprocesses).
 test-fast: install
 	$(PY) -m pytest -q -m "not e2e" $(ARGS)
+
+# The GPU tests alone (skipped where PyTorch sees no CUDA device); `make test` runs them too.
+test-gpu: install
+	$(PY) -m pytest -q -m gpu $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
