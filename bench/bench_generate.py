@@ -2,10 +2,13 @@
 
     python bench/bench_generate.py                       # GPT-2 124M shape, random weights, 200 new tokens
     python bench/bench_generate.py --new-tokens 50 --prompt-len 64
+    python bench/bench_generate.py --device cuda --batch 1 8     # on a GPU, one table per batch size
 
-All three decode greedily from the same prompt with the same weights (a random transformers
-GPT2LMHeadModel, imported into our GPT), so they must produce the same tokens; the script checks that.
-Batch size 1, float32, on the CPU unless --device says otherwise. Each method gets one short warm-up run.
+All three decode greedily from the same prompts with the same weights (a random transformers
+GPT2LMHeadModel, imported into our GPT), so they should produce the same tokens; the script says whether
+they do (on a GPU, kernels that differ between the cached and uncached paths may flip a near-tie).
+float32, batch 1 unless --batch says otherwise, on the CPU unless --device does. Each method gets one short
+warm-up run.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1], help="prompts decoded at once")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -46,7 +50,12 @@ def main() -> None:
     hf_model = transformers.GPT2LMHeadModel(transformers.GPT2Config()).eval().to(args.device)  # 124M shape
     ours, _ = gpt_from_hf_model(hf_model)
     ours = ours.to(args.device).eval()
-    prompt = torch.randint(0, 50256, (1, args.prompt_len), device=args.device)
+    for batch in args.batch:
+        bench_batch(ours, hf_model, batch, args)
+
+
+def bench_batch(ours, hf_model, batch: int, args) -> None:
+    prompt = torch.randint(0, 50256, (batch, args.prompt_len), device=args.device)
     ctx = ours.context_length
 
     def run_ours(use_cache: bool, n: int) -> torch.Tensor:
@@ -69,6 +78,7 @@ def main() -> None:
         "transformers generate": run_hf,
     }
     results = {}
+    torch.manual_seed(batch)
     with torch.inference_mode():
         for name, fn in methods.items():
             fn(4)  # warm-up: first-call allocations and kernel selection
@@ -76,18 +86,18 @@ def main() -> None:
             new = out.size(1) - args.prompt_len
             results[name] = (out, new, seconds)
 
-    print(f"GPT-2 124M shape, random weights, float32, batch 1, prompt {args.prompt_len} tokens, greedy")
+    print(f"GPT-2 124M shape, random weights, float32, batch {batch}, prompt {args.prompt_len} tokens, greedy")
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"transformers {transformers.__version__}, device {args.device}"
     )
     print()
-    print(f"| {'method':<22} | new tokens | seconds | tokens/s |")
+    print(f"| {'method':<22} | new tokens | seconds | tokens/s (all prompts) |")
     print(f"|{'-' * 24}|-----------:|--------:|---------:|")
     speed = {}
     for name, (_, new, seconds) in results.items():
         speed[name] = new / seconds
-        print(f"| {name:<22} | {new:>10} | {seconds:>7.2f} | {speed[name]:>8.1f} |")
+        print(f"| {name:<22} | {new:>10} | {seconds:>7.2f} | {batch * speed[name]:>8.1f} |")
     print()
     print(f"KV cache vs no cache:             {speed['ours, KV cache'] / speed['ours, no cache']:.2f}x")
     print(

@@ -5,8 +5,10 @@ measured in the same run, the speed-up over transformers, and Lightning's overhe
 
     python bench/bench_train.py                     # 124M and small shapes, window 256, batch 8
     python bench/bench_train.py --shapes small --steps 5 --precisions bf16
-    python bench/bench_train.py --compile           # adds our GPT with compile=true (bare loop)
-    python bench/bench_train.py --device cuda --window 1024   # on a GPU (datasheet peak)
+    python bench/bench_train.py --compile           # adds compile=true: ours (both loops) and transformers
+    python bench/bench_train.py --plain-loss        # adds our GPT with fused_loss=false (F.cross_entropy)
+    python bench/bench_train.py --device cuda --window 1024 --shapes 124m --precisions bf16 --compile
+    python bench/bench_train.py --profile           # then the top operators of one step of ours (bare loop)
 
 Every contender: AdamW (lr 3e-4, wd 0.1, torch's fused kernel, which is also transformers' Trainer default),
 gradient clipping 1.0, dropout 0, the same pre-made batches of random tokens. Ours is the repo's default
@@ -14,7 +16,9 @@ fast path (SDPA attention, fused head + cross-entropy, vocabulary padded to 5030
 head like GPT-2. All contenders stay in memory and take turns in ``--rounds`` rounds (order A B C, then
 C B A), each round one warm-up step and then timed steps, ``--steps`` timed in all; a step's time is the
 median over the timed steps (robust to the odd slow step on a shared machine). MFU counts the model's FLOPs (6 N + 12 L d T per token,
-the unpadded vocabulary) for every contender, so MFU ratios equal speed ratios.
+the unpadded vocabulary) for every contender, so MFU ratios equal speed ratios. The peak is the best
+matmul rate measured in the same run on the same device; on a GPU the datasheet figure (Lightning's table)
+is printed beside it, as the MFU papers quote.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ def adamw(params) -> torch.optim.AdamW:
 
 
 LIGHTNING = "ours, Lightning"
+LIGHTNING_COMPILED = "ours, Lightning, compile=true"
+BARE_COMPILED = "ours, bare loop, compile=true"
 
 
 class BareLoop:
@@ -122,7 +128,7 @@ class StepTimer(L.Callback):
 class LightningRun:
     """Our GPT under the Trainer; each call to ``steps`` is one ``fit`` over the given batches."""
 
-    def __init__(self, model_cfg: dict, precision: str, device: torch.device):
+    def __init__(self, model_cfg: dict, precision: str, device: torch.device, compile: bool = False):
         self.precision, self.device = precision, device
         self.module = LanguageModelModule(
             model=model_cfg,
@@ -130,6 +136,8 @@ class LightningRun:
             optim={"lr": 3e-4, "weight_decay": 0.1, "betas": (0.9, 0.95), "fused": True},
             scheduler={"name": "constant"},
         )
+        if compile:
+            compile_model(self.module.model, device.type)  # what train.py does for compile=true
 
     def steps(self, batches) -> list[float]:
         timer = StepTimer()
@@ -159,8 +167,10 @@ def ours_bare(model_cfg: dict, autocast, device: torch.device, compile: bool = F
     return BareLoop(model, lambda m, x, y: m.loss(x, y), optimizer, autocast)
 
 
-def hf_bare(shape: dict, window: int, autocast, device: torch.device) -> BareLoop:
+def hf_bare(shape: dict, window: int, autocast, device: torch.device, compile: bool = False) -> BareLoop:
     model = hf_model(shape, window).to(device)
+    if compile:
+        model.compile()  # the whole forward, as transformers' Trainer does with torch_compile=True
     loss_fn = lambda m, x, y: F.cross_entropy(m(input_ids=x).logits.flatten(0, 1), y.flatten())  # noqa: E731
     return BareLoop(model, loss_fn, adamw(model.parameters()), autocast)
 
@@ -183,8 +193,13 @@ def run_row(shape_name: str, precision_name: str, args, batches) -> dict[str, fl
         "ours, bare loop": ours_bare(model_cfg, autocast, device),
         "transformers, bare loop": hf_bare(shape, args.window, autocast, device),
     }
+    if args.plain_loss:
+        plain = {**model_cfg, "fused_loss": False}
+        contenders["ours, bare loop, fused_loss=false"] = ours_bare(plain, autocast, device)
     if args.compile:
-        contenders["ours, bare loop, compile=true"] = ours_bare(model_cfg, autocast, device, compile=True)
+        contenders[LIGHTNING_COMPILED] = LightningRun(model_cfg, lightning_precision, device, compile=True)
+        contenders[BARE_COMPILED] = ours_bare(model_cfg, autocast, device, compile=True)
+        contenders["transformers, bare loop, compile"] = hf_bare(shape, args.window, autocast, device, compile=True)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     per_round = len(batches) // args.rounds
     for round_index in range(args.rounds):
@@ -192,7 +207,23 @@ def run_row(shape_name: str, precision_name: str, args, batches) -> dict[str, fl
         round_batches = batches[round_index * per_round : (round_index + 1) * per_round]
         for name in order:
             times[name] += contenders[name].steps(round_batches)[1:]  # the first step of a round warms up
+    if args.profile:
+        name = BARE_COMPILED if args.compile else "ours, bare loop"
+        profile_steps(name, contenders[name], batches[:4], device)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def profile_steps(name: str, contender: BareLoop, batches, device: torch.device) -> None:
+    """Where one contender's step time goes: the operators that take the most time over a few steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    contender.steps(batches[:1])  # warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        contender.steps(batches[1:])
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\nprofile of {name}, {len(batches) - 1} steps, by {sort_by}:")
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=25, max_name_column_width=60), flush=True)
 
 
 def synchronize(device: torch.device) -> None:
@@ -214,27 +245,33 @@ def main() -> None:
     parser.add_argument(
         "--device", default="cpu", help="cpu, or cuda (the peak is then the datasheet figure)"
     )
-    parser.add_argument("--compile", action="store_true", help="also time our GPT with compile=true (bare loop)")
+    parser.add_argument("--compile", action="store_true", help="also time ours and transformers compiled")
+    parser.add_argument("--plain-loss", action="store_true", help="also time ours with fused_loss=false")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of ours (bare loop)")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
 
     device = torch.device(args.device)
-    peaks = {}
+    peaks, datasheet = {}, {}
     for name, (precision, dtype) in PRECISIONS.items():
         if name in args.precisions:
-            # CPU: measured here; GPU: Lightning's datasheet figure, else measured like a CPU.
-            peaks[name] = peak_flops(device, precision, None) or measure_peak_flops(dtype, device)
+            peaks[name] = measure_peak_flops(dtype, device)
+            if device.type == "cuda":  # Lightning's table of datasheet figures (None for an unknown GPU)
+                datasheet[name] = peak_flops(device, precision, None)
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}, "
         f"lightning {L.__version__}, transformers {transformers.__version__}; window {args.window}, "
         f"batch {args.batch}, median of {args.steps} steps in {args.rounds} rounds"
     )
-    source = "datasheet" if device.type == "cuda" else "measured matmul"
-    print(f"{source} peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()) + "\n")
-    print("| shape | precision | contender | tokens/s | MFU | vs transformers |")
-    print("|---|---|---|---:|---:|---:|")
+    print("measured matmul peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()))
+    if datasheet:
+        print("datasheet peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in datasheet.items() if v))
+    print()
+    with_datasheet = any(datasheet.values())
+    print("| shape | precision | contender | tokens/s | MFU | " + ("MFU (datasheet) | " * with_datasheet) + "vs transformers |")
+    print("|---|---|---|---:|---:|" + ("---:|" * with_datasheet) + "---:|")
     tokens_per_step = args.window * args.batch
     for shape_name in args.shapes:
         torch.manual_seed(0)
@@ -250,18 +287,24 @@ def main() -> None:
             reference = seconds["transformers, bare loop"]
             for name, s in seconds.items():
                 tokens = tokens_per_step / s
-                mfu = tokens * flops / peaks[precision_name]
+                mfu = f"{100 * tokens * flops / peaks[precision_name]:.1f}% | "
+                if with_datasheet:
+                    sheet = datasheet.get(precision_name)
+                    mfu += f"{100 * tokens * flops / sheet:.1f}% | " if sheet else "- | "
                 print(
-                    f"| {shape_name} | {precision_name} | {name} | {tokens:,.0f} | {100 * mfu:.1f}% "
-                    f"| {reference / s:.2f}x |",
+                    f"| {shape_name} | {precision_name} | {name} | {tokens:,.0f} | {mfu}{reference / s:.2f}x |",
                     flush=True,
                 )
-            overhead = seconds[LIGHTNING] / seconds["ours, bare loop"] - 1
-            print(
-                f"| {shape_name} | {precision_name} | Lightning overhead vs bare loop | | "
-                f"| {100 * overhead:+.1f}% |",
-                flush=True,
-            )
+            blank = "| " * with_datasheet
+            pairs = [(LIGHTNING, "ours, bare loop"), (LIGHTNING_COMPILED, BARE_COMPILED)]
+            for lightning, bare in pairs:
+                if lightning in seconds:
+                    overhead = seconds[lightning] / seconds[bare] - 1
+                    print(
+                        f"| {shape_name} | {precision_name} | {lightning}: overhead vs bare loop | | {blank}"
+                        f"| {100 * overhead:+.1f}% |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

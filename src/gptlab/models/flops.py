@@ -17,6 +17,8 @@ from torch import nn
 # Matmul shapes of the CPU peak measurement: two square ones and one shaped like a transformer's
 # feed-forward (tokens x width @ width x 4 width); the best of them is the ceiling.
 PEAK_SHAPES = ((2048, 2048, 2048), (4096, 4096, 4096), (2048, 768, 3072))
+# A GPU reaches its ceiling only on large products (an H100 needs thousands of rows per side).
+GPU_PEAK_SHAPES = ((4096, 4096, 4096), (8192, 8192, 8192), (8192, 768, 3072))
 
 # Trainer precision -> the dtype its matmuls run in (mixed precision autocasts them to the low dtype).
 PRECISION_DTYPES = {
@@ -123,23 +125,27 @@ def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", r
     """The matmul ceiling on ``device`` in ``dtype``: the best FLOP/s seen over a few GEMM shapes.
 
     Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes a few
-    seconds on two CPU cores (bf16 with AMX is the fast case; fp32 about four times longer).
+    seconds on two CPU cores (bf16 with AMX is the fast case; fp32 about four times longer). A GPU gets
+    larger shapes, and each timing spans several products, since one takes less than a millisecond there
+    and the launch and synchronisation would count as much as the arithmetic.
     """
     device = torch.device(device)
+    shapes, products = (GPU_PEAK_SHAPES, 20) if device.type == "cuda" else (PEAK_SHAPES, 1)
     # Its own generator: measuring at setup must not shift the training randomness (dropout, shuffles).
     generator = torch.Generator(device).manual_seed(0)
     best = 0.0
     with torch.no_grad():
-        for m, k, n in PEAK_SHAPES:
+        for m, k, n in shapes:
             a = torch.randn(m, k, device=device, generator=generator).to(dtype)
             b = torch.randn(k, n, device=device, generator=generator).to(dtype)
             torch.mm(a, b)  # warm-up: kernel selection, page faults
             for _ in range(repeats):
                 _synchronize(device)
                 start = time.perf_counter()
-                torch.mm(a, b)
+                for _ in range(products):
+                    torch.mm(a, b)
                 _synchronize(device)
-                best = max(best, 2.0 * m * k * n / (time.perf_counter() - start))
+                best = max(best, products * 2.0 * m * k * n / (time.perf_counter() - start))
     return best
 
 
