@@ -37,15 +37,7 @@ SMALL_GPT = {
     "n_layers": 2,
     "drop_rate": 0.0,
 }
-SMALL_DECODER = {
-    "_target_": "gptlab.models.TransformerDecoderLM",
-    "vocab_size": 50257,
-    "context_length": 64,
-    "emb_dim": 128,
-    "n_heads": 4,
-    "n_layers": 2,
-    "drop_rate": 0.0,
-}
+SMALL_DECODER = {**SMALL_GPT, "_target_": "gptlab.models.TransformerDecoderLM"}  # the same shape
 MODELS = {"gpt": SMALL_GPT, "decoder": SMALL_DECODER}
 STEPS = 20
 
@@ -217,7 +209,7 @@ def test_throughput_callback_takes_the_gpus_datasheet_peak(tmp_path, batches):
         precision="bf16-mixed",
         max_steps=len(batches),
         log_every_n_steps=5,
-        logger=CSVLogger(tmp_path, name="", version=""),
+        logger=CSVLogger(tmp_path, name="csv", version=""),  # where read_metrics looks
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -227,19 +219,12 @@ def test_throughput_callback_takes_the_gpus_datasheet_peak(tmp_path, batches):
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     sheet = get_available_flops(torch.device("cuda"), torch.bfloat16)
     assert callback.peak == sheet
-    rows = read_metrics_file(tmp_path / "metrics.csv")
+    rows = read_metrics(tmp_path)
     tokens = [float(r["throughput/tokens_per_sec"]) for r in rows if r.get("throughput/tokens_per_sec")]
     assert tokens and all(t > 0 for t in tokens)
     if sheet is not None:  # a GPU Lightning's table knows
         mfu = [float(r["throughput/mfu"]) for r in rows if r.get("throughput/mfu")]
         assert mfu and all(0 < m < 1 for m in mfu)
-
-
-def read_metrics_file(path):
-    import csv
-
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 # --- train.py on the GPU, as a user runs it --------------------------------------------------------------

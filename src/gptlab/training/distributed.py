@@ -148,9 +148,8 @@ def sharded_grad_norm(module: L.LightningModule) -> torch.Tensor | None:
     return module.trainer.strategy.model.clip_grad_norm_(float("inf"))
 
 
-def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None, total_norm: torch.Tensor | None) -> bool:
-    """Clip by the norm over all shards (``total_norm``, from :func:`sharded_grad_norm`); False when not
-    sharded.
+def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None) -> bool:
+    """Clip by the norm over all shards (measured by :func:`sharded_grad_norm`); False when not sharded.
 
     Lightning refuses ``gradient_clip_val`` under FSDP: each rank holds a shard of the gradients, so a plain
     ``clip_grad_norm_`` would clip every shard by its own norm. Scaling every local shard by the one global
@@ -158,8 +157,7 @@ def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None, to
     """
     if not max_norm or module._trainer is None or not is_sharded(module.trainer):
         return False
-    if total_norm is None:
-        total_norm = sharded_grad_norm(module)
+    total_norm = sharded_grad_norm(module)
     # clip_grads_with_norm_ takes the parameters (it scales each one's .grad in place).
     with_grads = [p for p in module.parameters() if p.grad is not None]
     torch.nn.utils.clip_grads_with_norm_(with_grads, max_norm, total_norm)

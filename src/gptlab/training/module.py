@@ -190,13 +190,13 @@ class LanguageModelModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if clip_sharded_gradients(self, gradient_clip_val, self._grad_norm):  # FSDP: the norm over all shards
-            return
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and self._grad_norm is not None:
-            # The norm was just measured in on_before_optimizer_step: clip with it instead of a second pass
-            # over every gradient (what clip_grad_norm_ would do).
-            grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            torch.nn.utils.clip_grads_with_norm_(grads, gradient_clip_val, self._grad_norm)
+            # The norm was just measured in on_before_optimizer_step (under FSDP: over every rank's shard):
+            # clip with it instead of a second pass over every gradient (what clip_grad_norm_ would do).
+            with_grads = [p for p in self.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grads_with_norm_(with_grads, gradient_clip_val, self._grad_norm)
+            return
+        if clip_sharded_gradients(self, gradient_clip_val):  # FSDP, no norm measured yet: FSDP's own
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
