@@ -23,10 +23,10 @@ def main(cfg: DictConfig) -> float | None:
     with report_user_errors():
         from gptlab.training.preflight import check_config
 
-        check_config(cfg)  # fails in a second, before torch and Lightning are even imported
+        checked = check_config(cfg)  # fails in a second, before Lightning is even imported
         from gptlab.training.run import train
 
-        return train(cfg)
+        return train(cfg, checked)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import DATA_DIR, REPO_ROOT
+from repo import DATA_DIR, REPO_ROOT
 
 # Small enough for seconds per run on two CPU cores; every e2e run starts from these.
 TINY_RUN = ["debug=fast", "data.batch_size=4", "data.max_length=32"]

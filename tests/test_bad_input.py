@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import TINY_RUN, assert_ok, run_script, run_train
-from conftest import DATA_DIR
+from repo import DATA_DIR
 
 pytestmark = pytest.mark.e2e
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REPO_ROOT, compose_train
+from compose import compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from repo import REPO_ROOT
 
 from gptlab.core.errors import ConfigError
 from gptlab.data.datamodule import TextDataModule

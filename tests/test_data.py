@@ -2,10 +2,10 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from repo import REPO_ROOT
 
 from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.corpora import CORPORA, corpus_path

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from cli_runner import TINY_DECODER, assert_ok, read_metrics, run_script, run_train
-from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from repo import REPO_ROOT
 
 from gptlab.training.distributed import transformer_block_types, validation_sampler
 from gptlab.training.module import build_model

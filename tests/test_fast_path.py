@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_runner import TINY_RUN, assert_ok, run_script, run_train
+from tiny_models import tiny_gpt
 from torch.utils.data import DataLoader
 
 import gptlab.models.fused_loss as fused_loss
@@ -24,8 +25,7 @@ VOCAB = 61  # a size no multiple divides: padding always adds rows
 
 
 def tiny(**overrides) -> GPT:
-    settings = dict(vocab_size=VOCAB, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
-    return GPT(**{**settings, **overrides})
+    return tiny_gpt(**{"vocab_size": VOCAB, **overrides})
 
 
 @pytest.fixture(autouse=True)

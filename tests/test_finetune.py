@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cli_runner import TINY_RUN, assert_ok, read_metrics, run_script, run_train
+from tiny_models import tiny_gpt
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from gptlab.core.errors import ConfigError
@@ -17,9 +18,9 @@ from gptlab.training.finetune import apply_finetune, merge_finetune, parameter_s
 LORA = {"name": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
 
 
-def tiny_gpt() -> GPT:
+def seeded_gpt() -> GPT:
     torch.manual_seed(0)
-    return GPT(vocab_size=50257, context_length=64, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0)
+    return tiny_gpt(vocab_size=50257, context_length=64, n_heads=2)
 
 
 def tiny_hf_folder(path, vocab_size: int = 50257, with_tokenizer: bool = True):
@@ -37,7 +38,7 @@ def hf_folder(tmp_path_factory):
 
 
 def models(hf_folder):
-    return {"gpt": tiny_gpt(), "hf_causal_lm": HFCausalLM(model=load_pretrained_hf(str(hf_folder)))}
+    return {"gpt": seeded_gpt(), "hf_causal_lm": HFCausalLM(model=load_pretrained_hf(str(hf_folder)))}
 
 
 @pytest.mark.parametrize("kind", ["gpt", "hf_causal_lm"])
@@ -96,7 +97,7 @@ def test_lora_rank_16_on_the_124m_gpt():
 
 def test_unknown_finetune_mode():
     with pytest.raises(ConfigError, match="finetune.name must be one of"):
-        apply_finetune(tiny_gpt(), {"name": "qlora"})
+        apply_finetune(seeded_gpt(), {"name": "qlora"})
 
 
 def test_tokenizer_mismatch_is_a_clear_error(tmp_path):
@@ -168,7 +169,7 @@ def test_a_padded_embedding_never_predicts_its_padding():
 
 @pytest.mark.parametrize("start", ["init_from", "hf_causal_lm"])
 def test_the_default_window_follows_the_pretrained_start_model(tmp_path, hf_folder, start):
-    from conftest import compose_train
+    from compose import compose_train
 
     from gptlab.models.factory import data_and_start_model, positions_trained
 

@@ -6,24 +6,24 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny_models import tiny_gpt
 from torch import nn
 
 import gptlab.models.flops as flops
 from gptlab.models.decoder import TransformerDecoderLM
 from gptlab.models.flops import matmul_parameter_count, model_flops_per_token, peak_flops
-from gptlab.models.gpt import GPT, GPTConfig
+from gptlab.models.gpt import GPT
 from gptlab.training.finetune import apply_finetune
 
 # The tiny shape every hand count below uses: vocab 10, width d=4, 1 layer, 2 heads, window T=3.
 V, D, T = 10, 4, 3
 
 
-def tiny_gpt(**overrides) -> GPT:
-    settings = dict(vocab_size=V, context_length=8, emb_dim=D, n_heads=2, n_layers=1, drop_rate=0.0)
-    return GPT(GPTConfig(**{**settings, **overrides}))
+def tiny(**overrides) -> GPT:
+    return tiny_gpt(**{"vocab_size": V, "context_length": 8, "emb_dim": D, "n_heads": 2, "n_layers": 1, **overrides})
 
 
-# N by hand for tiny_gpt(): every parameter but the embedding tables (token 10x4, position 8x4).
+# N by hand for tiny(): every parameter but the embedding tables (token 10x4, position 8x4).
 # LayerNorm scales/shifts and biases are no matmul weights but count in N, as in PaLM and nanoGPT.
 QKV = D * 3 * D  # 48: one linear to q, k, v; no bias (qkv_bias=False)
 OUT_PROJ = D * D + D  # 20
@@ -38,11 +38,11 @@ ATTENTION = 12 * 1 * D * T  # 12 L d T = 144: q @ k^T and scores @ v, forward an
 
 def test_hand_count_of_a_tiny_gpt():
     assert N_TINY == 280
-    assert model_flops_per_token(tiny_gpt(), window=T) == 6 * 280 + 144 == 1824
+    assert model_flops_per_token(tiny(), window=T) == 6 * 280 + 144 == 1824
 
 
 def test_tied_token_table_counts_once_as_the_head():
-    untied, tied = tiny_gpt(), tiny_gpt(tie_weights=True)
+    untied, tied = tiny(), tiny(tie_weights=True)
     assert tied.out_head.weight is tied.tok_emb.weight
     # Untied: the token table is a lookup (not counted); the head's 40 weights are. Tied: the same 40
     # weights are the head's matmul, counted once, never twice (that would be 320).
@@ -52,20 +52,20 @@ def test_tied_token_table_counts_once_as_the_head():
 
 
 def test_padded_head_rows_are_computed_so_they_count():
-    padded = tiny_gpt(vocab_pad_multiple=64)  # head 64 x 4 instead of 10 x 4
+    padded = tiny(vocab_pad_multiple=64)  # head 64 x 4 instead of 10 x 4
     assert padded.out_head.weight.shape == (64, D)
     assert matmul_parameter_count(padded) == 280 - HEAD + 64 * D == 496
-    tied_padded = tiny_gpt(vocab_pad_multiple=64, tie_weights=True)
+    tied_padded = tiny(vocab_pad_multiple=64, tie_weights=True)
     assert matmul_parameter_count(tied_padded) == 496
 
 
 def test_no_bias_leaves_out_the_biases_and_layernorm_shifts():
     # qkv 48, out_proj 16, fc 64, proj 64, norm1/norm2/final_norm scales 3 x 4, head 40
-    assert matmul_parameter_count(tiny_gpt(bias=False)) == 48 + 16 + 64 + 64 + 12 + 40 == 244
+    assert matmul_parameter_count(tiny(bias=False)) == 48 + 16 + 64 + 64 + 12 + 40 == 244
 
 
 def test_window_only_changes_the_attention_term():
-    model = tiny_gpt()
+    model = tiny()
     assert model_flops_per_token(model, 8) - model_flops_per_token(model, 3) == 12 * 1 * D * (8 - 3)
 
 
@@ -89,8 +89,8 @@ def test_transformers_gpt2_matches_our_gpt_of_the_same_shape():
     from gptlab.models.hf_causal_lm import HFCausalLM
 
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=8, n_embd=D, n_layer=1, n_head=2))
-    # GPT-2: qkv with bias (+12), tied head; otherwise the same parameters as tiny_gpt().
-    ours = tiny_gpt(qkv_bias=True, tie_weights=True)
+    # GPT-2: qkv with bias (+12), tied head; otherwise the same parameters as tiny().
+    ours = tiny(qkv_bias=True, tie_weights=True)
     expected = 6 * (280 + 3 * D) + 144
     assert model_flops_per_token(ours, T) == expected
     assert model_flops_per_token(hf, T) == expected
@@ -108,7 +108,7 @@ def test_layers_and_width_are_read_under_either_family_of_config_names():
 
 def test_lora_counts_base_weights_and_adapters_through_any_wrapper():
     model = apply_finetune(
-        tiny_gpt(), {"name": "lora", "rank": 2, "target_modules": ["qkv", "out_proj", "fc", "proj"]}
+        tiny(), {"name": "lora", "rank": 2, "target_modules": ["qkv", "out_proj", "fc", "proj"]}
     )
     # Adapters A (r x in) and B (out x r) per adapted linear, r=2:
     adapters = (2 * D + 3 * D * 2) + (2 * D + D * 2) + (2 * D + 4 * D * 2) + (2 * 4 * D + D * 2)

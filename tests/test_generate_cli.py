@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 from cli_runner import assert_ok, run_script
-from conftest import TINY_GPT
+from tiny_models import TINY_GPT
 
 from gptlab.checkpoints.loading import load_checkpoint_model, read_checkpoint
 from gptlab.core.errors import ConfigError, GptlabError

@@ -5,8 +5,9 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_GPT, compose_train
+from compose import compose_train
 from hydra.utils import instantiate
+from tiny_models import TINY_GPT
 
 from gptlab.data.datamodule import TextDataModule
 from gptlab.hub.export import export_checkpoint

@@ -4,12 +4,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_GPT
+from tiny_models import TINY_GPT
 
+from gptlab.compat.lightning import optimizer_step_pending
 from gptlab.data.datamodule import TextDataModule
 from gptlab.training.callbacks import ValidateAtMaxSteps
 from gptlab.training.module import LanguageModelModule, decay_groups
-from gptlab.training.resume import optimizer_step_pending
 
 
 @pytest.fixture

@@ -1,19 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_decoder, tiny_gpt
 
 from gptlab.core.errors import ConfigError
-from gptlab.models import GPT, TransformerDecoderLM
-
-
-def tiny_gpt(**overrides) -> GPT:
-    settings = dict(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
-    return GPT(**{**settings, **overrides})
-
-
-def tiny_decoder(**overrides) -> TransformerDecoderLM:
-    settings = dict(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
-    return TransformerDecoderLM(**{**settings, **overrides})
+from gptlab.models import GPT
 
 
 def n_params(model: torch.nn.Module) -> int:

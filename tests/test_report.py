@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
-from conftest import REPO_ROOT
+from repo import REPO_ROOT
 from test_plots import assert_png
 
 

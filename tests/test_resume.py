@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import assert_ok, clean_env, read_metrics, run_train
-from conftest import REPO_ROOT
+from repo import REPO_ROOT
+from slow_runs import importable_from_tests, slow_overrides
 
 from gptlab.checkpoints.reader import load_checkpoint_safely
 from gptlab.core.files import atomic_write_bytes
@@ -43,11 +44,13 @@ RUN = [
 ]
 
 
-def start_train(run_dir: Path, *overrides: str, **env: str) -> subprocess.Popen:
+def start_train(run_dir: Path, *overrides: str, slow_steps: float = 0, slow_saves: float = 0) -> subprocess.Popen:
+    """train.py in the background, slowed down (tests/slow_runs.py) so that a test can kill it mid-run."""
+    slow = slow_overrides(steps=slow_steps, saves=slow_saves)
     return subprocess.Popen(
-        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides],
+        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides, *slow],
         cwd=REPO_ROOT,
-        env=clean_env(**env),
+        env=importable_from_tests(clean_env()),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -147,7 +150,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, uninterrup
     whole = uninterrupted(schedule)
     run, kill_after, final_step = SCHEDULES[schedule]
     run_dir = tmp_path / "run"
-    process = start_train(run_dir, *run, GPTLAB_TEST_SLOW_STEPS="0.3")
+    process = start_train(run_dir, *run, slow_steps=0.3)
     last = run_dir / "checkpoints" / "last.ckpt"
     # Past an epoch boundary, in the middle of an epoch.
     wait_for(lambda: checkpoint_step(last) >= kill_after, process)
@@ -167,7 +170,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, uninterrup
 def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, uninterrupted, signum):
     whole = uninterrupted("every-step")
     run_dir = tmp_path / "run"
-    process = start_train(run_dir, *RUN, GPTLAB_TEST_SLOW_STEPS="0.3")
+    process = start_train(run_dir, *RUN, slow_steps=0.3)
     wait_for(lambda: checkpoint_step(run_dir / "checkpoints" / "last.ckpt") >= 3, process)
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)
@@ -187,7 +190,7 @@ def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, unint
     # The printed command, run as printed, finishes the run exactly as if it had never stopped.
     args = shlex.split(command)[1:]
     result = subprocess.run(
-        [sys.executable, *args], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True
+        [sys.executable, *args], cwd=REPO_ROOT, env=importable_from_tests(clean_env()), capture_output=True, text=True
     )
     assert_ok(result)
     assert_same_runs(run_dir, whole)
@@ -197,7 +200,7 @@ def test_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
     run_dir = tmp_path / "run"
     checkpoints = run_dir / "checkpoints"
     # Every save pauses half-way through writing its temporary file.
-    process = start_train(run_dir, *RUN, GPTLAB_TEST_SLOW_SAVE="2")
+    process = start_train(run_dir, *RUN, slow_saves=2)
     wait_for(
         lambda: checkpoint_step(checkpoints / "last.ckpt") >= 1 and any(checkpoints.glob(".last.ckpt.*.tmp")),
         process,
@@ -252,7 +255,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path):
 
 
 def test_csv_metrics_are_appended_not_deleted(tmp_path):
-    from gptlab.training.loggers import AppendingCSVLogger
+    from gptlab.compat.lightning import AppendingCSVLogger
 
     first = AppendingCSVLogger(save_dir=tmp_path, name="csv", version="")
     first.log_metrics({"train/loss": 1.0}, step=0)
@@ -298,7 +301,7 @@ def test_resume_from_the_checkpoint_of_a_finished_run_is_bitwise_identical(tmp_p
 def test_sigterm_during_the_final_step_lets_the_run_finish(tmp_path):
     run_dir = tmp_path / "run"
     run = [o for o in RUN if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=4"]
-    process = start_train(run_dir, *run, GPTLAB_TEST_SLOW_STEPS="1.0")
+    process = start_train(run_dir, *run, slow_steps=1.0)
     wait_for(lambda: checkpoint_step(run_dir / "checkpoints" / "last.ckpt") >= 3, process)
     process.send_signal(signal.SIGTERM)  # during step 4 of 4, which a validation follows
     out, err = process.communicate(timeout=120)

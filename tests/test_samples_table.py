@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import lightning as L
-from conftest import TINY_GPT
 from lightning.pytorch.loggers import WandbLogger
+from tiny_models import TINY_GPT
 
 from gptlab.data.datamodule import TextDataModule
 from gptlab.training.callbacks import TextSampleCallback

@@ -3,7 +3,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_GPT
+from tiny_models import TINY_GPT
 
 from gptlab.core.errors import ConfigError
 from gptlab.data.datamodule import TextDataModule

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
-from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
+from repo import REPO_ROOT
 
 from gptlab.sweeps.slurm import TrainJob, slurm_parameters
 

@@ -8,11 +8,12 @@ import lightning as L
 import pytest
 import torch
 from cli_runner import TINY_RUN, assert_ok, clean_env, read_metrics, run_train
-from conftest import REPO_ROOT, TINY_GPT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
+from repo import REPO_ROOT
+from tiny_models import TINY_GPT
 
 import gptlab.models.flops as flops
 from gptlab.data.datamodule import TextDataModule

@@ -8,7 +8,13 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from gptlab.training.resume import optimizer_step_pending, validation_due
+from gptlab.compat.lightning import (
+    last_saved_at,
+    optimizer_step_pending,
+    save_last,
+    saving_now_skipped,
+    validation_due,
+)
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -40,8 +46,8 @@ class LastCheckpoint(ModelCheckpoint):
         if validation_due(trainer):
             # Its save follows the validation: a checkpoint taken before it would, on resume, skip it.
             return
-        if not self._should_skip_saving_checkpoint(trainer):  # also: not twice at one step
-            self._save_last(trainer)
+        if not saving_now_skipped(self, trainer):  # also: not twice at one step
+            save_last(self, trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass  # an epoch's end is saved by the validation that follows it, or by the end of training
@@ -49,16 +55,13 @@ class LastCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Always, even at a step already saved: the validation itself changed what a resume must know.
         if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING and not trainer.fast_dev_run:
-            self._save_last(trainer)
+            save_last(self, trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run:
             return
-        if not self._last_checkpoint_saved or self._last_global_step_saved != trainer.global_step:
-            self._save_last(trainer)
-
-    def _save_last(self, trainer: L.Trainer) -> None:
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if last_saved_at(self) != trainer.global_step:
+            save_last(self, trainer)
 
 
 

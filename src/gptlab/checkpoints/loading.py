@@ -14,15 +14,16 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from gptlab.checkpoints.compatibility import load_weights, require_gptlab_checkpoint
 from gptlab.checkpoints.paths import checkpoint_file
 from gptlab.checkpoints.reader import load_checkpoint_safely
+from gptlab.core.devices import available_gpu, require_device
 from gptlab.core.errors import ConfigError, GptlabError
 from gptlab.data.tokenizers import tokenizer_from_spec
+from gptlab.models.compile import without_compile_prefix
 from gptlab.training.finetune import apply_finetune, merge_finetune
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# torch.compile wraps the model and prefixes every state-dict key with this.
-_COMPILE_PREFIX = "_orig_mod."
 
 
 @dataclass
@@ -50,21 +51,14 @@ def trained_window(checkpoint: dict, model: nn.Module) -> int:
 def resolve_device(name: str | None) -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; anything else must be a device torch knows."""
     if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(available_gpu() or "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(
             f"device={name!r} is not a device name; use auto, cpu, cuda, cuda:1 or mps"
         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} asked for, but no CUDA GPU is available; use device=cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={name} asked for, but MPS is not available; use device=cpu or auto")
+    require_device(device.type, f"device={name} asked for", "use device=cpu or auto")
     return device
 
 
@@ -81,43 +75,24 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict]:
     path = checkpoint_file(path)
     # weights_only: a file carrying code is refused; each way a file can be unusable has its own message.
     checkpoint = load_checkpoint_safely(path)
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    if (
-        not isinstance(hparams, dict)
-        or not {"model", "tokenizer"} <= hparams.keys()
-        or "state_dict" not in checkpoint
-    ):
-        raise GptlabError(
-            f"{path} is not a gptlab checkpoint: it lacks the state_dict and the model/tokenizer "
-            "hyperparameters that train.py saves; pass a .ckpt file written by train.py"
-        )
+    require_gptlab_checkpoint(path, checkpoint)
     return path, checkpoint
 
 
 def model_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The model's weights from a LanguageModelModule state dict (keys ``model.*``), compile prefix removed."""
-    return {
-        key.removeprefix("model.").replace(_COMPILE_PREFIX, ""): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("model.")
+    """The model's weights from a LanguageModelModule state dict (keys ``model.*``)."""
+    weights = {
+        key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items() if key.startswith("model.")
     }
+    return without_compile_prefix(weights)
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, object, dict]:
     """Rebuild (model, tokenizer, checkpoint) from one of our checkpoints, on the CPU, in eval mode."""
     path, checkpoint = read_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
-    model_cfg = dict(hparams["model"])
-    if "_target_" not in model_cfg:
-        raise GptlabError(f"{path}: hyper_parameters.model has no _target_, so the model cannot be rebuilt")
-    model = apply_finetune(instantiate(model_cfg, _convert_="all"), hparams.get("finetune"))
-    try:
-        model.load_state_dict(model_state_dict(checkpoint))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise GptlabError(
-            f"{path}: the weights do not fit the model its hyperparameters describe ({' '.join(first[:2])[:300]})"
-        ) from None
+    model = apply_finetune(instantiate(dict(hparams["model"]), _convert_="all"), hparams.get("finetune"))
+    load_weights(path, model, model_state_dict(checkpoint))
     tokenizer = tokenizer_from_spec(dict(hparams["tokenizer"]))
     # LoRA adapters are folded into the weights: the same outputs, a plain (exportable, faster) model.
     model = merge_finetune(model).eval()

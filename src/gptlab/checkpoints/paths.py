@@ -1,5 +1,6 @@
 """Which checkpoint file a user means: the one resolver behind train.py's, generate.py's and the export's
-``ckpt_path`` (plain paths only, no torch: preflight asks it before anything slow is imported)."""
+``ckpt_path``, and the guard that keeps a new run from overwriting an earlier run's checkpoints (plain paths
+only, no torch: preflight asks them before anything slow is imported)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,14 @@ def checkpoint_file(ckpt_path: str | Path, run_dir: str | Path | None = None) ->
             f"pass a .ckpt file written by train.py ({_EXAMPLE})"
         )
     return path
+
+
+def check_fresh_run_folder(run_dir: str | Path, ckpt_path: str | None) -> None:
+    """A new run (no ``ckpt_path``) must not overwrite the checkpoints of an earlier run in the same folder."""
+    folder = Path(str(run_dir))
+    existing = sorted(p.name for p in (folder / "checkpoints").glob("*.ckpt"))
+    if existing and not ckpt_path:
+        raise ConfigError(
+            f"the run folder {folder} already holds checkpoints ({', '.join(existing)}); continue that run with "
+            "ckpt_path=last, or start a new one in another folder (leave out hydra.run.dir)"
+        )

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gptlab.checkpoints.paths import checkpoint_file
 from gptlab.core.errors import GptlabError, first_line
 
 
@@ -56,3 +58,21 @@ def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu", mmap: bo
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict); {hint}")
     return checkpoint
+
+
+@dataclass(frozen=True)
+class ResumeFrom:
+    """The checkpoint a run continues from, read once: checked before the slow imports, compared with the
+    model, then handed to Lightning (gptlab.checkpoints.io) instead of being read again."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+
+
+def read_resume_checkpoint(ckpt_path: str | None, run_dir: str | Path) -> ResumeFrom | None:
+    """The checkpoint named by ``ckpt_path`` (None: a fresh run), read safely. Memory-mapped: its tensors
+    are paged in when Lightning copies them into the model, not before."""
+    if ckpt_path is None:
+        return None
+    path = checkpoint_file(ckpt_path, run_dir)
+    return ResumeFrom(path, load_checkpoint_safely(path, mmap=True))

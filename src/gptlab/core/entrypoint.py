@@ -6,7 +6,6 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from gptlab.core.errors import GptlabError
 
@@ -69,30 +68,6 @@ def mark_task_started() -> None:
     _task_started = True
 
 
-def hydra_message(err: BaseException) -> str:
-    """Hydra's multi-line composition errors as one line that says what to do."""
-    text = str(err).strip()
-    if "Could not find" in text and "Available options" in text:
-        head, _, options = text.partition("Available options in")
-        group, _, names = options.partition(":")
-        group = group.strip().strip("'")
-        choices = ", ".join(n.strip() for n in names.split() if n.strip())
-        missing = head.split("Could not find", 1)[1].strip().split()[0]
-        return (
-            f"Could not find {missing}; available options in '{group}': {choices} "
-            f"(pick one with {group.split('/')[-1]}=NAME)"
-        )
-    lines = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith(("full_key:", "object_type=", "reference_type="))
-    ]
-    message = "; ".join(lines)
-    if "is not in struct" in message or "Could not override" in message:
-        message += f" (python {Path(sys.argv[0]).name} --cfg job prints every key)"
-    return message
-
-
 @contextmanager
 def one_line_hydra_errors() -> Iterator[None]:
     """Hydra's own errors (unknown option or key, bad override, run folder not writable) as one line.
@@ -103,8 +78,9 @@ def one_line_hydra_errors() -> Iterator[None]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from gptlab.compat.hydra import hydra_message, raise_hydra_errors
+
+    wants_full_error = raise_hydra_errors()
     try:
         yield
     except (HydraException, OmegaConfBaseException) as err:

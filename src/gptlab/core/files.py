@@ -6,35 +6,24 @@ one: a crash or a kill at any moment leaves either the previous file or the new 
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-
-# Test hook: seconds to pause half-way through writing a checkpoint (to kill a run mid-save in tests).
-SLOW_SAVE_ENV = "GPTLAB_TEST_SLOW_SAVE"
+from typing import Any, BinaryIO
 
 
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, make it durable, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual permissions
         with os.fdopen(fd, "wb") as f:
-            pause = float(os.environ.get(SLOW_SAVE_ENV) or 0)
-            if pause:
-                half = len(data) // 2
-                f.write(data[:half])
-                f.flush()
-                time.sleep(pause)
-                f.write(data[half:])
-            else:
-                f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -63,7 +52,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(buffer.getvalue(), path)
+    import torch  # here: the corpus and config writers need no torch
+
+    # Streamed into the file: no second copy of the checkpoint in memory.
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def csv_text(fieldnames: list[str], rows: list[dict]) -> str:
+    """A CSV file's text: the header, then one line per row."""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

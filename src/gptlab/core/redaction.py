@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gptlab.core.files import atomic_write_bytes
+
 # Words that name a credential on their own, and pairs of adjacent words that do.
 CREDENTIAL_WORDS = frozenset(
     {"token", "secret", "password", "passwd", "passphrase", "credential", "credentials", "auth", "apikey"}
@@ -88,8 +90,6 @@ def redact_config(value: Any, secrets: list[str] | None = None) -> Any:
 
 def redact_file(path: str | Path) -> None:
     """Mask secret values in a text file that was written before we could stop them (Hydra's configs)."""
-    from gptlab.core.files import atomic_write_bytes
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

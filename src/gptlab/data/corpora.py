@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptlab.core.errors import ConfigError, DataError
+from gptlab.core.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,4 @@ def _fetch(corpus: Corpus, path: Path) -> None:
         ) from None
     if sha256_of(data) != corpus.sha256:
         raise DataError(f"downloaded {corpus.url} does not match its expected sha256; nothing was written")
-    from gptlab.core.files import atomic_write_bytes  # imports torch: only when there is something to write
-
     atomic_write_bytes(data, path)  # temporary file, fsync, rename: a crash never leaves half a corpus

@@ -15,6 +15,7 @@ from torch import nn
 from gptlab.core.errors import ConfigError, GptlabError, first_line
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_BUFFERS
+from gptlab.models.compile import without_compile_prefix
 from gptlab.models.gpt import GPT
 from gptlab.models.hf_causal_lm import HFCausalLM
 
@@ -26,7 +27,7 @@ def hf_state_dict_from_gpt(model: GPT) -> dict[str, torch.Tensor]:
     change nothing. Padded vocabulary rows (``vocab_pad_multiple``) are cut off: the export has vocab_size.
     """
     cfg = model.cfg
-    ours = {key.replace("_orig_mod.", ""): value.detach() for key, value in model.state_dict().items()}
+    ours = {key: value.detach() for key, value in without_compile_prefix(model.state_dict()).items()}
 
     def bias_of(name: str, size: int) -> torch.Tensor:
         bias = ours.get(f"{name}.bias")

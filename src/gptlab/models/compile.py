@@ -3,7 +3,7 @@
 ``torch.compile(model)`` returns a wrapper whose state dict prefixes every key with ``_orig_mod.``, which
 then leaks into checkpoints and exports. Compiling in place (our GPT's blocks, or ``nn.Module.compile``
 for other models) keeps the names as they are; loading still strips the prefix from checkpoints made
-elsewhere (gptlab.checkpoints.loading).
+elsewhere (:func:`without_compile_prefix`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,14 @@ from torch import nn
 
 from gptlab.core.errors import ConfigError
 from gptlab.models.gpt import GPT
+
+# torch.compile(model) wraps the model and prefixes every state-dict key with this.
+COMPILE_PREFIX = "_orig_mod."
+
+
+def without_compile_prefix(state_dict: dict) -> dict:
+    """A state dict with plain parameter names, whether or not it came from a ``torch.compile`` wrapper."""
+    return {key.replace(COMPILE_PREFIX, ""): value for key, value in state_dict.items()}
 
 
 def _base_model(model: nn.Module) -> nn.Module:

@@ -14,26 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gptlab.core.precisions import MATMUL_DTYPES
+
 # Matmul shapes of the CPU peak measurement: two square ones and one shaped like a transformer's
 # feed-forward (tokens x width @ width x 4 width); the best of them is the ceiling.
 PEAK_SHAPES = ((2048, 2048, 2048), (4096, 4096, 4096), (2048, 768, 3072))
 # A GPU reaches its ceiling only on large products (an H100 needs thousands of rows per side).
 GPU_PEAK_SHAPES = ((4096, 4096, 4096), (8192, 8192, 8192), (8192, 768, 3072))
-
-# Trainer precision -> the dtype its matmuls run in (mixed precision autocasts them to the low dtype).
-PRECISION_DTYPES = {
-    "bf16-mixed": torch.bfloat16,
-    "bf16-true": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "16-mixed": torch.float16,
-    "16-true": torch.float16,
-    "16": torch.float16,
-    "32-true": torch.float32,
-    "32": torch.float32,
-    "64-true": torch.float64,
-    "64": torch.float64,
-}
-
 
 @dataclass(frozen=True)
 class FlopsShape:
@@ -162,9 +149,9 @@ def peak_flops(device: torch.device, precision: str, configured_tflops: float | 
     """
     if configured_tflops is not None:
         return float(configured_tflops) * 1e12
-    dtype = PRECISION_DTYPES.get(str(precision))
-    if dtype is None:
+    if str(precision) not in MATMUL_DTYPES:
         return None
+    dtype = getattr(torch, MATMUL_DTYPES[str(precision)])
     if device.type in ("cuda", "xla"):
         from lightning.fabric.utilities.throughput import get_available_flops
 

@@ -10,8 +10,6 @@ Each job is read from its own folder: .hydra/overrides.yaml (what the sweep chan
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import sys
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from gptlab.core.files import csv_text
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_sweep, read_rows
 
 COLUMNS = ["job", "overrides", "best val/loss", "val/ppl", "steps", "tokens seen", "time (s)", "status"]
@@ -109,11 +108,7 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 def csv_table(rows: list[dict[str, str]]) -> str:
-    out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    return csv_text(COLUMNS, rows)
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:

@@ -3,7 +3,7 @@ and Hydra multirun jobs that launch their ranks like a single run does.
 
 Lightning starts DDP ranks 1..N-1 by re-running the command line (its subprocess launcher). In a Hydra
 multirun that command line is the whole sweep (`-m ...`), so every rank would start a sweep of its own
-(the open upstream bug). :func:`launch_ranks_as_single_runs` makes a multirun job start its ranks as
+(Lightning issue #15689). :func:`launch_ranks_as_single_runs` makes a multirun job start its ranks as
 single runs of that job instead: its own overrides, its own folder, no `-m`.
 """
 
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from gptlab.compat.lightning import attached_trainer, set_rank_command
 
 
 def validation_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Sampler | None:
@@ -37,9 +39,10 @@ def validation_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Sampler |
 def mean_over_ranks(module: L.LightningModule, value: torch.Tensor) -> torch.Tensor:
     """The mean of ``value`` over all ranks (itself for one process): what rank zero logs for the run."""
     value = value.detach()
-    if module._trainer is None or module.trainer.world_size <= 1:
+    trainer = attached_trainer(module)
+    if trainer is None or trainer.world_size <= 1:
         return value
-    return module.trainer.strategy.reduce(value, reduce_op="mean")
+    return trainer.strategy.reduce(value, reduce_op="mean")
 
 
 def is_multirun_job() -> bool:
@@ -87,18 +90,9 @@ def _quoted(value: str) -> str:
 
 
 def launch_ranks_as_single_runs() -> None:
-    """Point Lightning's subprocess launchers (Fabric's and the Trainer's) at :func:`rank_command`.
-
-    Idempotent. The Trainer's launcher imported Fabric's function by name, so both modules are patched.
-    """
-    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
-    from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
-
+    """Point Lightning's subprocess launchers at :func:`rank_command` (idempotent)."""
     _launch_env.update({name: os.environ.get(name) for name in _LAUNCH_ENV})
-    for launcher in (fabric_launcher, trainer_launcher):
-        if not hasattr(launcher, "_hydra_subprocess_cmd"):
-            raise RuntimeError(f"{launcher.__name__} has no _hydra_subprocess_cmd: update gptlab.training.distributed")
-        launcher._hydra_subprocess_cmd = rank_command
+    set_rank_command(rank_command)
 
 
 # What Lightning's launcher writes into the launching process's own environment. Left there, the next job
@@ -143,9 +137,10 @@ def sharded_grad_norm(module: L.LightningModule) -> torch.Tensor | None:
     FSDP's ``clip_grad_norm_`` reduces over every rank (and knows each sharding strategy); with an infinite
     ``max_norm`` its clip coefficient is clamped to 1, so it measures without changing a gradient.
     """
-    if module._trainer is None or not is_sharded(module.trainer):
+    trainer = attached_trainer(module)
+    if trainer is None or not is_sharded(trainer):
         return None
-    return module.trainer.strategy.model.clip_grad_norm_(float("inf"))
+    return trainer.strategy.model.clip_grad_norm_(float("inf"))
 
 
 def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None) -> bool:
@@ -155,7 +150,8 @@ def clip_sharded_gradients(module: L.LightningModule, max_norm: float | None) ->
     ``clip_grad_norm_`` would clip every shard by its own norm. Scaling every local shard by the one global
     factor is what FSDP's own ``clip_grad_norm_`` does after its reduction.
     """
-    if not max_norm or module._trainer is None or not is_sharded(module.trainer):
+    trainer = attached_trainer(module)
+    if not max_norm or trainer is None or not is_sharded(trainer):
         return False
     total_norm = sharded_grad_norm(module)
     # clip_grads_with_norm_ takes the parameters (it scales each one's .grad in place).

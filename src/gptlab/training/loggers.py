@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import netrc
 import os
 import re
@@ -12,11 +10,10 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gptlab.core.files import atomic_write_bytes
+from gptlab.compat.lightning import AppendingCSVLogger, offline_wandb_started
 from gptlab.core.redaction import redact_config
 
 
@@ -42,48 +39,6 @@ def _hydra_run_identity() -> tuple[str | None, str | None]:
     return f"{out.parent.name}_{out.name}", None
 
 
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv; this one appends to it (a resumed run)."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = sorted(csv.DictReader(f).fieldnames or [])
-
-    def drop_rows_from(self, step: int) -> None:
-        """Forget rows logged at ``step`` or later: steps a killed run did after its last checkpoint."""
-        self.metrics = [m for m in self.metrics if m.get("step", 0) < step]
-        if not self._fs.isfile(self.metrics_file_path):
-            return
-        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-            reader = csv.DictReader(f)
-            fields, rows = reader.fieldnames or [], list(reader)
-        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
-        if len(kept) == len(rows):
-            return
-        lines = _csv_text(fields, kept)
-        atomic_write_bytes(lines.encode(), self.metrics_file_path)
-
-
-def _csv_text(fields: list[str], rows: list[dict]) -> str:
-    out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-class AppendingCSVLogger(CSVLogger):
-    """CSVLogger that keeps the metrics already in its folder, so a resumed run continues the same file."""
-
-    @property
-    def experiment(self) -> _AppendingWriter:
-        if self._experiment is None:
-            os.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
@@ -93,7 +48,7 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             logger_cfg = _wandb_settings(logger_cfg, resume_run_id(cfg))
         if logger_cfg._target_ in ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger"):
             logger_cfg = logger_cfg.copy()
-            logger_cfg._target_ = f"{__name__}.AppendingCSVLogger"
+            logger_cfg._target_ = f"{AppendingCSVLogger.__module__}.AppendingCSVLogger"
         loggers.append(instantiate(logger_cfg))
     return loggers
 
@@ -142,7 +97,7 @@ def offline_wandb_dirs(loggers: list[Logger]) -> list[str]:
     """Folders of offline wandb runs, to pass to `wandb sync`."""
     dirs = []
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._offline and logger._experiment is not None:
+        if isinstance(logger, WandbLogger) and offline_wandb_started(logger):
             dirs.append(str(Path(logger.experiment.dir).parent))
     return dirs
 

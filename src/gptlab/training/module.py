@@ -16,12 +16,12 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
+from gptlab.compat.lightning import optimizer_step_pending
 from gptlab.core.errors import ConfigError, TrainingDiverged
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.models.fused_loss import IGNORE_INDEX
 from gptlab.training.distributed import clip_sharded_gradients, is_sharded, mean_over_ranks, sharded_grad_norm
 from gptlab.training.finetune import apply_finetune
-from gptlab.training.resume import optimizer_step_pending
 from gptlab.training.schedules import build_scheduler
 
 

@@ -4,12 +4,19 @@ with one line naming the key and the fix, before anything is built, loaded or wr
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.checkpoints.paths import checkpoint_file
+from gptlab.checkpoints.paths import check_fresh_run_folder
+from gptlab.core.devices import available_gpu
 from gptlab.core.errors import ConfigError
+from gptlab.core.precisions import FLOAT16, MATMUL_DTYPES
+
+if TYPE_CHECKING:
+    from gptlab.checkpoints.reader import ResumeFrom
 
 INT, FLOAT, BOOL = "an integer", "a number", "true or false"
 # The type each key must have when it is set (None is allowed where the config allows null).
@@ -44,34 +51,30 @@ TYPES: dict[str, str] = {
     "trainer.log_every_n_steps": INT,
     "trainer.detect_anomaly": BOOL,
 }
-PRECISIONS = (
-    "32-true",
-    "32",
-    "16-mixed",
-    "bf16-mixed",
-    "bf16-true",
-    "16-true",
-    "16",
-    "bf16",
-    "64-true",
-    "64",
-)
-FLOAT16 = ("16-true", "16", "16-mixed")
 
 
-def check_config(cfg: DictConfig) -> None:
+@dataclass(frozen=True)
+class Checked:
+    """What preflight found out and the run needs: the checkpoint to resume from (read once, here)."""
+
+    resume: ResumeFrom | None = None
+
+
+def check_config(cfg: DictConfig) -> Checked:
     check_types(cfg)
     check_values(cfg)
     check_precision(cfg)
+    resume = None
     output_dir = _get(cfg, "paths.output_dir")
     if output_dir:
         check_output_dir(output_dir)
-        check_fresh_run_folder(cfg)
-        if path := resume_path(cfg.get("ckpt_path"), output_dir):
-            from gptlab.checkpoints.reader import load_checkpoint_safely  # torch, not Lightning
+        check_fresh_run_folder(output_dir, cfg.get("ckpt_path"))
+        if cfg.get("ckpt_path") is not None:
+            from gptlab.checkpoints.reader import read_resume_checkpoint  # torch, not Lightning
 
-            load_checkpoint_safely(path, mmap=True)
+            resume = read_resume_checkpoint(cfg.get("ckpt_path"), output_dir)
     check_corpus(cfg)
+    return Checked(resume)
 
 
 def check_corpus(cfg: DictConfig) -> None:
@@ -161,24 +164,18 @@ def validation_inside_accumulation(setting: object, every_batches: int, accumula
 
 def check_precision(cfg: DictConfig) -> None:
     precision = str(_get(cfg, "trainer.precision") or "32-true")
-    if precision not in PRECISIONS:
+    if precision not in MATMUL_DTYPES:
         raise ConfigError(
             f"trainer.precision={precision} is not a precision Lightning knows; use 32-true, bf16-mixed, "
             "16-mixed (GPU), bf16-true or 64-true"
         )
     accelerator = str(_get(cfg, "trainer.accelerator") or "auto")
     # accelerator=cpu trains on the CPU even where a GPU is present: refuse float16 there too.
-    if precision in FLOAT16 and (accelerator == "cpu" or (accelerator == "auto" and not _has_gpu())):
+    if precision in FLOAT16 and (accelerator == "cpu" or (accelerator == "auto" and available_gpu() is None)):
         raise ConfigError(
             f"trainer.precision={precision} needs a GPU (float16 is not a training precision on CPUs); "
             "on CPU use trainer.precision=bf16-mixed (fast with AMX) or 32-true"
         )
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 def check_output_dir(output_dir: str | Path) -> None:
@@ -195,19 +192,3 @@ def check_output_dir(output_dir: str | Path) -> None:
         ) from None
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"cannot write to the run folder {folder}; choose another with hydra.run.dir=PATH")
-
-
-def resume_path(ckpt_path: str | None, output_dir: str | Path | None = None) -> str | None:
-    """The checkpoint file to resume from (None: a fresh run); see gptlab.checkpoints.paths."""
-    return None if ckpt_path is None else str(checkpoint_file(ckpt_path, output_dir))
-
-
-def check_fresh_run_folder(cfg: DictConfig) -> None:
-    """A new run must not overwrite the checkpoints of an earlier run that used the same folder."""
-    folder = Path(str(cfg.paths.output_dir))
-    existing = sorted(p.name for p in (folder / "checkpoints").glob("*.ckpt"))
-    if existing and not cfg.get("ckpt_path"):
-        raise ConfigError(
-            f"the run folder {folder} already holds checkpoints ({', '.join(existing)}); continue that run with "
-            "ckpt_path=last, or start a new one in another folder (leave out hydra.run.dir)"
-        )

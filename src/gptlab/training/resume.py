@@ -9,27 +9,14 @@ as if it had never stopped (on CPU, bitwise).
 from __future__ import annotations
 
 import random
-import time
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.trainer.states import TrainerFn
 
+from gptlab.compat.lightning import batches_that_stepped, rewind_to_step_end, validates_by_time
 from gptlab.core.errors import ConfigError
 from gptlab.training.preflight import validation_inside_accumulation
-
-# Test hook: seconds to sleep after every training step, so a test can kill a tiny run mid-epoch.
-SLOW_STEPS_ENV = "GPTLAB_TEST_SLOW_STEPS"
-
-
-# Two questions about the batch just trained on, answered by Lightning 2.6's training epoch loop itself
-# (private methods), so that our checkpoints follow exactly the rules its loop runs by.
-
-
-def optimizer_step_pending(trainer: L.Trainer) -> bool:
-    """Whether the batch left its gradients accumulating for a later optimizer step."""
-    return trainer.fit_loop.epoch_loop._should_accumulate()
 
 
 def final_step(trainer: L.Trainer) -> bool:
@@ -38,12 +25,6 @@ def final_step(trainer: L.Trainer) -> bool:
         return True
     last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
     return last_epoch and trainer.is_last_batch
-
-
-def validation_due(trainer: L.Trainer) -> bool:
-    """Whether a validation runs right after this batch (Lightning resumes a checkpoint taken between the
-    two past that validation, as if it had run)."""
-    return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
 
 
 class ResumeAfterValidation(L.Callback):
@@ -57,19 +38,7 @@ class ResumeAfterValidation(L.Callback):
     """
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        loop = checkpoint.get("loops", {}).get("fit_loop", {})
-        batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
-        if not batches or not epochs:
-            return
-        current = batches["current"]
-        if not current["processed"] or not current["completed"] == current["processed"] == current["ready"]:
-            return  # saved at the end of a training step already (or before any)
-        for counters in (batches["current"], batches["total"]):
-            counters["completed"] -= 1
-        if epochs["current"]["processed"] > epochs["current"]["completed"]:  # the epoch was closed
-            for counters in (epochs["current"], epochs["total"]):
-                counters["processed"] -= 1
-            loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+        rewind_to_step_end(checkpoint)
 
 
 class ValidationBetweenOptimizerSteps(L.Callback):
@@ -84,7 +53,7 @@ class ValidationBetweenOptimizerSteps(L.Callback):
         if accumulate == 1 or not trainer.enable_validation or trainer.limit_val_batches == 0:
             return
         setting = trainer.val_check_interval
-        if getattr(trainer, "_val_check_time_interval", None) is not None:
+        if validates_by_time(trainer):
             raise ConfigError(
                 f"trainer.val_check_interval={setting} validates by time, which lands inside optimizer steps "
                 f"of trainer.accumulate_grad_batches={accumulate}; use a number of batches that is a multiple "
@@ -166,19 +135,4 @@ class ContinueLogs(L.Callback):
             self._pending = False
             from gptlab.training.loggers import drop_logged_rows_from
 
-            drop_logged_rows_from(trainer.loggers, trainer.fit_loop.epoch_loop._batches_that_stepped)
-
-
-class SlowStepsForTests(L.Callback):
-    """Sleeps after each training step and before each validation when GPTLAB_TEST_SLOW_STEPS is set:
-    lets tests kill a run mid-epoch, or between a step and the validation that follows it."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        time.sleep(self.seconds)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            time.sleep(self.seconds)
+            drop_logged_rows_from(trainer.loggers, batches_that_stepped(trainer))

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import math
-import os
 import shlex
 import sys
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
-from gptlab.checkpoints.reader import CheckpointError, load_checkpoint_safely
-from gptlab.core.errors import ConfigError
+from gptlab.core.devices import available_gpu, require_device
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
@@ -26,13 +24,11 @@ from gptlab.training.distributed import end_process_group, launch_ranks_as_singl
 from gptlab.training.finetune import parameter_summary
 from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
 from gptlab.training.module import LanguageModelModule
-from gptlab.training.preflight import check_fresh_run_folder, check_output_dir, resume_path  # noqa: F401
+from gptlab.training.preflight import Checked, check_config
 from gptlab.training.resume import (
-    SLOW_STEPS_ENV,
     ContinueLogs,
     ResumeAfterValidation,
     RngState,
-    SlowStepsForTests,
     ValidationBetweenOptimizerSteps,
 )
 from gptlab.training.shutdown import GracefulShutdown
@@ -52,8 +48,6 @@ def resume_callbacks(resume_command: str | None) -> list[Callback]:
         GracefulShutdown(resume_command),
         ContinueLogs(),
     ]
-    if float(os.environ.get(SLOW_STEPS_ENV) or 0) > 0:
-        callbacks.append(SlowStepsForTests(float(os.environ[SLOW_STEPS_ENV])))
     return callbacks
 
 
@@ -70,44 +64,16 @@ def resume_command(cfg: DictConfig) -> str | None:
     return " ".join(["python", Path(sys.argv[0]).name, *map(shlex.quote, args)])
 
 
-def check_resumable(path: str, module: LanguageModelModule) -> None:
-    """Refuse, with the reason, a checkpoint that is unsafe, damaged, or for another model or tokenizer."""
-    checkpoint = load_checkpoint_safely(path, mmap=True)
-    saved_tokenizer = (checkpoint.get("hyper_parameters") or {}).get("tokenizer")
-    if saved_tokenizer is not None and saved_tokenizer != module.hparams.tokenizer:
-        raise CheckpointError(
-            f"checkpoint {path} was trained with the {saved_tokenizer.get('kind')} tokenizer, but this run uses "
-            f"{module.hparams.tokenizer.get('kind')}; resume with the data= it was trained on"
-        )
-    expected = module.state_dict()
-    saved = checkpoint["state_dict"]
-    for name, tensor in expected.items():
-        if name not in saved or tuple(saved[name].shape) != tuple(tensor.shape):
-            there = tuple(saved[name].shape) if name in saved else "missing"
-            saved_model = (checkpoint.get("hyper_parameters") or {}).get("model", {})
-            shape = {k: v for k, v in saved_model.items() if k != "_target_"}
-            raise CheckpointError(
-                f"checkpoint {path} holds a model of another shape ({name}: {there} there, "
-                f"{tuple(tensor.shape)} here); resume with the model it was trained with: {shape}"
-            )
-
-
 def check_accelerator(accelerator: str) -> None:
     """Lightning's own message for a missing GPU ("No supported gpu backend found!") names no fix."""
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator={accelerator} but PyTorch sees no CUDA GPU (torch {torch.__version__}); "
-            "use trainer.accelerator=cpu or auto"
-        )
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(
-            "trainer.accelerator=mps but this machine has no Apple GPU; use trainer.accelerator=cpu or auto"
-        )
+    kind = {"gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator)
+    if kind:
+        require_device(kind, f"trainer.accelerator={accelerator}", "use trainer.accelerator=cpu or auto")
 
 
 def _device_type(cfg: DictConfig) -> str:
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    return "cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu"
+    return "cuda" if available_gpu() == "cuda" and accelerator in ("auto", "gpu", "cuda") else "cpu"
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -115,13 +81,16 @@ def check_trainer(cfg: DictConfig) -> None:
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train as configured; return the best validation loss (what a Hydra sweeper minimises)."""
+def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
+    """Train as configured; return the best validation loss (what a Hydra sweeper minimises).
+
+    ``checked``: what preflight's :func:`check_config` returned, when it already ran (train.py runs it
+    before importing this module); else it runs here.
+    """
+    checked = checked or check_config(cfg)
+    resume = checked.resume
     check_trainer(cfg)
-    check_output_dir(cfg.paths.output_dir)
     scrub_saved_configs(cfg.paths.output_dir)
-    check_fresh_run_folder(cfg)
-    ckpt_path = resume_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, start_model, model_cfg = data_and_start_model(cfg)
     finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None
@@ -138,19 +107,19 @@ def train(cfg: DictConfig) -> float | None:
         print(f"finetune={finetune['name']}: {parameter_summary(module.model)}", flush=True)
     if cfg.get("compile"):
         compile_model(module.model, _device_type(cfg))
-    if ckpt_path:
-        check_resumable(ckpt_path, module)
+    if resume:
+        check_resumable(resume.path, resume.checkpoint, module.state_dict(), module.hparams.tokenizer)
     launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)]
     )
     log_full_config(loggers, cfg)
 
     failed = True
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
         best = _best_val_loss(trainer, module)
         if cfg.get("validate_after_fit") and _best_checkpoint(trainer):
             trainer.validate(

@@ -10,8 +10,9 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
 from gptlab.checkpoints.last import checkpoint_dir
+from gptlab.compat.lightning import optimizer_step_pending, validation_due
 from gptlab.core.errors import TrainingInterrupted
-from gptlab.training.resume import final_step, optimizer_step_pending, validation_due
+from gptlab.training.resume import final_step
 
 
 class GracefulShutdown(L.Callback):

@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ThroughputMonitor
-from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from gptlab.compat.lightning import TrainingThroughputMonitor
 from gptlab.models.flops import FlopsShape, flops_shape, peak_flops
 
 PREFIX = "throughput/"
@@ -35,7 +34,7 @@ def tokens_in(batch: Any) -> int:
     return batch[0].numel()
 
 
-class ThroughputLogger(ThroughputMonitor):
+class ThroughputLogger(TrainingThroughputMonitor):
     """tokens/s, samples/s and MFU of training.
 
     Args:
@@ -63,8 +62,7 @@ class ThroughputLogger(ThroughputMonitor):
         if self.mfu and trainer.is_global_zero and not self._peak_known and self._fills_a_window(trainer):
             self.peak = peak_flops(trainer.strategy.root_device, trainer.precision, self.peak_tflops)
             self._peak_known = True
-        for throughput in self._throughputs.values():
-            throughput.available_flops = self.peak if self.mfu else None
+        self.set_peak_flops(self.peak if self.mfu else None)
 
     def _fills_a_window(self, trainer: L.Trainer) -> bool:
         """Whether the run is long enough to log any figure: else measuring a CPU peak is seconds for nothing
@@ -96,15 +94,8 @@ class ThroughputLogger(ThroughputMonitor):
         per_token = self._flops_per_batch[key]
         return None if per_token is None else per_token * tokens_in(batch)
 
-    def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
-        # Training figures only, under names of their own; validation is still timed (by the parent) so
-        # that its time can be taken out of the training rates.
-        if trainer.state.stage != RunningStage.TRAINING or not trainer._logger_connector.should_update_logs:
-            return
-        metrics = self._throughputs[RunningStage.TRAINING].compute()
-        renamed = readable_metrics(metrics, trainer.world_size)
-        if renamed:
-            trainer._logger_connector.log_metrics(renamed, step=iter_num)
+    def renamed(self, metrics: dict[str, float], world_size: int) -> dict[str, float]:
+        return readable_metrics(metrics, world_size)
 
 
 def readable_metrics(metrics: dict[str, float], world_size: int) -> dict[str, float]:

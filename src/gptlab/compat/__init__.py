@@ -1,0 +1,19 @@
+"""Every use of a private Lightning or Hydra name, one module per library (``compat.lightning``,
+``compat.hydra``): what each patch works around, and the version it was written for.
+
+Nothing else in gptlab reaches into either library's internals. Importing a module here warns once when the
+installed version is not the one its patches were written (and tested) against.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+
+def warn_if_untested(package: str, installed: str, written_for: str, relies_on: str) -> None:
+    if installed != written_for:
+        warnings.warn(
+            f"gptlab's {package} patches were written for {package} {written_for} and this is {installed}: "
+            f"if {relies_on} misbehave, install {package}=={written_for} (pip install -c constraints.txt -e .)",
+            stacklevel=3,
+        )

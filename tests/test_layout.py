@@ -1,0 +1,57 @@
+"""The layout's promises: the README's map names every module, and only gptlab.compat touches the private
+names of Lightning and Hydra."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from repo import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "src" / "gptlab"
+
+
+def modules() -> list:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (REPO_ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    # Each folder is a line "  name/" and each module a line "    name.py" below it.
+    folder, named = None, set()
+    for line in layout.splitlines():
+        if m := re.match(r"^      (\w+)/\s", line):
+            folder = m[1]
+        elif (m := re.match(r"^        (\w+\.py)\s", line)) and folder:
+            named.add(f"{folder}/{m[1]}")
+    present = {str(p.relative_to(PACKAGE)) for p in modules()}
+    assert present - named == set(), "modules missing from the README's layout map"
+    assert named - present == set(), "the README's layout map names modules that do not exist"
+
+
+def _private_uses(path) -> list[str]:
+    """``obj._name`` on anything but ``self``/``cls``, and imports of private modules or names."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("_"):
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("lightning", "hydra")):
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            if "._" in node.module or private:
+                found.append(f"{path.name}:{node.lineno} from {node.module} import {private}")
+    return found
+
+
+def test_only_compat_touches_private_library_names():
+    outside = [p for p in modules() if p.relative_to(PACKAGE).parts[0] != "compat"]
+    assert [use for p in outside for use in _private_uses(p)] == []
+
+
+def test_the_guard_sees_a_private_name(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(trainer):\n    return trainer.fit_loop._data_fetcher\n")
+    assert _private_uses(sample) == ["sample.py:2 ._data_fetcher"]
