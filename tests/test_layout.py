@@ -55,3 +55,18 @@ def test_the_guard_sees_a_private_name(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f(trainer):\n    return trainer.fit_loop._data_fetcher\n")
     assert _private_uses(sample) == ["sample.py:2 ._data_fetcher"]
+
+
+def test_compat_warns_on_a_version_its_patches_were_not_written_for():
+    import warnings
+
+    from gptlab.compat import warn_if_untested
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_untested("lightning", "2.6.6", "2.6.6", "exact resume")
+        assert caught == []
+        warn_if_untested("lightning", "2.7.0", "2.6.6", "exact resume")
+    [warning] = caught
+    assert "written for lightning 2.6.6 and this is 2.7.0" in str(warning.message)
+    assert "lightning==2.6.6" in str(warning.message)
