@@ -36,7 +36,7 @@ sweep: install
 # Summarise a sweep: make report SWEEP=multirun/DATE/TIME
 SWEEP ?= $(shell ls -td multirun/*/* 2>/dev/null | head -n 1)
 report: install
-	$(PY) -m gptlab.sweeps.report $(SWEEP) $(ARGS)
+	$(PY) report.py sweep_dir=$(SWEEP) $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)

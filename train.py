@@ -8,28 +8,21 @@ import os
 # reproducibility"; the cost measured here is within noise). Set before MKL starts, so in the entry point.
 os.environ.setdefault("MKL_CBWR", "AUTO")
 
-import hydra
 from omegaconf import DictConfig
 
 import gptlab.core.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
-from gptlab.core.entrypoint import mark_task_started, one_line_hydra_errors, report_user_errors
-from gptlab.core.redaction import guard_outputs, load_dotenv
+from gptlab.core.entrypoint import command
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@command("train")
 def main(cfg: DictConfig) -> float | None:
-    mark_task_started()
-    guard_outputs()  # no API key or token reaches the console or a log file
-    with report_user_errors():
-        from gptlab.training.preflight import check_config
+    from gptlab.training.preflight import check_config
 
-        checked = check_config(cfg)  # fails in a second, before Lightning is even imported
-        from gptlab.training.run import train
+    checked = check_config(cfg)  # fails in a second, before Lightning is even imported
+    from gptlab.training.run import train
 
-        return train(cfg, checked)
+    return train(cfg, checked)
 
 
 if __name__ == "__main__":
-    load_dotenv(os.environ.get("GPTLAB_DOTENV", ".env"))  # its keys and tokens never reach an output
-    with one_line_hydra_errors():
-        main()
+    main()

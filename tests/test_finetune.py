@@ -147,7 +147,7 @@ def test_lora_run_resumes_and_exports_merged(tmp_path, hf_folder):
     assert steps[0] == 4 and steps[-1] == 5
 
     out_dir = tmp_path / "exported"
-    exported = run_script("-m", "gptlab.hub.cli", "export", f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}", f"out_dir={out_dir}")
+    exported = run_script("export.py", f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}", f"out_dir={out_dir}")
     assert_ok(exported)
     from gptlab.checkpoints.loading import load_checkpoint_model
 

@@ -13,7 +13,7 @@ from tiny_models import TINY_GPT
 from gptlab.checkpoints.loading import load_checkpoint_model, read_checkpoint
 from gptlab.core.errors import ConfigError, GptlabError
 from gptlab.generation.command import SEPARATOR, check_generation_config, read_prompts
-from gptlab.hub.cli import main as hf_main
+from gptlab.hub.command import export_from_config
 from gptlab.hub.export import checkpoint_card, export_to_hf
 from gptlab.hub.gpt2_import import load_pretrained_gpt
 from gptlab.training.module import LanguageModelModule
@@ -202,9 +202,14 @@ def test_model_card_facts_from_a_checkpoint():
     assert "val_loss" not in checkpoint_card(checkpoint)
 
 
-def test_export_cli(ckpts, tmp_path, capsys, monkeypatch):
+def export_cfg(**options) -> dict:
+    return {"ckpt_path": None, "out_dir": None, "dataset": None, "push_to_hub": None, "private": False, **options}
+
+
+def test_export_writes_a_folder_transformers_loads_with_the_same_weights(ckpts, tmp_path, capsys):
     out = tmp_path / "exported"
-    assert hf_main(["export", f"ckpt_path={ckpts['gpt']}", f"out_dir={out}", "dataset=The Verdict"]) == 0
+    export_from_config(export_cfg(ckpt_path=ckpts["gpt"], out_dir=str(out), dataset="The Verdict"))
+    assert f"exported to {out}" in capsys.readouterr().out
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
         p.name for p in out.iterdir()
     }
@@ -214,17 +219,18 @@ def test_export_cli(ckpts, tmp_path, capsys, monkeypatch):
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
 
-    capsys.readouterr()
-    assert hf_main(["export", f"ckpt_path={ckpts['decoder']}", f"out_dir={tmp_path / 'dec'}"]) == 2
-    assert "only the GPT (model=gpt124m" in capsys.readouterr().err
-    assert hf_main(["export", f"ckpt_path={ckpts['gpt']}"]) == 2
-    assert "missing out_dir" in capsys.readouterr().err
+
+def test_export_refuses_what_it_cannot_do_before_writing_anything(ckpts, tmp_path, monkeypatch):
+    with pytest.raises(GptlabError, match="only the GPT \\(model=gpt124m"):
+        export_from_config(export_cfg(ckpt_path=ckpts["decoder"], out_dir=str(tmp_path / "dec")))
+    with pytest.raises(ConfigError, match="missing out_dir=.*python export.py"):
+        export_from_config(export_cfg(ckpt_path=ckpts["gpt"]))
+    with pytest.raises(ConfigError, match="private must be true or false"):
+        export_from_config(export_cfg(ckpt_path=ckpts["gpt"], out_dir=str(tmp_path / "x"), private="yes"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert (
-        hf_main(["export", f"ckpt_path={ckpts['gpt']}", f"out_dir={tmp_path / 'hub'}", "push_to_hub=me/tiny"])
-        == 2
-    )
-    assert "HF_TOKEN" in capsys.readouterr().err and not (tmp_path / "hub").exists()
+    with pytest.raises(GptlabError, match="HF_TOKEN"):
+        export_from_config(export_cfg(ckpt_path=ckpts["gpt"], out_dir=str(tmp_path / "hub"), push_to_hub="me/t"))
+    assert not any((tmp_path / name).exists() for name in ("dec", "x", "hub"))
 
 
 # --- the trained window: generation never reaches positions training did not ---------------------------

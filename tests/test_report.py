@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import pytest
-from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
-from repo import REPO_ROOT
+from cli_runner import TINY_RUN, assert_ok, run_script
 from test_plots import assert_png
+
+from gptlab.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +31,9 @@ def sweep_dir(tmp_path_factory):
 @pytest.mark.e2e
 def test_report_lists_every_job_with_its_results_and_plots_their_validation_loss(sweep_dir, tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, "-m", "gptlab.sweeps.report", str(sweep_dir), "--out", str(out)],
-        cwd=REPO_ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("report.py", f"sweep_dir={sweep_dir}", f"out_dir={out}")
     assert_ok(result)
+    assert result.stdout.startswith(f"# Sweep {sweep_dir}") and f"wrote {out / 'report.csv'}" in result.stdout
     with (out / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["job"] for r in rows) == ["0", "1"]
@@ -57,6 +50,9 @@ def test_report_lists_every_job_with_its_results_and_plots_their_validation_loss
 
 
 def test_report_on_a_folder_without_jobs_says_what_to_give(tmp_path):
-    from gptlab.sweeps.report import main
+    from gptlab.sweeps.report import report_from_config
 
-    assert main([str(tmp_path)]) == 2
+    with pytest.raises(ConfigError, match="holds no job folders.*multirun/DATE/TIME"):
+        report_from_config({"sweep_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="missing sweep_dir="):
+        report_from_config({"sweep_dir": None})

@@ -1,13 +1,20 @@
-"""Shared behaviour of the entry points: user mistakes become one line on stderr and exit code 2."""
+"""One wrapper for every command (train.py, generate.py, export.py, report.py): user mistakes become one
+line on stderr and exit code 2, whichever command and whichever stage they come from."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from gptlab.core.errors import GptlabError
+from gptlab.core.redaction import guard_outputs, load_dotenv
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 EXIT_USER_ERROR = 2
 
@@ -59,21 +66,13 @@ def quiet_when_the_reader_leaves() -> Iterator[None]:
         sys.exit(141)
 
 
-_task_started = False
-
-
-def mark_task_started() -> None:
-    """Called first thing in the Hydra task: OSErrors after this are the job's, not the run folder's."""
-    global _task_started
-    _task_started = True
-
-
 @contextmanager
-def one_line_hydra_errors() -> Iterator[None]:
+def one_line_hydra_errors(task_started: Callable[[], bool]) -> Iterator[None]:
     """Hydra's own errors (unknown option or key, bad override, run folder not writable) as one line.
 
     Hydra prints them over several lines, or as a traceback; it re-raises them when HYDRA_FULL_ERROR=1,
-    which this sets unless the user already asked for full tracebacks.
+    which this sets unless the user already asked for full tracebacks. An OSError is the run folder's only
+    while ``task_started()`` is False: once the task runs, its OSErrors are its own.
     """
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -89,7 +88,7 @@ def one_line_hydra_errors() -> Iterator[None]:
         print(f"error: {hydra_message(err)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except OSError as err:
-        if wants_full_error or _task_started:
+        if wants_full_error or task_started():
             raise
         where = f" {err.filename}" if err.filename else ""
         print(
@@ -99,3 +98,44 @@ def one_line_hydra_errors() -> Iterator[None]:
             flush=True,
         )
         sys.exit(EXIT_USER_ERROR)
+
+
+def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """Turn a task into a gptlab command: the same start, errors, exit codes and clean-up for every one.
+
+        @command("train")
+        def main(cfg: DictConfig) -> float | None: ...
+
+        if __name__ == "__main__":
+            main()
+
+    Before Hydra starts: the .env file (or GPTLAB_DOTENV) is read, and Hydra's errors become one line. Inside
+    the task: secrets are masked in every output, user mistakes become one line and exit code 2, and a
+    closed pipe (``| head``) ends the command quietly. ``config_path`` is relative to the task's own file,
+    as in ``hydra.main``.
+    """
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        import hydra
+
+        started = False
+
+        @functools.wraps(task)  # Hydra finds conf/ from the task's own file, through __wrapped__
+        def run_task(cfg: DictConfig) -> Any:
+            nonlocal started
+            started = True
+            guard_outputs()  # no API key or token reaches the console or a log file
+            with report_user_errors(), quiet_when_the_reader_leaves():
+                return task(cfg)
+
+        hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(run_task)
+
+        @functools.wraps(task)
+        def main() -> Any:
+            load_dotenv(os.environ.get("GPTLAB_DOTENV", ".env"))  # its keys and tokens never reach an output
+            with one_line_hydra_errors(lambda: started):
+                return hydra_main()
+
+        return main
+
+    return decorate

@@ -44,18 +44,12 @@ def looks_secret(name: str) -> bool:
 
 
 def load_dotenv(path: str | Path = ".env") -> list[str]:
-    """Read KEY=VALUE lines of ``path`` into the environment (the environment wins); return the names."""
-    path = Path(path)
-    if not path.is_file():
-        return []
+    """Read ``path`` (python-dotenv's format) into the environment, which wins; return the names it holds."""
+    from dotenv import dotenv_values
+
     names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, value = line.removeprefix("export ").split("=", 1)
-        name, value = name.strip(), value.strip().strip("'\"")
-        if name and name not in os.environ:
+    for name, value in dotenv_values(path).items():
+        if value is not None and name not in os.environ:
             os.environ[name] = value
         names.append(name)
     return names

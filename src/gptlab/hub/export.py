@@ -148,9 +148,10 @@ def export_to_hf(
     model card: ``dataset``, ``val_loss``, ``tokens_seen``, ``global_step``, ``source``; ``name`` is the
     model's name in it (the Hub repo id when pushing; the folder name by default).
     """
+    hf_model = _to_transformers(model, tokenizer_spec)  # refuses what it cannot export before writing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _to_transformers(model, tokenizer_spec).save_pretrained(out_dir)
+    hf_model.save_pretrained(out_dir)
     if tokenizer_spec is not None:
         hf_tokenizer_from_spec(tokenizer_spec).save_pretrained(out_dir)
     (out_dir / "README.md").write_text(model_card(model, tokenizer_spec, card or {}, name or out_dir.name))

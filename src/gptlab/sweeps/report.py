@@ -1,7 +1,7 @@
 """Summarise a Hydra multirun folder: one row per job (overrides, best val/loss, val/ppl, steps, time).
 
-    python -m gptlab.sweeps.report multirun/DATE/TIME            # writes report.md, report.csv, val_loss.png there
-    python -m gptlab.sweeps.report multirun/DATE/TIME --out DIR
+    python report.py sweep_dir=multirun/DATE/TIME            # writes report.md, report.csv, val_loss.png there
+    python report.py sweep_dir=multirun/DATE/TIME out_dir=DIR
 
 Each job is read from its own folder: .hydra/overrides.yaml (what the sweep changed) and csv/metrics.csv
 (what it logged). Jobs that failed or logged no validation are listed too, marked as such.
@@ -9,14 +9,14 @@ Each job is read from its own folder: .hydra/overrides.yaml (what the sweep chan
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from gptlab.core.errors import ConfigError
 from gptlab.core.files import csv_text
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_sweep, read_rows
 
@@ -117,8 +117,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     out_dir = Path(out_dir) if out_dir else sweep_dir
     jobs = job_folders(sweep_dir)
     if not jobs:
-        raise FileNotFoundError(
-            f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml); give the folder of a "
+        raise ConfigError(
+            f"sweep_dir={sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml); give the folder of a "
             "multirun, e.g. multirun/DATE/TIME"
         )
     shared = common_overrides(jobs)
@@ -158,22 +158,10 @@ def _optuna_best(sweep_dir: Path) -> str | None:
     return f"Optuna's best: `{params}` (val/loss {data.get('best_value')})"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptlab.sweeps.report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="a multirun folder, e.g. multirun/2026-01-31/12-00-00")
-    parser.add_argument(
-        "--out", help="where to write report.md, report.csv, val_loss.png (default: sweep_dir)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        paths = write_report(args.sweep_dir, args.out)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def report_from_config(cfg: dict[str, Any]) -> None:
+    """What report.py does with conf/report.yaml: write the report and print it."""
+    if not cfg.get("sweep_dir"):
+        raise ConfigError("missing sweep_dir=..., the multirun folder: python report.py sweep_dir=multirun/DATE/TIME")
+    paths = write_report(str(cfg["sweep_dir"]), cfg.get("out_dir"))
     print(paths["markdown"].read_text(encoding="utf-8"))
     print("\n".join(f"wrote {p}" for p in paths.values()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,115 @@
+"""One wrapper for every command (gptlab.core.entrypoint.command): the same start, one-line errors and exit
+codes for train.py, generate.py, export.py and report.py."""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from cli_runner import run_script
+from hydra.core.global_hydra import GlobalHydra
+
+from gptlab.core.entrypoint import command
+from gptlab.core.errors import ConfigError
+
+
+@pytest.fixture
+def run_command(tmp_path, monkeypatch):
+    """Run ``task`` as a command on a one-key config, in this process, with ``overrides`` on its command line."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "tool.yaml").write_text("greeting: hello\n")
+    monkeypatch.setenv("GPTLAB_DOTENV", str(tmp_path / "none.env"))
+
+    def run(task, *overrides: str):
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # the user's choice; the wrapper sets it to 1 for Hydra
+        monkeypatch.setattr(sys, "argv", ["tool.py", f"hydra.run.dir={tmp_path / 'run'}", *overrides])
+        try:
+            return command("tool", config_path=str(conf))(task)()
+        finally:
+            GlobalHydra.instance().clear()
+
+    return run
+
+
+def exit_code(run, task, *overrides) -> int:
+    with pytest.raises(SystemExit) as stopped:
+        run(task, *overrides)
+    return stopped.value.code
+
+
+def test_a_user_error_in_any_stage_is_one_line_and_exit_code_2(run_command, capsys):
+    def refuses(cfg):
+        raise ConfigError(f"greeting={cfg.greeting} is not a number;\n  give one")
+
+    assert exit_code(run_command, refuses) == 2
+    assert capsys.readouterr().err == "error: greeting=hello is not a number; give one\n"
+    # Hydra's own errors, before the task: an unknown key.
+    assert exit_code(run_command, refuses, "greting=hi") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Could not override 'greting'") and len(err.splitlines()) == 1
+
+
+def test_an_oserror_is_the_run_folders_only_before_the_task_starts(run_command, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("where the run folder would go")
+
+    def opens_a_missing_file(cfg):
+        open(tmp_path / "missing.txt").close()
+
+    assert exit_code(run_command, opens_a_missing_file, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}") == 2
+    assert "error: cannot create the run folder" in capsys.readouterr().err
+    # Inside the task an OSError is the task's own: not blamed on the run folder.
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        run_command(opens_a_missing_file)
+    assert "run folder" not in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_command_like_a_unix_tool(run_command):
+    def writes_to_a_closed_pipe(cfg):
+        raise BrokenPipeError
+
+    assert exit_code(run_command, writes_to_a_closed_pipe) == 141
+
+
+def test_the_env_file_is_read_and_the_task_gets_its_return_value_through(run_command, tmp_path, monkeypatch):
+    env_file = tmp_path / "my.env"
+    env_file.write_text("export GPTLAB_TEST_GREETING='from the env file'\n")
+    monkeypatch.setenv("GPTLAB_DOTENV", str(env_file))
+    monkeypatch.delenv("GPTLAB_TEST_GREETING", raising=False)
+    seen = []
+    run_command(lambda cfg: seen.append((cfg.greeting, os.environ["GPTLAB_TEST_GREETING"])))
+    assert seen == [("hello", "from the env file")]
+
+
+# command -> its arguments, the words its one error line must hold
+CASES = {
+    "export-without-out_dir": (["export.py", "ckpt_path=outputs"], ["missing out_dir=", "python export.py"]),
+    "export-missing-checkpoint": (
+        ["export.py", "ckpt_path=no/such.ckpt", "out_dir={tmp}/out"],
+        ["ckpt_path=", "no/such.ckpt"],
+    ),
+    "report-without-jobs": (["report.py", "sweep_dir={tmp}"], ["holds no job folders", "multirun/DATE/TIME"]),
+    "report-unknown-key": (["report.py", "sweep=x"], ["sweep", "--cfg job"]),
+    "generate-two-sources": (["generate.py", "ckpt_path=x", "init_from=gpt2"], ["ckpt_path", "init_from"]),
+}
+
+
+@pytest.mark.e2e
+def test_every_command_answers_bad_input_with_one_line_and_exit_code_2(tmp_path):
+    def run(case: str):
+        script, *args = CASES[case][0]
+        return run_script(script, *(a.format(tmp=tmp_path) for a in args))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(CASES, pool.map(run, CASES), strict=True))
+    for case, result in results.items():
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, f"{case}: exit {result.returncode}\n{output[-3000:]}"
+        assert "Traceback" not in output, f"{case}\n{output[-3000:]}"
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, f"{case}\n{result.stderr[-3000:]}"
+        for words in CASES[case][1]:
+            assert words in errors[0], f"{case}: {errors[0]}"
+    assert list(tmp_path.iterdir()) == []  # nothing written: no export folder, no report files
