@@ -100,8 +100,10 @@ def test_transformers_gpt2_matches_our_gpt_of_the_same_shape():
 def test_layers_and_width_are_read_under_either_family_of_config_names():
     from transformers import GPT2Config, LlamaConfig
 
-    assert flops._hf_layers_and_width(GPT2Config(n_layer=3, n_embd=16)) == (3, 16)
-    assert flops._hf_layers_and_width(
+    from gptlab.models.hf_causal_lm import hf_layers_and_width
+
+    assert hf_layers_and_width(GPT2Config(n_layer=3, n_embd=16)) == (3, 16)
+    assert hf_layers_and_width(
         LlamaConfig(num_hidden_layers=2, hidden_size=8, num_attention_heads=2)
     ) == (2, 8)
 

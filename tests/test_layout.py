@@ -1,5 +1,5 @@
-"""The layout's promises: the README's map names every module, and only gptlab.compat touches the private
-names of Lightning and Hydra."""
+"""The layout's promises: the README's map names every module, only gptlab.compat touches the private
+names of Lightning and Hydra, and only models/ knows which model is which."""
 
 from __future__ import annotations
 
@@ -55,6 +55,31 @@ def test_the_guard_sees_a_private_name(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f(trainer):\n    return trainer.fit_loop._data_fetcher\n")
     assert _private_uses(sample) == ["sample.py:2 ._data_fetcher"]
+
+
+MODEL_CLASSES = {"GPT", "TransformerDecoderLM", "HFCausalLM", "TransformerBlock"}
+
+
+def _model_type_switches(path) -> list[str]:
+    """``isinstance(x, GPT)`` and the like: code that asks which model it holds instead of asking the model."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass"):
+            names = {n.id if isinstance(n, ast.Name) else getattr(n, "attr", None) for n in ast.walk(node.args[1])}
+            if names & MODEL_CLASSES:
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_only_models_switch_on_the_models_type():
+    outside = [p for p in modules() if p.relative_to(PACKAGE).parts[0] != "models"]
+    assert [use for p in outside for use in _model_type_switches(p)] == []
+
+
+def test_the_model_guard_sees_a_switch(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f(m):\n    return isinstance(m, (nn.Linear, models.GPT))\n")
+    assert _model_type_switches(sample) == ["sample.py:2 isinstance(m, (nn.Linear, models.GPT))"]
 
 
 def test_compat_warns_on_a_version_its_patches_were_not_written_for():

@@ -21,6 +21,7 @@ from gptlab.core.devices import available_gpu, require_device
 from gptlab.core.errors import ConfigError, GptlabError
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.models.compile import without_compile_prefix
+from gptlab.models.language_model import language_model
 from gptlab.training.finetune import apply_finetune, merge_finetune
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -125,15 +126,10 @@ def load_for_generation(
             "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
         )
     model = model.to(device=device, dtype=dtype).eval()
-    if tokenizer.vocab_size > _vocab_size(model):
+    if tokenizer.vocab_size > language_model(model).vocab_size:
         raise GptlabError(
-            f"{source}: the tokenizer has {tokenizer.vocab_size} ids but the model only {_vocab_size(model)}"
+            f"{source}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
+            f"{language_model(model).vocab_size}"
         )
     return LoadedModel(model, tokenizer, trained_window(checkpoint, model), source, checkpoint)
 
-
-def _vocab_size(model: nn.Module) -> int:
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            return module.num_embeddings
-    raise GptlabError("the model has no token embedding")

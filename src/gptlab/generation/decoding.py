@@ -1,7 +1,7 @@
 """Autoregressive decoding for any gptlab model (ids (B, T) -> logits (B, T, V)).
 
 Sampling (temperature, top-k, top-p), greedy decoding and beam search. A model that offers a KV cache
-(``new_kv_cache``: our GPT) is fed one new token per step; any other model (TransformerDecoderLM) re-reads
+(``supports_kv_cache``: our GPT) is fed one new token per step; any other model (TransformerDecoderLM) re-reads
 its whole window each step. Both give the same tokens.
 """
 
@@ -89,7 +89,7 @@ class NextTokenLogits:
         # A torch.compile'd model would recompile for every cache length: decode with the original module.
         self.model = getattr(model, "_orig_mod", model)
         self.context_length = context_length
-        self.use_cache = use_cache and hasattr(self.model, "new_kv_cache")
+        self.use_cache = use_cache and getattr(self.model, "supports_kv_cache", False)
         self.cache = None
         self.vocab_size = vocab_size
 

@@ -17,7 +17,7 @@ from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_BUFFERS
 from gptlab.models.compile import without_compile_prefix
 from gptlab.models.gpt import GPT
-from gptlab.models.hf_causal_lm import HFCausalLM
+from gptlab.models.language_model import language_model
 
 
 def hf_state_dict_from_gpt(model: GPT) -> dict[str, torch.Tensor]:
@@ -111,17 +111,10 @@ def hf_tokenizer_from_spec(spec: dict):
     raise ConfigError(f"cannot export tokenizer kind {kind!r}")
 
 
-def _to_transformers(model: nn.Module, tokenizer_spec: dict | None) -> nn.Module:
-    """A transformers model holding ``model``'s weights: GPT-2 for our GPT; a wrapped HF model as it is."""
+def gpt2_lm_head_model(model: GPT, tokenizer_spec: dict | None) -> nn.Module:
+    """A transformers ``GPT2LMHeadModel`` holding our GPT's weights (``GPT.transformers_model``)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    if isinstance(model, HFCausalLM):
-        return model.hf
-    if not isinstance(model, GPT):
-        raise GptlabError(
-            f"only the GPT (model=gpt124m, gpt_small, ...) and model=hf_causal_lm export to Hugging Face; "
-            f"this is {type(model).__name__}"
-        )
     config_dict = hf_config_from_gpt(model, tokenizer_spec)
     hf_model = GPT2LMHeadModel(GPT2Config(**config_dict))
     state = {key: value.to(torch.float32) for key, value in hf_state_dict_from_gpt(model).items()}
@@ -148,7 +141,7 @@ def export_to_hf(
     model card: ``dataset``, ``val_loss``, ``tokens_seen``, ``global_step``, ``source``; ``name`` is the
     model's name in it (the Hub repo id when pushing; the folder name by default).
     """
-    hf_model = _to_transformers(model, tokenizer_spec)  # refuses what it cannot export before writing
+    hf_model = language_model(model).transformers_model(tokenizer_spec)  # refuses before writing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(out_dir)
@@ -156,14 +149,6 @@ def export_to_hf(
         hf_tokenizer_from_spec(tokenizer_spec).save_pretrained(out_dir)
     (out_dir / "README.md").write_text(model_card(model, tokenizer_spec, card or {}, name or out_dir.name))
     return out_dir
-
-
-def _card_config(model: nn.Module) -> dict:
-    if isinstance(model, HFCausalLM):
-        hf_config = model.hf.config
-        return {"architecture": type(model.hf).__name__, "model_type": hf_config.model_type,
-                "vocab_size": model.vocab_size, "context_length": model.context_length}
-    return model.config_dict()
 
 
 def _results_rows(card: dict) -> str:
@@ -182,7 +167,7 @@ def _results_rows(card: dict) -> str:
 
 
 def model_card(model: nn.Module, tokenizer_spec: dict | None, card: dict, name: str) -> str:
-    cfg = _card_config(model)
+    cfg = language_model(model).card_config()
     n_params = sum(p.numel() for p in model.parameters())
     tokenizer_kind = (tokenizer_spec or {}).get("kind", "unknown")
     tokenizer_text = {

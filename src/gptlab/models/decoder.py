@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gptlab.models.checks import check_drop_rate, check_heads_divide, check_positive, check_window
+from gptlab.models.language_model import LanguageModel
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -32,7 +33,9 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return table
 
 
-class TransformerDecoderLM(nn.Module):
+class TransformerDecoderLM(LanguageModel):
+    block_types = (nn.TransformerDecoderLayer,)
+
     def __init__(
         self,
         vocab_size: int,
@@ -56,6 +59,9 @@ class TransformerDecoderLM(nn.Module):
         check_heads_divide(emb_dim, n_heads)
         check_drop_rate(drop_rate)
         self.context_length = context_length
+        self.vocab_size = vocab_size
+        self._config = {"vocab_size": vocab_size, "context_length": context_length, "emb_dim": emb_dim,
+                        "n_heads": n_heads, "n_layers": n_layers, "drop_rate": drop_rate, "ff_dim": ff_dim}
         self.emb_scale = math.sqrt(emb_dim)
         self.embed = nn.Embedding(vocab_size, emb_dim)
         nn.init.normal_(self.embed.weight, std=emb_dim**-0.5)
@@ -73,6 +79,13 @@ class TransformerDecoderLM(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, num_layers=n_layers, norm=nn.LayerNorm(emb_dim))
         self.memory_norm = nn.LayerNorm(emb_dim)
         self.head = nn.Linear(emb_dim, vocab_size)
+
+    def config_dict(self) -> dict:
+        return dict(self._config)
+
+    def attention_shape(self) -> tuple[int, int]:
+        # Each layer attends to itself and to the memory, which is the input again (same length T).
+        return 2 * len(self.decoder.layers), self.embed.embedding_dim
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         seq_len = idx.size(1)

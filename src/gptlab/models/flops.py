@@ -75,37 +75,21 @@ def matmul_parameter_count(model: nn.Module) -> int:
 
 
 def _architecture(model: nn.Module) -> tuple[nn.Module, int, int] | None:
-    """(the model itself, attention blocks, width) of the first known architecture inside ``model``."""
-    from gptlab.models.decoder import TransformerDecoderLM
-    from gptlab.models.gpt import GPT
-    from gptlab.models.hf_causal_lm import HFCausalLM
+    """(the model itself, attention blocks, width) of the first gptlab model inside ``model``, or of a bare
+    transformers model (the benchmark's contender)."""
+    from gptlab.models.hf_causal_lm import hf_layers_and_width
+    from gptlab.models.language_model import LanguageModel
 
-    for module in model.modules():  # outermost first: past the LightningModule, peft and compile wrappers
-        if isinstance(module, GPT):
-            return module, module.cfg.n_layers, module.cfg.emb_dim
-        if isinstance(module, TransformerDecoderLM):
-            # Each layer attends to itself and to the memory, which is the input again (same length T).
-            return module, 2 * len(module.decoder.layers), module.embed.embedding_dim
-        if isinstance(module, HFCausalLM) or _is_hf_model(module):
-            hf = getattr(module, "hf", module)
-            shape = _hf_layers_and_width(getattr(hf, "config", None))
-            return None if shape is None else (module, *shape)
-    return None
-
-
-def _is_hf_model(module: nn.Module) -> bool:
     transformers = sys.modules.get("transformers")  # not imported: no transformers model can exist
-    return transformers is not None and isinstance(module, transformers.PreTrainedModel)
-
-
-def _hf_layers_and_width(config) -> tuple[int, int] | None:
-    layers = _first_attr(config, "n_layer", "num_hidden_layers", "num_layers")
-    width = _first_attr(config, "n_embd", "hidden_size", "d_model")
-    return None if layers is None or width is None else (int(layers), int(width))
-
-
-def _first_attr(config, *names: str):
-    return next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)
+    for module in model.modules():  # outermost first: past the LightningModule, peft and compile wrappers
+        if isinstance(module, LanguageModel):
+            shape = module.attention_shape()
+        elif transformers is not None and isinstance(module, transformers.PreTrainedModel):
+            shape = hf_layers_and_width(module.config)
+        else:
+            continue
+        return None if shape is None else (module, *shape)
+    return None
 
 
 def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", repeats: int = 3) -> float:

@@ -17,6 +17,7 @@ from torch import nn
 from gptlab.core.errors import ConfigError
 from gptlab.models.checks import check_drop_rate, check_heads_divide, check_positive, check_window
 from gptlab.models.fused_loss import linear_cross_entropy
+from gptlab.models.language_model import LanguageModel
 
 ATTENTION_IMPLS = ("sdpa", "manual")
 # gpt2: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layers) (GPT-2, nanoGPT).
@@ -187,8 +188,13 @@ class TransformerBlock(nn.Module):
         return x + self.drop_resid(self.ff(self.norm2(x)))
 
 
-class GPT(nn.Module):
+class GPT(LanguageModel):
     """GPT-2-style language model. Keyword arguments are the fields of :class:`GPTConfig`."""
+
+    block_types = (TransformerBlock,)
+    # Every linear layer of the blocks; the output head stays frozen, as peft's "all-linear" does.
+    lora_targets = ["qkv", "out_proj", "fc", "proj"]
+    supports_kv_cache = True
 
     def __init__(self, cfg: GPTConfig | None = None, **kwargs):
         super().__init__()
@@ -209,6 +215,8 @@ class GPT(nn.Module):
             self.out_head.weight = self.tok_emb.weight
         # Set by compile_blocks(): a torch.compile'd TransformerBlock.forward for the cache-free path.
         self.compiled_block = None
+        # The fused loss reads out_head.weight; a LoRA adapter on the head (add_lora) adds to it.
+        self.head_adapted = False
         if cfg.init == "gpt2":
             self._gpt2_init()
 
@@ -233,12 +241,38 @@ class GPT(nn.Module):
     def context_length(self) -> int:
         return self.cfg.context_length
 
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    def attention_shape(self) -> tuple[int, int]:
+        return self.cfg.n_layers, self.cfg.emb_dim
+
+    def compile_for_training(self) -> None:
+        """Regional compilation: every block runs the same graph, so compiling costs one block's time, not
+        twelve; the KV-cached decoding path and the fused loss stay eager."""
+        self.compile_blocks()
+
     def compile_blocks(self) -> None:
         """torch.compile the blocks' forward for training and validation (see gptlab.models.compile)."""
         self.compiled_block = torch.compile(TransformerBlock.forward)
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
+
+    def add_lora(self, lora_config) -> nn.Module:
+        adapted = super().add_lora(lora_config)
+        self.head_adapted = type(self.out_head) is not nn.Linear  # out_head was among the targets
+        return adapted
+
+    def merge_lora(self) -> nn.Module:
+        self.head_adapted = False  # called once peft's wrapper has folded the adapters in
+        return self
+
+    def transformers_model(self, tokenizer_spec: dict | None) -> nn.Module:
+        from gptlab.hub.export import gpt2_lm_head_model  # transformers is slow to import: only here
+
+        return gpt2_lm_head_model(self, tokenizer_spec)
 
     def new_kv_cache(self) -> KVCache:
         """An empty cache for one batch of sequences (batch size and dtype are set by the first forward)."""
@@ -261,8 +295,7 @@ class GPT(nn.Module):
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of ids (B, T) against targets (B, T) (-100 = ignored)."""
         x = self.hidden_states(idx)
-        # peft may wrap the head in an adapter layer; then only the plain path sees the adapter.
-        if self.cfg.fused_loss and type(self.out_head) is nn.Linear:
+        if self.cfg.fused_loss and not self.head_adapted:  # an adapted head is more than its weight
             return linear_cross_entropy(x.flatten(0, 1), self.out_head.weight, targets.flatten(), self.cfg.vocab_size)
         logits = self.out_head(x)[..., : self.cfg.vocab_size]
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())

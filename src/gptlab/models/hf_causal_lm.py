@@ -14,6 +14,7 @@ from torch import nn
 
 from gptlab.core.errors import ConfigError, GptlabError, first_line
 from gptlab.models.checks import check_window
+from gptlab.models.language_model import LanguageModel
 
 # Config keys that name the context window, by model family.
 _CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length")
@@ -49,8 +50,10 @@ def load_pretrained_hf(name_or_path: str) -> nn.Module:
         ) from None
 
 
-class HFCausalLM(nn.Module):
+class HFCausalLM(LanguageModel):
     """Wraps ``AutoModelForCausalLM``: around ``model``, loaded from ``pretrained``, or built from ``hf_config``."""
+
+    lora_targets = "all-linear"  # peft knows the linear layers of transformers models
 
     def __init__(
         self,
@@ -93,6 +96,30 @@ class HFCausalLM(nn.Module):
             config.pop(key, None)
         return {"hf_config": config, "context_length": self.context_length, "vocab_size": self.vocab_size}
 
+    def card_config(self) -> dict:
+        return {"architecture": type(self.hf).__name__, "model_type": self.hf.config.model_type,
+                "vocab_size": self.vocab_size, "context_length": self.context_length}
+
+    def attention_shape(self) -> tuple[int, int] | None:
+        return hf_layers_and_width(self.hf.config)
+
+    def add_lora(self, lora_config) -> nn.Module:
+        """Adapt the transformers model inside, which peft knows best; this wrapper stays outermost."""
+        from peft import get_peft_model
+
+        self.hf = get_peft_model(self.hf, lora_config)
+        return self
+
+    def merge_lora(self) -> nn.Module:
+        from peft import PeftModel
+
+        if isinstance(self.hf, PeftModel):
+            self.hf = self.hf.merge_and_unload()
+        return self
+
+    def transformers_model(self, tokenizer_spec: dict | None) -> nn.Module:
+        return self.hf
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         check_window(idx.size(1), self.context_length)
         return self.hf(input_ids=idx, use_cache=False).logits[..., : self.vocab_size]
@@ -126,3 +153,14 @@ def check_tokenizer_agrees(name_or_path: str, model: HFCausalLM, data_tokenizer)
             f"the same text gives ids {theirs[:6]}... vs {ours[:6]}...; pick a model that uses GPT-2's "
             "tokenizer, or data whose tokenizer matches the model"
         )
+
+
+def hf_layers_and_width(config) -> tuple[int, int] | None:
+    """(layers, width) from a transformers config, whatever the family calls them."""
+    layers = _first_attr(config, "n_layer", "num_hidden_layers", "num_layers")
+    width = _first_attr(config, "n_embd", "hidden_size", "d_model")
+    return None if layers is None or width is None else (int(layers), int(width))
+
+
+def _first_attr(config, *names: str):
+    return next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)

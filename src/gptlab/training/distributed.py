@@ -115,12 +115,11 @@ def end_process_group() -> None:
 
 
 def transformer_block_types() -> set[type]:
-    """The layer classes FSDP shards one at a time (auto_wrap_policy of conf/trainer/fsdp.yaml)."""
-    from torch import nn
+    """The layer classes FSDP shards one at a time (auto_wrap_policy of conf/trainer/fsdp.yaml): each
+    model's ``block_types``."""
+    from gptlab.models.language_model import block_types_of_every_model
 
-    from gptlab.models.gpt import TransformerBlock
-
-    return {TransformerBlock, nn.TransformerDecoderLayer}
+    return block_types_of_every_model()
 
 
 def is_sharded(trainer: L.Trainer) -> bool:

@@ -9,20 +9,18 @@ from __future__ import annotations
 from torch import nn
 
 from gptlab.core.errors import ConfigError
-from gptlab.models.gpt import GPT
+from gptlab.models.language_model import LanguageModel, language_model
 
 FINETUNE_MODES = ("full", "lora")
-# Every linear layer of our GPT's blocks; the output head stays frozen, as peft's "all-linear" does.
-GPT_LINEAR_LAYERS = ["qkv", "out_proj", "fc", "proj"]
 
 
-def _lora_config(cfg: dict, model: nn.Module):
+def _lora_config(cfg: dict, model: LanguageModel):
     from peft import LoraConfig
 
     targets = cfg.get("target_modules", "all-linear")
-    if targets == "all-linear" and isinstance(model, GPT):
-        targets = GPT_LINEAR_LAYERS
-    elif targets == "all-linear" and not hasattr(model, "config"):
+    if targets == "all-linear":
+        targets = model.lora_targets
+    if targets is None:
         raise ConfigError(
             f"finetune.target_modules=all-linear is not defined for {type(model).__name__}; "
             "list the module names to adapt, e.g. finetune.target_modules=[out_proj]"
@@ -38,33 +36,23 @@ def _lora_config(cfg: dict, model: nn.Module):
     )
 
 
-def apply_finetune(model: nn.Module, cfg: dict | None) -> nn.Module:
+def apply_finetune(model: LanguageModel, cfg: dict | None) -> nn.Module:
     """The model to train under ``finetune`` (``{"name": "full"}`` or a LoRA config)."""
     name = (cfg or {}).get("name", "full")
     if name not in FINETUNE_MODES:
         raise ConfigError(f"finetune.name must be one of {FINETUNE_MODES}, got {name!r}")
     if name == "full":
         return model
-    from peft import get_peft_model
-
-    if hasattr(model, "hf"):  # HFCausalLM: adapt the transformers model inside, which peft knows best
-        model.hf = get_peft_model(model.hf, _lora_config(cfg, model.hf))
-        return model
-    try:
-        return get_peft_model(model, _lora_config(cfg, model))
-    except ValueError as err:
-        raise ConfigError(f"finetune=lora: {err}") from None
+    return model.add_lora(_lora_config(cfg, model))
 
 
-def merge_finetune(model: nn.Module) -> nn.Module:
+def merge_finetune(model: nn.Module) -> LanguageModel:
     """Fold LoRA adapters into the base weights; a model without adapters comes back as it is."""
     from peft import PeftModel
 
-    if isinstance(model, PeftModel):
-        return model.merge_and_unload()
-    if isinstance(getattr(model, "hf", None), PeftModel):
-        model.hf = model.hf.merge_and_unload()
-    return model
+    if isinstance(model, PeftModel):  # the adapters were added around the model
+        model = model.merge_and_unload()
+    return language_model(model).merge_lora()
 
 
 def parameter_summary(model: nn.Module) -> str:

@@ -11,7 +11,6 @@ import warnings
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
@@ -122,12 +121,9 @@ class LanguageModelModule(L.LightningModule):
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
-        # Our GPT computes its loss itself, chunk by chunk through the head (models/fused_loss.py);
+        # Each model computes its own loss (our GPT chunk by chunk through the head: models/fused_loss.py);
         # peft's wrapper passes the call through to it.
-        if hasattr(self.model, "loss"):
-            return self.model.loss(inputs, targets)
-        logits = self.model(inputs)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return self.model.loss(inputs, targets)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
