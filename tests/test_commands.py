@@ -90,6 +90,7 @@ CASES = {
         ["export.py", "ckpt_path=no/such.ckpt", "out_dir={tmp}/out"],
         ["ckpt_path=", "no/such.ckpt"],
     ),
+    "export-private-not-a-bool": (["export.py", "private=maybe"], ["private must be true or false", "'maybe'"]),
     "report-without-jobs": (["report.py", "sweep_dir={tmp}"], ["holds no job folders", "multirun/DATE/TIME"]),
     "report-unknown-key": (["report.py", "sweep=x"], ["sweep", "--cfg job"]),
     "generate-two-sources": (["generate.py", "ckpt_path=x", "init_from=gpt2"], ["ckpt_path", "init_from"]),

@@ -111,10 +111,15 @@ def test_experiment_overrides_only_what_differs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "experiment, key, value",
-    [("verdict_gpt124m", "seed", 123), ("finetune_gpt2_shakespeare", "init_from", "gpt2"), ("shakespeare_char_gpu", "compile", True)],
+    "experiment, key, value, typed",
+    [
+        ("verdict_gpt124m", "seed", 123, 7),
+        ("finetune_gpt2_shakespeare", "init_from", "gpt2", "gpt2-medium"),
+        ("shakespeare_char_gpu", "compile", True, False),
+    ],
 )
-def test_an_experiments_top_level_values_win_over_train_yaml(tmp_path, experiment, key, value):
+def test_an_experiments_top_level_values_win_over_train_yaml(tmp_path, experiment, key, value, typed):
     """train.yaml's own keys (seed, init_from, compile, ...) are defaults an experiment can change."""
     assert compose_train(tmp_path, f"experiment={experiment}")[key] == value
-    assert compose_train(tmp_path, f"experiment={experiment}", f"{key}=7")[key] == 7  # the command line wins
+    override = f"{key}={str(typed).lower() if isinstance(typed, bool) else typed}"
+    assert compose_train(tmp_path, f"experiment={experiment}", override)[key] == typed  # the command line wins

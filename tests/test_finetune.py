@@ -95,11 +95,6 @@ def test_lora_rank_16_on_the_124m_gpt():
     assert parameter_summary(model).startswith("2,359,296 trainable of 126,799,104 parameters")
 
 
-def test_unknown_finetune_mode():
-    with pytest.raises(ConfigError, match="finetune.name must be one of"):
-        apply_finetune(seeded_gpt(), {"name": "qlora"})
-
-
 def test_tokenizer_mismatch_is_a_clear_error(tmp_path):
     small_vocab = HFCausalLM(model=load_pretrained_hf(str(tiny_hf_folder(tmp_path / "v100", 100, with_tokenizer=False))))
     with pytest.raises(ConfigError, match="has 100 token ids but the data's gpt2 tokenizer has 50257"):

@@ -225,12 +225,10 @@ def test_export_refuses_what_it_cannot_do_before_writing_anything(ckpts, tmp_pat
         export_from_config(export_cfg(ckpt_path=ckpts["decoder"], out_dir=str(tmp_path / "dec")))
     with pytest.raises(ConfigError, match="missing out_dir=.*python export.py"):
         export_from_config(export_cfg(ckpt_path=ckpts["gpt"]))
-    with pytest.raises(ConfigError, match="private must be true or false"):
-        export_from_config(export_cfg(ckpt_path=ckpts["gpt"], out_dir=str(tmp_path / "x"), private="yes"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(GptlabError, match="HF_TOKEN"):
         export_from_config(export_cfg(ckpt_path=ckpts["gpt"], out_dir=str(tmp_path / "hub"), push_to_hub="me/t"))
-    assert not any((tmp_path / name).exists() for name in ("dec", "x", "hub"))
+    assert not any((tmp_path / name).exists() for name in ("dec", "hub"))
 
 
 # --- the trained window: generation never reaches positions training did not ---------------------------

@@ -297,6 +297,7 @@ def test_default_gpt_parameter_count_is_unchanged():
 )
 def test_gpt2_model_configs_have_openai_shapes(name, n_params):
     cfg = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "model" / f"{name}.yaml"))
+    assert cfg.pop("defaults")[0].startswith("/schema/model/gpt@")  # typed by the GPT's schema
     assert cfg.pop("_target_") == "gptlab.models.GPT"
     assert cfg.pop("vocab_size") is None  # the tokenizer's, filled in by train.py
     with torch.device("meta"):

@@ -100,6 +100,19 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, object, dict]:
     return model, tokenizer, checkpoint
 
 
+def require_one_model_source(ckpt_path: str | None, init_from: str | None) -> None:
+    """Exactly one of ``ckpt_path`` (our checkpoint) and ``init_from`` (pretrained weights)."""
+    if ckpt_path and init_from:
+        raise ConfigError(
+            "pass either ckpt_path= (a gptlab checkpoint) or init_from= (GPT-2 weights), not both"
+        )
+    if not ckpt_path and not init_from:
+        raise ConfigError(
+            "nothing to generate from: pass ckpt_path=<a .ckpt written by train.py> "
+            "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
+        )
+
+
 def load_for_generation(
     ckpt_path: str | None = None,
     init_from: str | None = None,
@@ -107,24 +120,16 @@ def load_for_generation(
     dtype: torch.dtype = torch.float32,
 ) -> LoadedModel:
     """A model and tokenizer from our checkpoint (``ckpt_path``) or from GPT-2 weights (``init_from``)."""
-    if ckpt_path and init_from:
-        raise ConfigError(
-            "pass either ckpt_path= (a gptlab checkpoint) or init_from= (GPT-2 weights), not both"
-        )
+    require_one_model_source(ckpt_path, init_from)
     if ckpt_path:
         model, tokenizer, checkpoint = load_checkpoint_model(ckpt_path)
         source = str(ckpt_path)
-    elif init_from:
+    else:
         from gptlab.hub.gpt2_import import load_pretrained_gpt, tokenizer_for_pretrained
 
         model, _ = load_pretrained_gpt(str(init_from))
         tokenizer = tokenizer_for_pretrained(str(init_from))
         checkpoint, source = {}, str(init_from)
-    else:
-        raise ConfigError(
-            "nothing to generate from: pass ckpt_path=<a .ckpt written by train.py> "
-            "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
-        )
     model = model.to(device=device, dtype=dtype).eval()
     if tokenizer.vocab_size > language_model(model).vocab_size:
         raise GptlabError(

@@ -2,7 +2,8 @@
 
 Hydra prints its composition errors over several lines, or as a traceback, and hands them to the caller
 only when ``HYDRA_FULL_ERROR=1`` (``hydra._internal.utils.run_and_report``); their wording is the only
-place that names the missing option and its alternatives. Both are undocumented.
+place that names the missing option and its alternatives, and OmegaConf's (2.3) the only place that says
+which type a schema wanted. All of it is undocumented.
 """
 
 from __future__ import annotations
@@ -27,8 +28,35 @@ def raise_hydra_errors() -> bool:
     return wants_full_error
 
 
+# OmegaConf's wording of a value that does not fit a schema's type (omegaconf 2.3), and ours.
+_TYPE_WORDS = {
+    "converted to Integer": ("an integer", "1"),
+    "converted to Float": ("a number", "0.5"),
+    "not a valid bool": ("true or false", "true"),
+    "Union[int, float]": ("a number (an integer counts batches, a fraction of an epoch otherwise)", "1.0"),
+}
+
+
+def _wrong_type(err: BaseException) -> str | None:
+    """'trainer.max_steps must be an integer, got 'abc'; e.g. trainer.max_steps=1' from OmegaConf's
+    ValidationError (the cause of Hydra's "Error merging override")."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        key = getattr(err, "full_key", None)
+        if key and type(err).__name__ == "ValidationError":
+            for words, (kind, example) in _TYPE_WORDS.items():
+                if words in str(err):
+                    return f"{key} must be {kind}, got {getattr(err, 'value', None)!r}; e.g. {key}={example}"
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def hydra_message(err: BaseException) -> str:
     """Hydra's multi-line composition errors as one line that says what to do."""
+    wrong_type = _wrong_type(err)
+    if wrong_type:
+        return wrong_type
     text = str(err).strip()
     if "Could not find" in text and "Available options" in text:
         head, _, options = text.partition("Available options in")

@@ -16,7 +16,6 @@ from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
 from gptlab.data.windows import ScoredWindows, TokenWindows
 from gptlab.training.distributed import validation_sampler
 
-TOKENIZERS = ("gpt2", "char")
 # The training window when data.max_length is unset and the model's context is at least this long.
 DEFAULT_WINDOW = 256
 
@@ -42,15 +41,7 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
     ):
-        super().__init__()
-        if tokenizer not in TOKENIZERS:
-            raise ConfigError(f"data.tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
-        if not 0.0 < train_ratio < 1.0:
-            raise ConfigError(f"data.train_ratio must be strictly between 0 and 1, got {train_ratio}")
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        super().__init__()  # the values' ranges are the data schema's (gptlab.config.data)
         self.corpus = corpus
         self.tokenizer_kind = tokenizer
         self.data_dir = Path(data_dir)

@@ -21,10 +21,6 @@ def count_windows(num_tokens: int, max_length: int, stride: int) -> int:
 
 class TokenWindows(Dataset):
     def __init__(self, tokens: torch.Tensor, max_length: int, stride: int, split: str = "train"):
-        if max_length < 1:
-            raise ConfigError(f"data.max_length must be >= 1, got {max_length}")
-        if stride < 1:
-            raise ConfigError(f"data.stride must be >= 1, got {stride}")
         self.tokens = tokens
         self.max_length = max_length
         self.stride = stride

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from gptlab.checkpoints.loading import require_one_model_source
 from gptlab.core.errors import ConfigError
 from gptlab.generation.decoding import check_sampling_args, generate
 
@@ -88,15 +89,7 @@ def check_generation_config(cfg: Mapping) -> None:
     seed = cfg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"seed must be an integer (or null for a random one), got {seed!r}")
-    if cfg.get("ckpt_path") and cfg.get("init_from"):
-        raise ConfigError(
-            "pass either ckpt_path= (a gptlab checkpoint) or init_from= (GPT-2 weights), not both"
-        )
-    if not cfg.get("ckpt_path") and not cfg.get("init_from"):
-        raise ConfigError(
-            "nothing to generate from: pass ckpt_path=<a .ckpt written by train.py> "
-            "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
-        )
+    require_one_model_source(cfg.get("ckpt_path"), cfg.get("init_from"))
 
 
 def read_prompts(prompt: object, prompt_file: str | None) -> list[str | None]:

@@ -18,8 +18,6 @@ def export_from_config(cfg: dict[str, Any]) -> None:
     for key, what in (("ckpt_path", "the checkpoint to export"), ("out_dir", "the folder to write")):
         if not cfg.get(key):
             raise ConfigError(f"missing {key}=..., {what}: {USAGE}")
-    if not isinstance(cfg.get("private"), bool):
-        raise ConfigError(f"private must be true or false, got {cfg.get('private')!r}")
     repo_id = cfg.get("push_to_hub")
     if repo_id:
         hub_token()  # fail before the export, not after

@@ -15,11 +15,13 @@ large embeddings made cross-attention nearly one-hot before any training.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from gptlab.models.checks import check_drop_rate, check_heads_divide, check_positive, check_window
+from gptlab.config.model import check_decoder
+from gptlab.models.checks import check_window
 from gptlab.models.language_model import LanguageModel
 
 
@@ -48,20 +50,11 @@ class TransformerDecoderLM(LanguageModel):
     ):
         super().__init__()
         ff_dim = ff_dim or 4 * emb_dim
-        check_positive(
-            vocab_size=vocab_size,
-            context_length=context_length,
-            emb_dim=emb_dim,
-            n_heads=n_heads,
-            n_layers=n_layers,
-            ff_dim=ff_dim,
-        )
-        check_heads_divide(emb_dim, n_heads)
-        check_drop_rate(drop_rate)
-        self.context_length = context_length
-        self.vocab_size = vocab_size
         self._config = {"vocab_size": vocab_size, "context_length": context_length, "emb_dim": emb_dim,
                         "n_heads": n_heads, "n_layers": n_layers, "drop_rate": drop_rate, "ff_dim": ff_dim}
+        check_decoder(SimpleNamespace(**self._config))
+        self.context_length = context_length
+        self.vocab_size = vocab_size
         self.emb_scale = math.sqrt(emb_dim)
         self.embed = nn.Embedding(vocab_size, emb_dim)
         nn.init.normal_(self.embed.weight, std=emb_dim**-0.5)

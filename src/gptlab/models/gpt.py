@@ -8,71 +8,17 @@ and a 4x-wide tanh-GELU feed-forward, as in OpenAI's GPT-2.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptlab.config.model import GPTConfig
 from gptlab.core.errors import ConfigError
-from gptlab.models.checks import check_drop_rate, check_heads_divide, check_positive, check_window
+from gptlab.models.checks import check_window
 from gptlab.models.fused_loss import linear_cross_entropy
 from gptlab.models.language_model import LanguageModel
-
-ATTENTION_IMPLS = ("sdpa", "manual")
-# gpt2: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layers) (GPT-2, nanoGPT).
-# pytorch: the layers' own defaults, N(0, 1) embeddings and U(+-1/sqrt(fan_in)) linear weights, as the
-# book's chapter-5 model keeps them (LLMs-from-scratch ch05 gpt_train.py).
-INITS = ("gpt2", "pytorch")
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 50257
-    context_length: int = 1024
-    emb_dim: int = 768
-    n_heads: int = 12
-    n_layers: int = 12
-    drop_rate: float = 0.1
-    qkv_bias: bool = False
-    # Biases in the other linear layers and the LayerNorms (GPT-2 has them; bias=False is a little faster
-    # and, in nanoGPT's experience, no worse).
-    bias: bool = True
-    # Pad the embedding and output head to a multiple of this many rows (64: 50257 -> 50304), a shape
-    # matrix kernels handle better. Logits are cut back to vocab_size, so padded ids are never predicted.
-    vocab_pad_multiple: int = 1
-    # "sdpa" uses torch's fused scaled_dot_product_attention; "manual" is the readable reference
-    # implementation (explicit scores, mask and softmax) that the fast path is tested against.
-    attn_impl: str = "sdpa"
-    # Share the token embedding matrix with the output head, as GPT-2 does (saves vocab_size * emb_dim
-    # parameters; needed to load OpenAI's GPT-2 weights, which were trained tied).
-    tie_weights: bool = False
-    # Training loss through the chunked head + cross-entropy (gptlab.models.fused_loss), which keeps only
-    # the logits' gradient (no logits or fp32 copies); False computes logits and F.cross_entropy, the
-    # reference it is tested against.
-    fused_loss: bool = True
-    # How the weights start: "gpt2" or "pytorch" (see INITS).
-    init: str = "gpt2"
-
-    def __post_init__(self) -> None:
-        check_positive(
-            vocab_size=self.vocab_size,
-            context_length=self.context_length,
-            emb_dim=self.emb_dim,
-            n_heads=self.n_heads,
-            n_layers=self.n_layers,
-            vocab_pad_multiple=self.vocab_pad_multiple,
-        )
-        check_heads_divide(self.emb_dim, self.n_heads)
-        check_drop_rate(self.drop_rate)
-        if self.attn_impl not in ATTENTION_IMPLS:
-            raise ConfigError(f"model.attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
-        if self.init not in INITS:
-            raise ConfigError(f"model.init must be one of {INITS}, got {self.init!r}")
-
-    @property
-    def padded_vocab_size(self) -> int:
-        return math.ceil(self.vocab_size / self.vocab_pad_multiple) * self.vocab_pad_multiple
 
 
 class KVCache:

@@ -11,8 +11,6 @@ from torch import nn
 from gptlab.core.errors import ConfigError
 from gptlab.models.language_model import LanguageModel, language_model
 
-FINETUNE_MODES = ("full", "lora")
-
 
 def _lora_config(cfg: dict, model: LanguageModel):
     from peft import LoraConfig
@@ -26,8 +24,6 @@ def _lora_config(cfg: dict, model: LanguageModel):
             "list the module names to adapt, e.g. finetune.target_modules=[out_proj]"
         )
     rank = int(cfg.get("rank", 16))
-    if rank < 1:
-        raise ConfigError(f"finetune.rank must be >= 1, got {rank}")
     return LoraConfig(
         r=rank,
         lora_alpha=float(cfg.get("alpha", 2 * rank)),
@@ -38,10 +34,7 @@ def _lora_config(cfg: dict, model: LanguageModel):
 
 def apply_finetune(model: LanguageModel, cfg: dict | None) -> nn.Module:
     """The model to train under ``finetune`` (``{"name": "full"}`` or a LoRA config)."""
-    name = (cfg or {}).get("name", "full")
-    if name not in FINETUNE_MODES:
-        raise ConfigError(f"finetune.name must be one of {FINETUNE_MODES}, got {name!r}")
-    if name == "full":
+    if (cfg or {}).get("name", "full") == "full":  # or lora (gptlab.config.training.FINETUNE_MODES)
         return model
     return model.add_lora(_lora_config(cfg, model))
 

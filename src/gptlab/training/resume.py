@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from gptlab.compat.lightning import batches_that_stepped, rewind_to_step_end, validates_by_time
+from gptlab.config.training import validation_inside_accumulation
 from gptlab.core.errors import ConfigError
-from gptlab.training.preflight import validation_inside_accumulation
 
 
 def final_step(trainer: L.Trainer) -> bool:

@@ -1,0 +1,56 @@
+"""The entry configs: train.yaml's own keys (the groups have their schemas), export.yaml and report.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gptlab.core.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1337
+    ckpt_path: str | None = None  # resume: a .ckpt file, a run or checkpoints folder, or `last`
+    init_from: str | None = None  # start from pretrained weights: gpt2, gpt2-medium, ... or a HF folder
+    compile: bool = False
+    validate_after_fit: bool = True
+    # The groups, each composed onto its own schema (gptlab.config.store).
+    data: Any = None
+    model: Any = None
+    trainer: Any = None
+    optim: Any = None
+    finetune: Any = None
+    scheduler: Any = None
+    logger: Any = None
+    callbacks: Any = None
+    paths: Any = None
+
+    def __post_init__(self) -> None:
+        # (ckpt_path with init_from is allowed: a run started from GPT-2 resumes with its own overrides.)
+        max_length = getattr(self.data, "max_length", None)
+        context = getattr(self.model, "context_length", None)
+        if max_length and context and max_length > context and not self.init_from:
+            raise ConfigError(
+                f"data.max_length={max_length} is longer than model.context_length={context}; "
+                "lower data.max_length or raise model.context_length"
+            )
+
+
+@dataclass
+class ExportConfig:
+    """conf/export.yaml (see there)."""
+
+    ckpt_path: str | None = None
+    out_dir: str | None = None
+    dataset: str | None = None
+    push_to_hub: str | None = None
+    private: bool = False
+
+
+@dataclass
+class ReportConfig:
+    """conf/report.yaml (see there)."""
+
+    sweep_dir: str | None = None
+    out_dir: str | None = None

@@ -1,0 +1,130 @@
+"""The groups of the training loop: optim, scheduler, finetune and trainer (Lightning's Trainer arguments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gptlab.config.ranges import at_least, fraction, one_of, positive
+from gptlab.core.errors import ConfigError
+from gptlab.core.precisions import MATMUL_DTYPES
+
+# matrices: not biases, LayerNorm or other vectors (GPT-2); all: every parameter (torch's AdamW default).
+DECAY_TARGETS = ("matrices", "all")
+SCHEDULES = ("cosine", "constant")
+FINETUNE_MODES = ("full", "lora")
+
+
+@dataclass
+class OptimConfig:
+    """conf/optim/adamw.yaml: AdamW."""
+
+    lr: float = 3.0e-4
+    weight_decay: float = 0.1
+    decay: str = "matrices"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1.0e-8
+    fused: bool | None = None  # null: fused wherever Lightning allows it
+
+    def __post_init__(self) -> None:
+        positive("optim.lr", self.lr, "3e-4")
+        at_least("optim.weight_decay", self.weight_decay, 0)
+        one_of("optim.decay", self.decay, DECAY_TARGETS)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}; e.g. [0.9,0.95]")
+        positive("optim.eps", self.eps, "1e-8")
+
+
+@dataclass
+class SchedulerConfig:
+    """conf/scheduler/: linear warmup then cosine decay to min_lr, or a constant rate."""
+
+    name: str = "cosine"
+    warmup_steps: int | None = None  # null: warmup_ratio of the run
+    warmup_ratio: float | None = 0.05
+    min_lr: float | None = None  # null: optim.lr / 10
+
+    def __post_init__(self) -> None:
+        one_of("scheduler.name", self.name, SCHEDULES)
+        at_least("scheduler.warmup_steps", self.warmup_steps, 0)
+        fraction("scheduler.warmup_ratio", self.warmup_ratio, open_low=False, example=0.05)
+        at_least("scheduler.min_lr", self.min_lr, 0)
+
+
+@dataclass
+class FinetuneConfig:
+    """conf/finetune/: full (every weight trains) or lora (peft's adapters, base frozen)."""
+
+    name: str = "full"
+    rank: int = 16
+    alpha: float | None = None  # null: 2 x rank
+    dropout: float = 0.0
+    # all-linear: the model's own choice (LanguageModel.lora_targets), or a list of module names.
+    target_modules: Any = "all-linear"
+
+    def __post_init__(self) -> None:
+        one_of("finetune.name", self.name, FINETUNE_MODES)
+        at_least("finetune.rank", self.rank, 1)
+        fraction("finetune.dropout", self.dropout, open_low=False, example=0.05)
+
+
+@dataclass
+class TrainerConfig:
+    """conf/trainer/: the Lightning Trainer arguments gptlab sets. Any other Trainer argument can be added
+    with ``+trainer.NAME=VALUE``; Lightning checks those itself."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    default_root_dir: str | None = None
+    accelerator: str = "auto"  # auto | cpu | gpu | mps
+    devices: Any = 1  # a count, a list of ids, or auto
+    num_nodes: int = 1
+    strategy: Any = "auto"  # a name, or a strategy config with _target_ (trainer=ddp, trainer=fsdp)
+    precision: Any = "32-true"
+    max_epochs: int | None = 1
+    max_steps: int = -1
+    gradient_clip_val: float | None = 1.0
+    accumulate_grad_batches: int = 1
+    # A float is a fraction of an epoch, an int a number of training batches: both are kept as typed.
+    val_check_interval: int | float | None = 1.0
+    check_val_every_n_epoch: int | None = 1
+    limit_train_batches: int | float | None = 1.0
+    limit_val_batches: int | float | None = 1.0
+    overfit_batches: int | float = 0.0
+    num_sanity_val_steps: int = 2
+    log_every_n_steps: int = 10
+    deterministic: Any = False  # true, false or "warn"
+    detect_anomaly: bool = False
+    enable_progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if str(self.precision) not in MATMUL_DTYPES:
+            raise ConfigError(
+                f"trainer.precision={self.precision} is not a precision Lightning knows; use 32-true, "
+                "bf16-mixed, 16-mixed (GPU), bf16-true or 64-true"
+            )
+        if self.max_steps == 0:
+            raise ConfigError("trainer.max_steps=0 trains nothing; use a positive number, or -1 to use max_epochs")
+        if self.max_epochs == 0:
+            raise ConfigError("trainer.max_epochs=0 trains nothing; use a positive number")
+        at_least("trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1)
+        at_least("trainer.log_every_n_steps", self.log_every_n_steps, 1)
+        at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)
+        interval, accumulate = self.val_check_interval, self.accumulate_grad_batches
+        if isinstance(interval, int) and not isinstance(interval, bool) and interval % accumulate:
+            raise ConfigError(validation_inside_accumulation(interval, interval, accumulate))
+
+
+def validation_inside_accumulation(setting: object, every_batches: int, accumulate: int) -> str:
+    """Why a validation every ``every_batches`` training batches is refused with accumulation, and what works.
+
+    Such a validation would judge weights half-way through an optimizer step, and its checkpoint cannot
+    hold the gradient accumulated so far, so a run resumed from it would not continue exactly. (A fraction
+    of an epoch is checked once the epoch's length is known: gptlab.training.resume.)
+    """
+    lower = max(accumulate, every_batches // accumulate * accumulate)
+    return (
+        f"trainer.val_check_interval={setting} validates every {every_batches} training batches, inside an "
+        f"optimizer step of trainer.accumulate_grad_batches={accumulate} batches (its checkpoint would miss the "
+        f"gradient accumulated so far, and a resumed run would differ); validate at step boundaries: "
+        f"trainer.val_check_interval={lower} or {lower + accumulate} (a multiple of {accumulate}), or 1.0 (epoch ends)"
+    )

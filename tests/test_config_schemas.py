@@ -1,0 +1,105 @@
+"""Typed configs (gptlab.config): every file of conf/ composes onto its schema, a value of the wrong type is
+refused while Hydra composes, and a value out of range when the schemas are built, each with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from compose import compose_train
+from omegaconf import OmegaConf
+from repo import REPO_ROOT
+
+from gptlab.compat.hydra import hydra_message
+from gptlab.config.commands import TrainConfig
+from gptlab.config.validate import validate_config
+from gptlab.core.errors import ConfigError
+
+CONF = REPO_ROOT / "conf"
+TYPED_GROUPS = ("data", "model", "optim", "scheduler", "finetune", "trainer")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{group}={name}" for group in TYPED_GROUPS for name in options(group) if group != "trainer"]
+    + [f"experiment={name}" for name in options("experiment")]
+    + [f"debug={name}" for name in options("debug")]
+    + ["trainer=cpu", "trainer=ddp"],
+)
+def test_every_config_file_composes_onto_its_schema_and_passes_it(tmp_path, override):
+    cfg = compose_train(tmp_path, override)
+    for group in TYPED_GROUPS:
+        assert OmegaConf.get_type(cfg[group]).__module__.startswith("gptlab.config."), group
+    built = validate_config(cfg)
+    assert isinstance(built, TrainConfig)
+
+
+WRONG_TYPES = {
+    "trainer.max_steps=abc": "trainer.max_steps must be an integer, got 'abc'; e.g. trainer.max_steps=1",
+    "optim.lr=fast": "optim.lr must be a number, got 'fast'; e.g. optim.lr=0.5",
+    "model.tie_weights=maybe": "model.tie_weights must be true or false, got 'maybe'",
+    "data.batch_size=2.5": "data.batch_size must be an integer, got 2.5",
+    "seed=one": "seed must be an integer, got 'one'",
+}
+
+
+@pytest.mark.parametrize("override", list(WRONG_TYPES))
+def test_a_value_of_the_wrong_type_is_refused_while_composing(tmp_path, override):
+    with pytest.raises(Exception) as refused:
+        compose_train(tmp_path, override)
+    assert hydra_message(refused.value).startswith(WRONG_TYPES[override])
+
+
+def test_an_integer_interval_counts_batches_and_a_fraction_stays_a_fraction(tmp_path):
+    cfg = compose_train(tmp_path, "trainer.val_check_interval=2", "trainer.limit_val_batches=0.5")
+    assert type(cfg.trainer.val_check_interval) is int and type(cfg.trainer.limit_val_batches) is float
+
+
+OUT_OF_RANGE = {
+    "scheduler.name=linear": "scheduler.name must be one of ('cosine', 'constant'), got 'linear'",
+    "finetune.name=qlora": "finetune.name must be one of ('full', 'lora'), got 'qlora'",
+    "scheduler.warmup_ratio=1.5": "scheduler.warmup_ratio must be in [0, 1)",
+    "optim.decay=some": "optim.decay must be one of ('matrices', 'all')",
+    "optim.betas=[0.9,1.5]": "optim.betas must be two numbers in [0, 1)",
+    "data.tokenizer=bpe": "data.tokenizer must be one of ('gpt2', 'char')",
+    "data.num_workers=-1": "data.num_workers must be >= 0",
+    "model.attn_impl=flash": "model.attn_impl must be one of ('sdpa', 'manual')",
+    "model.drop_rate=1.0": "model.drop_rate must be in [0, 1)",
+    "trainer.accumulate_grad_batches=0": "trainer.accumulate_grad_batches must be >= 1",
+    "trainer.max_epochs=0": "trainer.max_epochs=0 trains nothing",
+}
+
+
+@pytest.mark.parametrize("override", list(OUT_OF_RANGE))
+def test_a_value_out_of_range_is_refused_with_the_rule_that_holds_it(tmp_path, override):
+    cfg = compose_train(tmp_path, override)
+    with pytest.raises(ConfigError) as refused:
+        validate_config(cfg)
+    assert OUT_OF_RANGE[override] in str(refused.value)
+
+
+def test_rules_across_groups_live_in_the_train_schema(tmp_path):
+    cfg = compose_train(tmp_path, "model=gpt_tiny", "data.max_length=128")
+    with pytest.raises(ConfigError, match="data.max_length=128 is longer than model.context_length=64"):
+        validate_config(cfg)
+    # Pretrained weights bring their own context: the model group's is not the one that counts.
+    validate_config(compose_train(tmp_path, "model=gpt_tiny", "data.max_length=128", "init_from=gpt2"))
+
+
+def test_keys_nothing_read_are_gone(tmp_path):
+    cfg = compose_train(tmp_path)
+    assert "task_name" not in cfg and "name" not in cfg.optim and "vocab_size" not in cfg.data
+    sweep = (CONF / "hparams_search" / "lr_warmup_wd.yaml").read_text()
+    assert "optimized_metric" not in sweep
+
+
+def test_each_schema_file_is_the_one_its_comments_name():
+    for path in Path(CONF).rglob("*.yaml"):
+        for line in path.read_text().splitlines():
+            if "types and ranges: gptlab/config/" in line:
+                module = line.split("gptlab/config/")[1].split()[0]
+                assert (REPO_ROOT / "src" / "gptlab" / "config" / module).is_file(), (path, module)
