@@ -10,7 +10,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from repo import DATA_DIR, REPO_ROOT
 
-import gptlab.config.store  # noqa: F401  (registers the schemas that conf/ composes onto)
 import gptlab.core.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
 
 

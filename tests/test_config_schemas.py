@@ -3,6 +3,8 @@ refused while Hydra composes, and a value out of range when the schemas are buil
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,16 @@ def test_each_schema_file_is_the_one_its_comments_name():
             if "types and ranges: gptlab/config/" in line:
                 module = line.split("gptlab/config/")[1].split()[0]
                 assert (REPO_ROOT / "src" / "gptlab" / "config" / module).is_file(), (path, module)
+
+
+def test_hydra_finds_the_schemas_without_being_told(tmp_path):
+    """A fresh Python that composes conf/ through Hydra's compose API, importing nothing of gptlab."""
+    code = (
+        "from hydra import compose, initialize_config_dir\n"
+        f"with initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'):\n"
+        "    cfg = compose('train', overrides=['model=decoder'])\n"
+        "print(type(cfg.model._metadata.object_type).__name__, cfg.model._metadata.object_type.__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["type", "DecoderModelConfig"]

@@ -8,7 +8,6 @@ from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
 from hydra import compose, initialize_config_dir
 from repo import REPO_ROOT
 
-import gptlab.config.store  # noqa: F401  (the schemas conf/ composes onto)
 from gptlab.sweeps.slurm import TrainJob, slurm_parameters
 
 

@@ -1,7 +1,8 @@
 """The schemas registered with Hydra's ConfigStore, under ``schema/``: each file of conf/ names its own
 (``defaults: [/schema/model/gpt@_here_, _self_]``), so Hydra types every value as it composes the config.
 
-Importing this module registers them; every command does (gptlab.core.entrypoint), before Hydra starts.
+Importing this module registers them. Hydra itself imports it wherever it starts (the plugin module
+src/hydra_plugins/gptlab_schemas), so every way of composing conf/ finds them.
 """
 
 from __future__ import annotations

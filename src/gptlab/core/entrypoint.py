@@ -132,8 +132,6 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
 
         @functools.wraps(task)
         def main() -> Any:
-            import gptlab.config.store  # noqa: F401  (the schemas conf/ composes onto)
-
             load_dotenv(os.environ.get("GPTLAB_DOTENV", ".env"))  # its keys and tokens never reach an output
             with one_line_hydra_errors(lambda: started):
                 return hydra_main()
