@@ -8,6 +8,7 @@ from cli_runner import TINY_DECODER, assert_ok, read_metrics, run_script, run_tr
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from repo import REPO_ROOT
+from tiny_models import tiny_gpt_config
 
 from gptlab.training.distributed import transformer_block_types, validation_sampler
 from gptlab.training.module import build_model
@@ -174,16 +175,7 @@ def test_fsdp_logs_and_clips_by_the_norm_over_all_shards():
             return torch.tensor(4.0)
 
     module = LanguageModelModule(
-        model={
-            "_target_": "gptlab.models.GPT",
-            "vocab_size": 50,
-            "context_length": 8,
-            "emb_dim": 8,
-            "n_heads": 2,
-            "n_layers": 1,
-            "drop_rate": 0.0,
-            "qkv_bias": False,
-        },
+        model=tiny_gpt_config(vocab_size=50, context_length=8, emb_dim=8),
         tokenizer={"kind": "gpt2"},
     )
     for p in module.parameters():

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from cli_runner import TINY_RUN, assert_ok, run_script, run_train
 from tiny_models import tiny_gpt
 from torch.utils.data import DataLoader
+from trainers import quiet_trainer
 
 import gptlab.models.fused_loss as fused_loss
 from gptlab.checkpoints.loading import model_state_dict
@@ -164,15 +165,10 @@ def test_lightning_clips_with_the_norm_it_logs_and_uses_fused_adamw():
     )
     batches = [(t[:, :-1], t[:, 1:]) for t in torch.randint(0, VOCAB, (3, 4, 17))]
     clipped = ClippedNorm()
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_steps=3,
         gradient_clip_val=1e-3,
         precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         callbacks=[clipped],
     )

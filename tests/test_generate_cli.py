@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 
-import lightning as L
 import pytest
 import torch
 from cli_runner import assert_ok, run_script
 from tiny_models import TINY_GPT
+from trainers import quiet_trainer
 
 from gptlab.checkpoints.loading import load_checkpoint_model, read_checkpoint
 from gptlab.core.errors import ConfigError, GptlabError
@@ -30,14 +30,7 @@ TINY_DECODER = {
 
 
 def save_checkpoint(module: LanguageModelModule, path) -> str:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
     return str(path)

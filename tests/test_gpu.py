@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from cli_runner import TINY_RUN, assert_ok, read_metrics, run_train
 from torch.utils.data import DataLoader
+from trainers import quiet_trainer
 
 from gptlab.data.datamodule import TextDataModule
 from gptlab.generation.decoding import generate
@@ -82,15 +83,10 @@ def train_curve(model_cfg: dict, batches, precision: str, compile: bool = False,
     if compile:
         compile_model(module.model, "cuda")
     curve = Curve()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="gpu",
-        devices=1,
         precision=precision,
         max_steps=len(batches),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=[curve],
@@ -203,16 +199,12 @@ def test_throughput_callback_takes_the_gpus_datasheet_peak(tmp_path, batches):
     torch.manual_seed(0)
     module = LanguageModelModule(model=SMALL_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3})
     callback = ThroughputLogger(window_size=5)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="gpu",
-        devices=1,
         precision="bf16-mixed",
         max_steps=len(batches),
         log_every_n_steps=5,
         logger=CSVLogger(tmp_path, name="csv", version=""),  # where read_metrics looks
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         callbacks=[callback],
     )

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny_models import TINY_GPT
+from trainers import quiet_trainer
 
 from gptlab.compat.lightning import optimizer_step_pending
 from gptlab.data.datamodule import TextDataModule
@@ -25,16 +26,14 @@ def make_module() -> LanguageModelModule:
     return LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3})
 
 
-def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
-    settings = dict(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
-    )
-    return L.Trainer(**{**settings, **kwargs})
+def trainer_in(tmp_path, **kwargs) -> L.Trainer:
+    """A quiet Trainer that writes its checkpoints in ``tmp_path`` (some tests read them)."""
+    return quiet_trainer(default_root_dir=tmp_path, enable_checkpointing=True, **kwargs)
 
 
 def test_val_ppl_is_exp_of_the_mean_loss_over_every_validation_token(tmp_path, datamodule):
     module = make_module()
-    [metrics] = quiet_trainer(tmp_path).validate(module, datamodule=datamodule, verbose=False)
+    [metrics] = trainer_in(tmp_path).validate(module, datamodule=datamodule, verbose=False)
 
     # The reference, from the raw validation tokens: each target p (1 .. N-1) is predicted from the
     # 32-token window holding it, [32k, 32k + 32) - or, past the last whole window, the last 32 tokens.
@@ -52,7 +51,7 @@ def test_val_ppl_is_exp_of_the_mean_loss_over_every_validation_token(tmp_path, d
 
 def test_training_logs_and_checkpoint_loads_with_weights_only(tmp_path, datamodule):
     module = make_module()
-    trainer = quiet_trainer(
+    trainer = trainer_in(
         tmp_path, max_steps=3, limit_val_batches=1, num_sanity_val_steps=0, callbacks=[ValidateAtMaxSteps()]
     )
     trainer.fit(module, datamodule=datamodule)
@@ -89,7 +88,7 @@ def test_grad_norm_is_the_unscaled_norm_under_float16_loss_scaling(tmp_path, dat
 
     def first_grad_norm(**precision) -> float:
         module = make_module()
-        trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0, **precision)
+        trainer = trainer_in(tmp_path, max_steps=1, limit_val_batches=0, **precision)
         trainer.fit(module, datamodule=datamodule)
         assert trainer.optimizers[0].defaults["fused"]  # the optimizer unscales: Lightning does not
         return trainer.logged_metrics["grad_norm"].item()
@@ -122,7 +121,7 @@ class RecordStepLosses(L.Callback):
 def test_train_loss_is_the_token_weighted_mean_of_the_accumulated_micro_batches(tmp_path, datamodule):
     recorder = RecordStepLosses()
     # 3 micro-batches per step; the epoch's last step has fewer, and its last batch fewer windows.
-    trainer = quiet_trainer(
+    trainer = trainer_in(
         tmp_path, max_epochs=1, accumulate_grad_batches=3, limit_val_batches=0, callbacks=[recorder]
     )
     trainer.fit(make_module(), datamodule=datamodule)

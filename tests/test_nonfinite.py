@@ -9,19 +9,11 @@ import warnings
 import pytest
 import torch
 from cli_runner import TINY_RUN, read_metrics, run_train
+from tiny_models import tiny_gpt_config
 
 from gptlab.training.module import LanguageModelModule
 
-TINY_GPT = {
-    "_target_": "gptlab.models.GPT",
-    "vocab_size": 16,
-    "context_length": 8,
-    "emb_dim": 8,
-    "n_heads": 2,
-    "n_layers": 1,
-    "drop_rate": 0.0,
-    "qkv_bias": False,
-}
+TINY_GPT = tiny_gpt_config(vocab_size=16, context_length=8, emb_dim=8)
 
 
 @pytest.mark.e2e

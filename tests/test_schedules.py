@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import torch
 from tiny_models import TINY_GPT
+from trainers import quiet_trainer
 
 from gptlab.core.errors import ConfigError
 from gptlab.data.datamodule import TextDataModule
@@ -79,12 +80,7 @@ def test_cosine_through_lightning_warms_up_peaks_once_and_ends_at_min_lr(tmp_pat
         optim={"lr": 1e-3},
         scheduler={"name": "cosine", "warmup_steps": 3, "min_lr": 1e-4},
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
+    trainer = quiet_trainer(
         limit_val_batches=0,
         default_root_dir=tmp_path,
         callbacks=[recorder],

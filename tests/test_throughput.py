@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from repo import REPO_ROOT
 from tiny_models import TINY_GPT
+from trainers import quiet_trainer
 
 import gptlab.models.flops as flops
 from gptlab.data.datamodule import TextDataModule
@@ -32,17 +33,13 @@ def fit(
     datamodule = TextDataModule(corpus="the-verdict", data_dir=str(data_dir), batch_size=2, max_length=WINDOW)
     torch.manual_seed(0)
     module = LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3})
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_steps=6,
         limit_val_batches=1,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         logger=CSVLogger(tmp_path, name="csv", version=""),
         callbacks=[callback],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=datamodule)

@@ -16,6 +16,11 @@ TINY_GPT = {
     "drop_rate": 0.0,
 }
 
+def tiny_gpt_config(**overrides) -> dict:
+    """TINY_GPT with some settings changed (a smaller vocabulary or window)."""
+    return {**TINY_GPT, **overrides}
+
+
 # Two layers of 32 wide over 50 ids: every code path of a model, in milliseconds.
 _SMALL = dict(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 
