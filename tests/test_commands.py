@@ -93,6 +93,7 @@ CASES = {
     "export-private-not-a-bool": (["export.py", "private=maybe"], ["private must be true or false", "'maybe'"]),
     "report-without-jobs": (["report.py", "sweep_dir={tmp}"], ["holds no job folders", "multirun/DATE/TIME"]),
     "report-unknown-key": (["report.py", "sweep=x"], ["sweep", "--cfg job"]),
+    "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
     "generate-two-sources": (["generate.py", "ckpt_path=x", "init_from=gpt2"], ["ckpt_path", "init_from"]),
 }
 

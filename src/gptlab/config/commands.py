@@ -1,4 +1,5 @@
-"""The entry configs: train.yaml's own keys (the groups have their schemas), export.yaml and report.yaml."""
+"""The entry configs: train.yaml's own keys (the groups have their schemas), generate.yaml, export.yaml and
+report.yaml."""
 
 from __future__ import annotations
 
@@ -35,6 +36,31 @@ class TrainConfig:
                 f"data.max_length={max_length} is longer than model.context_length={context}; "
                 "lower data.max_length or raise model.context_length"
             )
+
+
+@dataclass
+class GenerateConfig:
+    """conf/generate.yaml (see there). Typed here; the rules between the options live with generation
+    (gptlab.generation.command.check_generation_config), which any caller of it, not only this
+    command, goes through."""
+
+    ckpt_path: str | None = None
+    init_from: str | None = None
+    prompt: Any = None  # a string, or a list of strings
+    prompt_file: str | None = None
+    num_samples: int = 1
+    max_new_tokens: int = 200
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    context_length: int | None = None
+    use_cache: bool = True
+    seed: int | None = 1337
+    stream: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
 
 
 @dataclass

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from gptlab.config.commands import ExportConfig, ReportConfig, TrainConfig
+from gptlab.config.commands import ExportConfig, GenerateConfig, ReportConfig, TrainConfig
 from gptlab.config.data import DataConfig
 from gptlab.config.model import DecoderModelConfig, GPTModelConfig, HFCausalLMConfig
 from gptlab.config.training import FinetuneConfig, OptimConfig, SchedulerConfig, TrainerConfig
 
 SCHEMAS = {
     "schema/train": TrainConfig,
+    "schema/generate": GenerateConfig,
     "schema/export": ExportConfig,
     "schema/report": ReportConfig,
     "schema/data/text": DataConfig,
