@@ -95,6 +95,12 @@ def test_lora_rank_16_on_the_124m_gpt():
     assert parameter_summary(model).startswith("2,359,296 trainable of 126,799,104 parameters")
 
 
+def test_an_unset_alpha_is_twice_the_rank():
+    # The schema gives every finetune key, null included; null alpha means 2 x rank, as conf/finetune/ says.
+    model = apply_finetune(tiny_gpt(), {"name": "lora", "rank": 4, "alpha": None, "dropout": 0.0})
+    assert model.peft_config["default"].lora_alpha == 8
+
+
 def test_tokenizer_mismatch_is_a_clear_error(tmp_path):
     small_vocab = HFCausalLM(model=load_pretrained_hf(str(tiny_hf_folder(tmp_path / "v100", 100, with_tokenizer=False))))
     with pytest.raises(ConfigError, match="has 100 token ids but the data's gpt2 tokenizer has 50257"):

@@ -26,7 +26,7 @@ def _lora_config(cfg: dict, model: LanguageModel):
     rank = int(cfg.get("rank", 16))
     return LoraConfig(
         r=rank,
-        lora_alpha=float(cfg.get("alpha", 2 * rank)),
+        lora_alpha=float(2 * rank if cfg.get("alpha") is None else cfg["alpha"]),  # null: 2 x rank
         lora_dropout=float(cfg.get("dropout", 0.0)),
         target_modules=list(targets) if not isinstance(targets, str) else targets,
     )
