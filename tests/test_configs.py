@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from repo import REPO_ROOT
 
 from gptlab.core.errors import ConfigError
-from gptlab.data.datamodule import TextDataModule
+from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.factory import data_and_start_model
 from gptlab.training.loggers import build_loggers
 from gptlab.training.module import build_model
@@ -34,7 +34,7 @@ def test_option_composes_and_instantiates(tmp_path, group, option):
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, TextDataModule)
+    assert isinstance(datamodule, WindowDataModule)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     # Our models on the meta device: shapes are checked without allocating (gpt2-xl would take 6 GB and
     # half a minute). transformers' forward reads values, so the (tiny) hf_causal_lm is built for real.

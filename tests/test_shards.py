@@ -10,13 +10,12 @@ import torch
 from gptlab.core.errors import DataError
 from gptlab.data.shards import (
     HEADER_BYTES,
-    ShardWindows,
     open_shard,
     summarize_shard,
     write_shard,
 )
 from gptlab.data.tokenizers import GPT2Tokenizer
-from gptlab.data.windows import TokenWindows
+from gptlab.data.windows import ShardWindows, TokenWindows
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +93,7 @@ def test_windows_stay_inside_their_shard_and_match_one_stream_each(tmp_path, pla
     for i, tokens in enumerate((first, np.array([1, 2, 3]), second)):  # a shard too short for a window
         paths.append(tmp_path / f"s{i}.bin")
         write_shard(paths[-1], tokens, tokenizer.vocab_size)
-    windows = ShardWindows([open_shard(p) for p in paths], max_length=64, stride=48)
+    windows = ShardWindows(paths, max_length=64, stride=48)
     per_shard = [TokenWindows(torch.from_numpy(t), max_length=64, stride=48) for t in (first, second)]
     assert len(windows) == sum(len(w) for w in per_shard)
     expected = [w[i] for w in per_shard for i in range(len(w))]
@@ -103,8 +102,8 @@ def test_windows_stay_inside_their_shard_and_match_one_stream_each(tmp_path, pla
         assert x.dtype == torch.int64 and torch.equal(x, expected[index][0]) and torch.equal(y, expected[index][1])
     with pytest.raises(IndexError):
         windows[len(windows)]
-    with pytest.raises(DataError, match="no shard holds a whole window"):
-        ShardWindows([open_shard(paths[1])], max_length=64, stride=64)
+    with pytest.raises(DataError, match="no training shard holds a whole window"):
+        ShardWindows([paths[1]], max_length=64, stride=64)
 
 
 def test_the_largest_id_is_found_a_chunk_at_a_time(play_tokens):

@@ -80,3 +80,11 @@ class ReportConfig:
 
     sweep_dir: str | None = None
     out_dir: str | None = None
+
+
+@dataclass
+class PrepareConfig:
+    """conf/prepare.yaml (see there): the data group and the paths it resolves against."""
+
+    data: Any = None
+    paths: Any = None

@@ -1,34 +1,91 @@
-"""The data group (conf/data/): which text, how it is tokenised, cut into windows and batched."""
+"""The data group (conf/data/): which text, how it is tokenised, cut into windows and batched.
+
+Three kinds, one schema each: a preset corpus (data=shakespeare, verdict), the user's text files
+(data=text) and token shards made elsewhere (data=shards). The window and batch keys are common.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from gptlab.config.ranges import at_least, fraction, one_of
+from gptlab.core.errors import ConfigError
 
 TOKENIZERS = ("gpt2", "char")
+DECODE_ERRORS = ("strict", "replace")
 
 
 @dataclass
-class DataConfig:
-    _target_: str = "gptlab.data.datamodule.TextDataModule"
-    corpus: str = "tinyshakespeare"
-    tokenizer: str = "gpt2"
-    data_dir: str = "data"
+class WindowsConfig:
+    """How any data is cut into windows and batched."""
+
     batch_size: int = 8
     # null: 256 tokens, or the context of the model the run starts from if shorter.
     max_length: int | None = None
     stride: int | None = None  # distance between training windows; null: max_length
     val_stride: int | None = None
-    train_ratio: float = 0.9
     num_workers: int = 0
-    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
         at_least("data.batch_size", self.batch_size, 1)
         at_least("data.max_length", self.max_length, 1)
         for key, value in (("data.stride", self.stride), ("data.val_stride", self.val_stride)):
             at_least(key, value, 1, " (the distance between windows)")
-        fraction("data.train_ratio", self.train_ratio, open_low=True, example=0.9)
         at_least("data.num_workers", self.num_workers, 0)
+
+
+@dataclass
+class DataConfig(WindowsConfig):
+    """A preset corpus of the registry (gptlab.data.corpora)."""
+
+    _target_: str = "gptlab.data.datamodule.TextDataModule"
+    corpus: str = "tinyshakespeare"
+    tokenizer: str = "gpt2"
+    data_dir: str = "data"
+    train_ratio: float = 0.9
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
+        fraction("data.train_ratio", self.train_ratio, open_low=True, example=0.9)
+
+
+@dataclass
+class TextFilesDataConfig(WindowsConfig):
+    """data=text: the user's text files, tokenised once into shards in cache_dir (gptlab.data.prepare)."""
+
+    _target_: str = "gptlab.data.shard_datamodule.TextFilesDataModule"
+    path: str | None = None  # a file, a folder (every .txt below it) or a glob
+    val_path: str | None = None  # validation files; null: hold out val_ratio of the documents
+    val_ratio: float = 0.1
+    tokenizer: str = "gpt2"
+    errors: str = "strict"  # bytes that are not UTF-8: strict stops with their offset, replace goes on
+    cache_dir: str | None = None
+    shard_tokens: int = 100_000_000
+    num_proc: int | None = None  # tokenising processes; null: every core for a large corpus
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
+        one_of("data.errors", self.errors, DECODE_ERRORS)
+        fraction("data.val_ratio", self.val_ratio, open_low=True, example=0.1)
+        at_least("data.shard_tokens", self.shard_tokens, 1)
+        at_least("data.num_proc", self.num_proc, 1)
+
+
+@dataclass
+class ShardsDataConfig(WindowsConfig):
+    """data=shards: token shards made by `prepare.py`, llm.c or nanoGPT."""
+
+    _target_: str = "gptlab.data.shard_datamodule.ShardDataModule"
+    train: str | None = None  # a shard file or a glob of them
+    val: str | None = None
+    tokenizer: str = "gpt2"  # the tokenizer that made them (a shard folder of prepare.py records its own)
+
+
+def require_path(key: str, value: str | None, example: str) -> str:
+    """A path the data kind cannot do without; checked when the data module is built."""
+    if not value:
+        raise ConfigError(f"{key} is not set; e.g. {key}={example}")
+    return value

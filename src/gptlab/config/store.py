@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from gptlab.config.commands import ExportConfig, GenerateConfig, ReportConfig, TrainConfig
-from gptlab.config.data import DataConfig
+from gptlab.config.commands import ExportConfig, GenerateConfig, PrepareConfig, ReportConfig, TrainConfig
+from gptlab.config.data import DataConfig, ShardsDataConfig, TextFilesDataConfig
 from gptlab.config.model import DecoderModelConfig, GPTModelConfig, HFCausalLMConfig
 from gptlab.config.training import FinetuneConfig, OptimConfig, SchedulerConfig, TrainerConfig
 
@@ -19,7 +19,10 @@ SCHEMAS = {
     "schema/generate": GenerateConfig,
     "schema/export": ExportConfig,
     "schema/report": ReportConfig,
-    "schema/data/text": DataConfig,
+    "schema/prepare": PrepareConfig,
+    "schema/data/preset": DataConfig,
+    "schema/data/text": TextFilesDataConfig,
+    "schema/data/shards": ShardsDataConfig,
     "schema/model/gpt": GPTModelConfig,
     "schema/model/decoder": DecoderModelConfig,
     "schema/model/hf_causal_lm": HFCausalLMConfig,

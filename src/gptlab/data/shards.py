@@ -1,5 +1,6 @@
 """Token shards on disk: files of token ids read through memory maps, so a corpus of any size costs only the
-pages a batch touches.
+pages a batch touches (the windows over them: gptlab.data.windows.ShardWindows). numpy only, no torch: the
+processes that write shards need nothing heavier.
 
 Two layouts are read, so shards made elsewhere train here:
 
@@ -14,17 +15,13 @@ token types that holds every id.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from gptlab.core.errors import DataError
 from gptlab.core.files import atomic_write
-from gptlab.data.windows import count_windows
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
@@ -94,30 +91,3 @@ def summarize_shard(tokens: np.ndarray, chunk: int = 1 << 24) -> ShardSummary:
     for start in range(0, len(tokens), chunk):
         max_id = max(max_id, int(tokens[start : start + chunk].max()))
     return ShardSummary(len(tokens), max_id)
-
-
-class ShardWindows(Dataset):
-    """Training windows over several shards: window i of shard s reads tokens [i * stride, i * stride + L]
-    of that shard, so no window crosses a file. Holds the memory maps and one offset per shard, nothing per
-    window."""
-
-    def __init__(self, shards: list[np.ndarray], max_length: int, stride: int):
-        self.shards, self.max_length, self.stride = shards, max_length, stride
-        counts = [count_windows(len(tokens), max_length, stride) for tokens in shards]
-        self.first_window = np.cumsum([0, *counts]).tolist()  # window number where each shard starts
-        if self.first_window[-1] == 0:
-            raise DataError(
-                f"no shard holds a whole window of {max_length + 1} tokens (data.max_length + 1); lower "
-                "data.max_length"
-            )
-
-    def __len__(self) -> int:
-        return self.first_window[-1]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        shard = bisect_right(self.first_window, index) - 1
-        start = (index - self.first_window[shard]) * self.stride
-        chunk = torch.from_numpy(self.shards[shard][start : start + self.max_length + 1].astype(np.int64))
-        return chunk[:-1], chunk[1:]

@@ -8,16 +8,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gptlab.core.errors import ConfigError
-from gptlab.data.datamodule import TextDataModule
+from gptlab.data.window_datamodule import WindowDataModule
 
 HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
 
 
-def data_and_start_model(cfg: DictConfig) -> tuple[TextDataModule, nn.Module | None, dict]:
+def data_and_start_model(cfg: DictConfig) -> tuple[WindowDataModule, nn.Module | None, dict]:
     """The run's data and the model it starts from, in the order each needs the other: the tokenizer
     sets the model's vocabulary, then the model (its config, or pretrained weights) sets the training
     window, then the corpus is cut into windows."""
-    datamodule: TextDataModule = instantiate(cfg.data, seed=cfg.seed)
+    datamodule: WindowDataModule = instantiate(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.load_tokenizer()
     start_model, model_cfg = build_start_model(cfg, datamodule)
@@ -25,7 +25,7 @@ def data_and_start_model(cfg: DictConfig) -> tuple[TextDataModule, nn.Module | N
     return datamodule, start_model, model_cfg
 
 
-def positions_trained(cfg: DictConfig, datamodule: TextDataModule, model_cfg: dict) -> int:
+def positions_trained(cfg: DictConfig, datamodule: WindowDataModule, model_cfg: dict) -> int:
     """The longest sequence whose positions the model will have been trained on: the data window, or
     all of a pretrained model's context (its pretraining covered them)."""
     if cfg.get("init_from") or cfg.model.get("pretrained"):
@@ -33,7 +33,7 @@ def positions_trained(cfg: DictConfig, datamodule: TextDataModule, model_cfg: di
     return datamodule.max_length
 
 
-def build_start_model(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module | None, dict]:
+def build_start_model(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn.Module | None, dict]:
     """(pretrained model or None, model config). None means: build from the config, randomly initialised."""
     if cfg.get("init_from"):
         return load_pretrained_gpt2(cfg, datamodule)
@@ -43,7 +43,7 @@ def build_start_model(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.M
     return None, model_config(model_cfg, datamodule)
 
 
-def model_config(model_cfg: dict, datamodule: TextDataModule) -> dict:
+def model_config(model_cfg: dict, datamodule: WindowDataModule) -> dict:
     """The model's constructor arguments, checked against the data it will see."""
     model_cfg["vocab_size"] = vocabulary_size(model_cfg.get("vocab_size"), datamodule.tokenizer)
     datamodule.fit_window(model_cfg["context_length"], "model.context_length")
@@ -71,16 +71,16 @@ def vocabulary_size(requested: int | None, tokenizer) -> int:
     )
 
 
-def require_gpt2_tokens(datamodule: TextDataModule, source: str) -> None:
+def require_gpt2_tokens(datamodule: WindowDataModule, source: str) -> None:
     kind = datamodule.tokenizer.spec()["kind"]
     if kind != "gpt2":
         raise ConfigError(
-            f"{source} needs GPT-2 BPE data, but data={datamodule.corpus} uses the {kind} tokenizer; "
+            f"{source} needs GPT-2 BPE data, but data={datamodule.name} uses the {kind} tokenizer; "
             "use data=shakespeare or data=verdict"
         )
 
 
-def load_pretrained_gpt2(cfg: DictConfig, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
+def load_pretrained_gpt2(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:
     """GPT-2 weights in our GPT (`init_from=`); the model's shape comes from them, not from `model=`."""
     from gptlab.hub.gpt2_import import load_pretrained_gpt  # transformers is slow to import: only when needed
 
@@ -91,7 +91,7 @@ def load_pretrained_gpt2(cfg: DictConfig, datamodule: TextDataModule) -> tuple[n
     return model, model_cfg
 
 
-def build_hf_causal_lm(model_cfg: dict, datamodule: TextDataModule) -> tuple[nn.Module, dict]:
+def build_hf_causal_lm(model_cfg: dict, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:
     """`model=hf_causal_lm`: a transformers model, pretrained (`model.pretrained=`) or from `model.hf_config`."""
     from gptlab.models.hf_causal_lm import HFCausalLM, check_tokenizer_agrees, load_pretrained_hf
 

@@ -1,0 +1,177 @@
+"""Documents of a user's corpus, read a piece at a time: a text file, a folder of them or a glob.
+
+Each file is one document (the tokenizer's end-of-text token separates documents in the shards). A file is
+read in pieces of about ``PIECE_BYTES`` that end at a line break, so a 4 GB file never sits in memory whole;
+a piece ends only at a newline between two visible ASCII characters, where GPT-2's pre-tokeniser splits
+anyway, so the pieces' tokens are exactly the whole file's (tested on all of Tiny Shakespeare).
+
+Validation is a held-out share of the documents (``held_out``), or separate files (``val_path``); a corpus
+of one file is split at a line break at ``1 - val_ratio`` of its bytes, like the presets' character split.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptlab.core.errors import ConfigError, DataError
+
+PIECE_BYTES = 4 << 20
+ERRORS = ("strict", "replace")
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def held_out(index: int, val_ratio: float) -> bool:
+    """Whether document ``index`` is a validation document: the fractional parts of (index + 1) x golden
+    ratio spread evenly over [0, 1), so any run of documents holds out close to ``val_ratio`` of them,
+    deterministically and without knowing how many there are."""
+    return ((index + 1) * _GOLDEN) % 1.0 < val_ratio
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of a document: its text, its size in bytes, and whether the document ends with it."""
+
+    text: str
+    nbytes: int
+    ends_document: bool
+
+
+def find_text_files(path: str, what: str = "data.path") -> list[Path]:
+    """The files ``path`` names: itself, every ``.txt`` below a folder, or a glob's matches; sorted."""
+    expanded = os.path.expanduser(path)
+    if glob.has_magic(expanded):
+        files = sorted(Path(p) for p in glob.glob(expanded, recursive=True) if Path(p).is_file())
+        if not files:
+            raise DataError(f"{what}={path} matches no file; check the pattern (quote it in the shell)")
+        return files
+    target = Path(expanded)
+    if target.is_file():
+        return [target]
+    if target.is_dir():
+        files = sorted(p for p in target.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"{what}={path} is a folder with no .txt file in it (searched recursively)")
+        return files
+    raise DataError(f"{what}={path} does not exist; give a .txt file, a folder of them or a glob")
+
+
+class TextFiles:
+    """Documents from text files (``data=text``)."""
+
+    def __init__(self, path: str, val_path: str | None = None, val_ratio: float = 0.1, errors: str = "strict"):
+        if errors not in ERRORS:
+            raise ConfigError(f"data.errors={errors} is not one of {', '.join(ERRORS)}")
+        self.path, self.val_ratio, self.errors = path, val_ratio, errors
+        self.files = find_text_files(path)
+        self.val_files = find_text_files(val_path, "data.val_path") if val_path else []
+        held = sum(held_out(i, val_ratio) for i in range(len(self.files)))
+        if not self.val_files and len(self.files) > 1 and held == 0:
+            raise DataError(
+                f"data.val_ratio={val_ratio} holds out none of the {len(self.files)} documents (each file is "
+                "one); raise data.val_ratio, or name validation files with data.val_path"
+            )
+
+    def fingerprint(self) -> dict:
+        """What the shards depend on: every file's name, size and modification time, and the split."""
+
+        def stat(files: list[Path]) -> list:
+            return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+        return {
+            "kind": "text",
+            "files": stat(self.files),
+            "val_files": stat(self.val_files),
+            "val_ratio": None if self.val_files else self.val_ratio,
+            "errors": self.errors,
+        }
+
+    def total_bytes(self) -> int:
+        return sum(f.stat().st_size for f in [*self.files, *self.val_files])
+
+    def documents(self) -> Iterator[tuple[str, Piece]]:
+        """(split, piece) pairs, in the same order every time."""
+        if self.val_files:
+            for f in self.files:
+                yield from (("train", piece) for piece in read_pieces(f, self.errors))
+            for f in self.val_files:
+                yield from (("val", piece) for piece in read_pieces(f, self.errors))
+        elif len(self.files) == 1:
+            cut = _line_break_after(self.files[0], int(self.files[0].stat().st_size * (1 - self.val_ratio)))
+            yield from (("train", piece) for piece in read_pieces(self.files[0], self.errors, 0, cut))
+            yield from (("val", piece) for piece in read_pieces(self.files[0], self.errors, cut, None))
+        else:
+            for index, f in enumerate(self.files):
+                split = "val" if held_out(index, self.val_ratio) else "train"
+                yield from ((split, piece) for piece in read_pieces(f, self.errors))
+
+
+def _line_break_after(path: Path, position: int) -> int:
+    """The offset just past the first line break at or after ``position`` (the file's end if none)."""
+    with open(path, "rb") as f:
+        f.seek(position)
+        while block := f.read(1 << 16):
+            newline = block.find(b"\n")
+            if newline >= 0:
+                return position + newline + 1
+            position += len(block)
+    return position
+
+
+def read_pieces(path: Path, errors: str, start: int = 0, end: int | None = None) -> Iterator[Piece]:
+    """The document in bytes [start, end) of ``path``, decoded as UTF-8 a piece at a time."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        offset, pending = start, b""
+        while True:
+            want = PIECE_BYTES if end is None else min(PIECE_BYTES, end - offset - len(pending))
+            block = f.read(want) if want > 0 else b""
+            data = pending + block
+            at_end = not block
+            cut = len(data) if at_end else _safe_cut(data)
+            if cut == 0 and not at_end:  # no line to end a piece at yet: read on
+                pending = data
+                continue
+            piece, pending = data[:cut], data[cut:]
+            yield Piece(_decode(piece, path, offset, errors), len(piece), ends_document=at_end)
+            offset += cut
+            if at_end:
+                return
+
+
+def _safe_cut(data: bytes) -> int:
+    """Just past the last line break with a visible ASCII character on each side (0 if none). There GPT-2's
+    pre-tokeniser makes the newline a token of its own whether or not the text goes on (next to more
+    whitespace it would not: "\n\n" is one token at the end of a text, two before a word), and a UTF-8
+    sequence never straddles a newline byte."""
+    position = len(data) - 1
+    while (newline := data.rfind(b"\n", 1, position)) >= 0:
+        if _visible(data[newline - 1]) and _visible(data[newline + 1]):
+            return newline + 1
+        position = newline
+    return 0
+
+
+def _visible(byte: int) -> bool:
+    return 0x21 <= byte < 0x7F
+
+
+def _decode(data: bytes, path: Path, offset: int, errors: str) -> str:
+    if errors == "strict":
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise DataError(
+                f"{path} looks binary (a NUL byte at byte offset {offset + nul}); remove it from the corpus "
+                "or set data.errors=replace to read it anyway"
+            )
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte offset {offset + err.start}: {err.reason}); convert it to "
+            "UTF-8, or set data.errors=replace to replace what does not decode"
+        ) from None

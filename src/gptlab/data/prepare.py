@@ -1,0 +1,273 @@
+"""Tokenise a corpus once, into token shards: documents -> ids (in parallel, on every core) -> llm.c shards
+beside a small index (``index.json``).
+
+- **Cached.** The shards live in a folder named by a key over the source's fingerprint, the tokenizer and
+  the shard size; an unchanged source finds its finished folder and is ready at once, a changed source or
+  tokenizer has another key and is prepared afresh.
+- **Crash-safe and resumable.** Every shard is written atomically and the index, rewritten atomically after
+  each shard, says which batches of documents the written shards hold; an interrupted run starts again after
+  them. Training reads only the shards of a finished index, so it never sees a partial one.
+- **Bounded memory.** Documents are read a piece at a time (gptlab.data.documents), at most a few batches are
+  in flight, and a split holds at most one shard of ids before writing it.
+- **Parallel.** Batches of about ``BATCH_BYTES`` of text go to worker processes in order; each worker builds
+  the tokenizer once from its spec.
+
+numpy and the tokenizers only: worker processes never import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from gptlab.core.errors import DataError
+from gptlab.core.files import atomic_write_bytes
+from gptlab.data.documents import Piece
+from gptlab.data.shards import token_dtype, write_shard
+from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_spec
+
+INDEX_FORMAT = 1
+INDEX = "index.json"
+SPLITS = ("train", "val")
+BATCH_BYTES = 1 << 20
+# Below this much text, worker processes cost more to start than they save.
+POOL_MIN_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class PreparedShards:
+    folder: Path
+    index: dict
+
+    def paths(self, split: str) -> list[Path]:
+        return [self.folder / shard["file"] for shard in self.index["splits"][split]["shards"]]
+
+    @property
+    def tokenizer_spec(self) -> dict:
+        return self.index["tokenizer"]
+
+    def tokens(self, split: str) -> int:
+        return self.index["splits"][split]["tokens"]
+
+
+def prepare_shards(
+    source,
+    tokenizer_kind: str,
+    cache_dir: str | Path,
+    shard_tokens: int = 100_000_000,
+    num_proc: int | None = None,
+    progress: bool = True,
+) -> PreparedShards:
+    """The shards of ``source`` (a document source such as gptlab.data.documents.TextFiles) tokenised with
+    ``tokenizer_kind``: found in ``cache_dir`` when prepared before, else made (or finished) there."""
+    key = _key(source.fingerprint(), tokenizer_kind, shard_tokens)
+    folder = Path(cache_dir).expanduser() / "shards" / f"{source.fingerprint()['kind']}-{key[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
+        index = _read_index(folder, key)
+        if index is None or not index["complete"]:
+            index = _Preparer(source, tokenizer_kind, folder, key, shard_tokens, index).run(num_proc, progress)
+    return PreparedShards(folder, index)
+
+
+def _key(fingerprint: dict, tokenizer_kind: str, shard_tokens: int) -> str:
+    identity = {"format": INDEX_FORMAT, "source": fingerprint, "tokenizer": tokenizer_kind, "shard": shard_tokens}
+    if tokenizer_kind != "char":  # a character vocabulary is the source's own: its fingerprint covers it
+        identity["tokenizer"] = tokenizer_from_spec({"kind": tokenizer_kind}).identity()
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_index(folder: Path, key: str) -> dict | None:
+    path = folder / INDEX
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text())
+    except ValueError:
+        return None  # written atomically, so never half; unreadable means foreign: prepare afresh
+    return index if index.get("key") == key else None
+
+
+def _write_index(folder: Path, index: dict) -> None:
+    atomic_write_bytes(json.dumps(index, indent=1).encode(), folder / INDEX)
+
+
+class _Preparer:
+    def __init__(self, source, tokenizer_kind: str, folder: Path, key: str, shard_tokens: int, index: dict | None):
+        self.source, self.folder, self.shard_tokens = source, folder, shard_tokens
+        for stale in folder.glob(".*.tmp"):  # what a killed run left of a shard it was writing
+            stale.unlink()
+        if index is None:
+            tokenizer = _tokenizer(source, tokenizer_kind)
+            index = {
+                "format": INDEX_FORMAT,
+                "key": key,
+                "complete": False,
+                "source": source.fingerprint(),
+                "tokenizer": tokenizer.spec(),
+                "vocab_size": tokenizer.vocab_size,
+                "eos_id": tokenizer.eos_id,
+                "shard_tokens": shard_tokens,
+                "splits": {split: {"shards": [], "documents": 0, "tokens": 0, "batches": 0} for split in SPLITS},
+            }
+        self.index = index
+        self.spec = index["tokenizer"]
+        self.dtype = token_dtype(index["vocab_size"])
+        self.buffers: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
+        self.buffered = dict.fromkeys(SPLITS, 0)
+        self.pending_docs = dict.fromkeys(SPLITS, 0)
+        self.next_batch = {split: index["splits"][split]["batches"] for split in SPLITS}
+
+    def run(self, num_proc: int | None, progress: bool) -> dict:
+        total = self.source.total_bytes()
+        workers = num_proc or (len(os.sched_getaffinity(0)) if total >= POOL_MIN_BYTES else 1)
+        bar = _Progress(total, self.index, enabled=progress)
+        in_flight: deque[tuple[str, int, int, Future | np.ndarray]] = deque()
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) if workers > 1 else None
+        try:
+            for split, number, pieces, nbytes in _batches(self.source.documents()):
+                if number < self.index["splits"][split]["batches"]:  # in a shard already (resumed)
+                    bar.advance(nbytes)
+                    continue
+                docs = sum(piece.ends_document for piece in pieces)
+                items = [(piece.text, piece.ends_document) for piece in pieces]
+                work = pool.submit(encode_pieces, self.spec, items) if pool else encode_pieces(self.spec, items)
+                in_flight.append((split, number, docs, work))
+                while len(in_flight) > (2 * workers if pool else 0):
+                    self._take(*in_flight.popleft(), bar)
+                bar.advance(nbytes)
+            while in_flight:
+                self._take(*in_flight.popleft(), bar)
+            for split in SPLITS:
+                if self.buffered[split]:
+                    self._write_shard(split)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            bar.close()  # its line ends before any error is printed
+        self.index["complete"] = True
+        _write_index(self.folder, self.index)
+        return self.index
+
+    def _take(self, split: str, number: int, docs: int, work, bar: _Progress) -> None:
+        tokens = work.result() if isinstance(work, Future) else work
+        self.buffers[split].append(tokens)
+        self.buffered[split] += len(tokens)
+        self.pending_docs[split] += docs
+        self.next_batch[split] = number + 1
+        bar.tokens(len(tokens))
+        if self.buffered[split] >= self.shard_tokens:
+            self._write_shard(split)
+
+    def _write_shard(self, split: str) -> None:
+        record = self.index["splits"][split]
+        name = f"{split}_{len(record['shards']):06d}.bin"
+        tokens = np.concatenate(self.buffers[split]) if self.buffers[split] else np.zeros(0, self.dtype)
+        write_shard(self.folder / name, tokens, self.index["vocab_size"])
+        record["shards"].append({"file": name, "tokens": int(len(tokens))})
+        record["tokens"] += int(len(tokens))
+        record["documents"] += self.pending_docs[split]
+        record["batches"] = self.next_batch[split]
+        self.buffers[split], self.buffered[split], self.pending_docs[split] = [], 0, 0
+        _write_index(self.folder, self.index)  # after the shard: the index never names a missing one
+
+
+def _tokenizer(source, kind: str):
+    if kind != "char":
+        return tokenizer_from_spec({"kind": kind})
+    # A character vocabulary is the corpus's own characters: one pass over it first.
+    chars: set[str] = set()
+    for _, piece in source.documents():
+        chars.update(piece.text)
+    if not chars:
+        raise DataError("the corpus holds no text to take a character vocabulary from")
+    return CharTokenizer("".join(chars))
+
+
+def _batches(documents: Iterator[tuple[str, Piece]]) -> Iterator[tuple[str, int, list[Piece], int]]:
+    """(split, batch number within the split, pieces, bytes): about BATCH_BYTES of text each, cut the same
+    way on every run, so a batch number names the same text when a run resumes."""
+    pieces = {split: [] for split in SPLITS}
+    sizes = dict.fromkeys(SPLITS, 0)
+    numbers = dict.fromkeys(SPLITS, 0)
+    for split, piece in documents:
+        pieces[split].append(piece)
+        sizes[split] += piece.nbytes
+        if sizes[split] >= BATCH_BYTES:
+            yield split, numbers[split], pieces[split], sizes[split]
+            pieces[split], sizes[split] = [], 0
+            numbers[split] += 1
+    for split in SPLITS:
+        if pieces[split]:
+            yield split, numbers[split], pieces[split], sizes[split]
+
+
+_WORKER_TOKENIZER: tuple[str, object] | None = None
+
+
+def encode_pieces(spec: dict, items: list[tuple[str, bool]]) -> np.ndarray:
+    """The ids of the pieces, each document followed by the end-of-text id (a character vocabulary has
+    none: its documents are joined as they are). Runs in worker processes: the tokenizer is built once."""
+    global _WORKER_TOKENIZER
+    cache_key = json.dumps(spec, sort_keys=True)
+    if _WORKER_TOKENIZER is None or _WORKER_TOKENIZER[0] != cache_key:
+        _WORKER_TOKENIZER = (cache_key, tokenizer_from_spec(spec))
+    tokenizer = _WORKER_TOKENIZER[1]
+    ids: list[int] = []
+    for text, ends_document in items:
+        ids.extend(tokenizer.encode_corpus(text))
+        if ends_document and tokenizer.eos_id is not None:
+            ids.append(tokenizer.eos_id)
+    return np.array(ids, dtype=token_dtype(tokenizer.vocab_size))
+
+
+class _Progress:
+    """A progress bar over the source's bytes, with tokens and tokens/s (tqdm, on stderr)."""
+
+    def __init__(self, total_bytes: int, index: dict, enabled: bool):
+        from tqdm import tqdm
+
+        self.start, self.count = time.perf_counter(), 0
+        self.bar = tqdm(
+            total=total_bytes,
+            unit="B",
+            unit_scale=True,
+            desc=f"tokenising ({index['tokenizer']['kind']})",
+            disable=not enabled,
+            file=sys.stderr,
+            mininterval=1.0,
+        )
+
+    def advance(self, nbytes: int) -> None:
+        self.bar.update(nbytes)
+
+    def tokens(self, count: int) -> None:
+        self.count += count
+        rate = self.count / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{self.count:,} tokens, {rate:,.0f} tokens/s", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

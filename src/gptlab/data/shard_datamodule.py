@@ -1,0 +1,163 @@
+"""Data from token shards: shards named directly (data=shards: made by prepare.py, llm.c or nanoGPT), or
+the user's own text files, tokenised into shards once (data=text). Training windows are drawn from memory
+maps (ShardWindows); batching and resume are WindowDataModule's.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from gptlab.config.data import require_path
+from gptlab.core.errors import ConfigError, DataError
+from gptlab.data.documents import TextFiles
+from gptlab.data.prepare import INDEX, PreparedShards, prepare_shards
+from gptlab.data.shards import open_shard, summarize_shard
+from gptlab.data.tokenizers import tokenizer_from_spec
+from gptlab.data.window_datamodule import WindowDataModule
+from gptlab.data.windows import ShardWindows, scored_shard_windows
+
+# Tokens read from the start of each shard made elsewhere to check its ids against the vocabulary (all of
+# them would mean reading the whole corpus at every start).
+ID_CHECK_TOKENS = 1 << 20
+
+
+def shard_files(pattern: str, key: str) -> list[Path]:
+    expanded = os.path.expanduser(pattern)
+    files = sorted(Path(p) for p in glob.glob(expanded)) if glob.has_magic(expanded) else [Path(expanded)]
+    files = [f for f in files if f.name != INDEX]
+    if not files or not files[0].exists():
+        raise DataError(f"{key}={pattern} names no shard file; give a .bin file or a glob of them (quoted)")
+    return files
+
+
+class ShardDataModule(WindowDataModule):
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        tokenizer: str = "gpt2",
+        batch_size: int = 8,
+        max_length: int | None = None,
+        stride: int | None = None,
+        val_stride: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__(batch_size, max_length, stride, val_stride, num_workers, seed)
+        self.train_pattern, self.val_pattern = train, val
+        self.tokenizer_kind = tokenizer
+        self.train_paths: list[Path] = []
+        self.val_paths: list[Path] = []
+
+    @property
+    def name(self) -> str:
+        return "shards"
+
+    def load_tokenizer(self) -> None:
+        if self.tokenizer is not None:
+            return
+        self.train_paths = shard_files(require_path("data.train", self.train_pattern, "'train_*.bin'"), "data.train")
+        self.val_paths = shard_files(require_path("data.val", self.val_pattern, "val_000000.bin"), "data.val")
+        recorded = _recorded_tokenizer(self.train_paths[0].parent)
+        if recorded is not None and recorded["kind"] != self.tokenizer_kind:
+            raise DataError(
+                f"the shards in {self.train_paths[0].parent} were made with the {recorded['kind']} tokenizer "
+                f"(its {INDEX}), not data.tokenizer={self.tokenizer_kind}; set data.tokenizer={recorded['kind']}"
+            )
+        if recorded is None and self.tokenizer_kind == "char":
+            raise ConfigError(
+                "data.tokenizer=char needs the shards' own vocabulary: use shards made by prepare.py (their "
+                f"folder holds {INDEX}), or data=text"
+            )
+        self.tokenizer = tokenizer_from_spec(recorded or {"kind": self.tokenizer_kind})
+        if recorded is None:
+            self._check_ids_fit()
+
+    def _check_ids_fit(self) -> None:
+        """Shards made elsewhere say nothing of their tokenizer: an id past the vocabulary shows they are
+        another's (a uint16 shard of a 65,536-id vocabulary, say) before the embedding fails on it."""
+        vocab = self.tokenizer.vocab_size
+        for path in [*self.train_paths, *self.val_paths]:
+            largest = summarize_shard(open_shard(path)[:ID_CHECK_TOKENS]).max_id
+            if largest >= vocab:
+                raise DataError(
+                    f"shard {path} holds token id {largest}, past the {vocab} ids of data.tokenizer="
+                    f"{self.tokenizer_kind}: it was made with another tokenizer; set data.tokenizer to that one"
+                )
+
+    def make_datasets(self) -> tuple[Dataset, Dataset]:
+        train = ShardWindows(self.train_paths, self.max_length, self.stride)
+        return train, scored_shard_windows(self.val_paths, self.max_length, self.val_stride)
+
+
+def _recorded_tokenizer(folder: Path) -> dict | None:
+    index = folder / INDEX
+    if not index.is_file():
+        return None
+    try:
+        return json.loads(index.read_text())["tokenizer"]
+    except (ValueError, KeyError):
+        return None
+
+
+class TextFilesDataModule(ShardDataModule):
+    """data=text: a file, a folder of .txt files or a glob, each file one document; tokenised into shards in
+    ``cache_dir`` on first use (gptlab.data.prepare), read from there afterwards."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        val_path: str | None = None,
+        val_ratio: float = 0.1,
+        tokenizer: str = "gpt2",
+        errors: str = "strict",
+        cache_dir: str | None = None,
+        shard_tokens: int = 100_000_000,
+        num_proc: int | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        stride: int | None = None,
+        val_stride: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__(None, None, tokenizer, batch_size, max_length, stride, val_stride, num_workers, seed)
+        self.path, self.val_path, self.val_ratio, self.errors = path, val_path, val_ratio, errors
+        self.cache_dir, self.shard_tokens, self.num_proc = cache_dir, shard_tokens, num_proc
+        self.prepared: PreparedShards | None = None
+
+    @property
+    def name(self) -> str:
+        return "text"
+
+    def prepare_data(self, progress: bool = True) -> PreparedShards:
+        if self.prepared is None:
+            source = TextFiles(require_path("data.path", self.path, "my_texts/"), self.val_path, self.val_ratio, self.errors)
+            if not self.cache_dir:
+                raise ConfigError("data=text tokenises into data.cache_dir, which is null; set it to a writable folder")
+            self.prepared = prepare_shards(
+                source, self.tokenizer_kind, self.cache_dir, self.shard_tokens, self.num_proc, progress
+            )
+        return self.prepared
+
+    def make_datasets(self) -> tuple[Dataset, Dataset]:
+        held_out = self.prepared.tokens("val")
+        if held_out <= self.max_length and not self.val_path:
+            raise DataError(
+                f"data.val_ratio={self.val_ratio} leaves {held_out} validation tokens, fewer than one window of "
+                f"{self.max_length + 1} (data.max_length + 1); raise data.val_ratio, lower data.max_length, or "
+                "name validation files with data.val_path"
+            )
+        return super().make_datasets()
+
+    def load_tokenizer(self) -> None:
+        if self.tokenizer is not None:
+            return
+        prepared = self.prepare_data()
+        self.train_paths, self.val_paths = prepared.paths("train"), prepared.paths("val")
+        self.tokenizer = tokenizer_from_spec(prepared.tokenizer_spec)

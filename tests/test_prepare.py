@@ -1,0 +1,187 @@
+"""Tokenising a user's text files into shards (gptlab.data.documents, gptlab.data.prepare): the shards decode
+to the source with its separators, counts equal tiktoken's, pieces and worker processes change no token, an
+interrupted run resumes, an unchanged source is found at once, and each bad input gets its line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from corpus_files import write_speech_files
+
+from gptlab.core.errors import DataError
+from gptlab.data import documents, prepare
+from gptlab.data.documents import TextFiles, held_out
+from gptlab.data.prepare import prepare_shards
+from gptlab.data.shards import open_shard
+from gptlab.data.tokenizers import ENDOFTEXT, GPT2Tokenizer, gpt2_encoding
+
+
+@pytest.fixture
+def folder(tmp_path, shakespeare_text):
+    write_speech_files(shakespeare_text, tmp_path / "corpus")
+    return tmp_path / "corpus"
+
+
+def shard_tokens(prepared, split: str) -> np.ndarray:
+    return np.concatenate([np.asarray(open_shard(p)) for p in prepared.paths(split)])
+
+
+def test_the_shards_decode_to_the_documents_with_separators_and_count_like_tiktoken(tmp_path, folder):
+    source = TextFiles(str(folder), val_ratio=0.2)
+    prepared = prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
+    files = source.files
+    val_files = [f for i, f in enumerate(files) if held_out(i, 0.2)]
+    train_files = [f for f in files if f not in val_files]
+    assert len(files) == 12 and 1 <= len(val_files) <= 4
+    encoding = gpt2_encoding()
+    for split, chosen in (("train", train_files), ("val", val_files)):
+        texts = [f.read_text(encoding="utf-8") for f in chosen]
+        tokens = shard_tokens(prepared, split)
+        assert tokens.dtype == np.uint16
+        assert encoding.decode(tokens.tolist()) == "".join(t + ENDOFTEXT for t in texts)
+        assert len(tokens) == sum(len(encoding.encode_ordinary(t)) + 1 for t in texts)
+        record = prepared.index["splits"][split]
+        assert (record["documents"], record["tokens"]) == (len(chosen), len(tokens))
+
+
+def test_a_literal_endoftext_in_a_file_is_text_not_a_separator(tmp_path):
+    (tmp_path / "a.txt").write_text("before <|endoftext|> after\n")
+    source = TextFiles(str(tmp_path / "a.txt"), val_ratio=0.5)
+    tokens = shard_tokens(prepare_shards(source, "gpt2", tmp_path / "cache", progress=False), "train")
+    assert list(tokens).count(GPT2Tokenizer().eos_id) == 1  # only the separator after the document
+
+
+def test_files_read_in_pieces_give_the_whole_files_tokens(tmp_path, monkeypatch, shakespeare_text):
+    path = tmp_path / "all.txt"
+    path.write_text(shakespeare_text, encoding="utf-8")
+    monkeypatch.setattr(documents, "PIECE_BYTES", 4096)
+    pieces = list(documents.read_pieces(path, "strict"))
+    assert len(pieces) > 200 and [p.ends_document for p in pieces].count(True) == 1
+    assert "".join(p.text for p in pieces) == shakespeare_text
+    encoding = gpt2_encoding()
+    assert sum((encoding.encode_ordinary(p.text) for p in pieces), []) == encoding.encode_ordinary(shakespeare_text)
+
+
+def test_one_file_is_split_at_a_line_break_near_one_minus_val_ratio(tmp_path, shakespeare_text):
+    path = tmp_path / "one.txt"
+    path.write_text(shakespeare_text, encoding="utf-8")
+    split = {"train": "", "val": ""}
+    for name, piece in TextFiles(str(path), val_ratio=0.1).documents():
+        split[name] += piece.text
+    assert split["train"] + split["val"] == shakespeare_text
+    assert split["train"].endswith("\n") and abs(len(split["val"]) / len(shakespeare_text) - 0.1) < 0.001
+
+
+def test_held_out_documents_are_close_to_the_ratio_for_any_count():
+    for count in (10, 100, 1000):
+        share = sum(held_out(i, 0.1) for i in range(count)) / count
+        assert abs(share - 0.1) <= 1 / count + 0.01, (count, share)
+    assert not held_out(0, 0.1)  # a corpus's first document trains
+
+
+def test_worker_processes_make_the_same_shards_as_one_process(tmp_path, folder, monkeypatch):
+    monkeypatch.setattr(prepare, "BATCH_BYTES", 32 << 10)  # many batches, so several are in flight
+    one = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "one", shard_tokens=50_000, num_proc=1, progress=False)
+    two = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "two", shard_tokens=50_000, num_proc=2, progress=False)
+    assert len(one.paths("train")) > 3
+    assert [p.read_bytes() for p in one.paths("train")] == [p.read_bytes() for p in two.paths("train")]
+    assert one.index["splits"] == two.index["splits"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_prepare_resumes_after_its_last_shard_and_ends_the_same(tmp_path, folder, monkeypatch):
+    monkeypatch.setattr(prepare, "BATCH_BYTES", 16 << 10)
+    settings = dict(shard_tokens=20_000, num_proc=1, progress=False)  # a shard about every file
+    whole = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "whole", **settings)
+
+    real_encode, calls, die_at = prepare.encode_pieces, [], [7]
+
+    def encode_then_die(spec, items):
+        calls.append(1)
+        if len(calls) == die_at[0]:
+            raise Interrupt  # as a kill would, mid-way through the corpus
+        return real_encode(spec, items)
+
+    monkeypatch.setattr(prepare, "encode_pieces", encode_then_die)
+    with pytest.raises(Interrupt):
+        prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cut", **settings)
+    folder_cut = next((tmp_path / "cut" / "shards").iterdir())
+    index = json.loads((folder_cut / "index.json").read_text())
+    written = len(index["splits"]["train"]["shards"])
+    assert not index["complete"] and written >= 1 and not list(folder_cut.glob(".*.tmp"))
+
+    calls.clear()
+    die_at[0] = None
+    resumed = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cut", **settings)
+    batches = sum(whole.index["splits"][s]["batches"] for s in ("train", "val"))
+    done = sum(index["splits"][s]["batches"] for s in ("train", "val"))
+    assert done >= 1 and len(calls) == batches - done  # only what no written shard held was tokenised again
+    assert [p.read_bytes() for p in resumed.paths("train")] == [p.read_bytes() for p in whole.paths("train")]
+    assert [p.read_bytes() for p in resumed.paths("val")] == [p.read_bytes() for p in whole.paths("val")]
+
+
+def test_an_unchanged_source_is_found_at_once_and_a_changed_one_prepared_again(tmp_path, folder, monkeypatch):
+    first = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cache", progress=False)
+
+    def no_encoding(spec, items):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(prepare, "encode_pieces", no_encoding)
+    assert prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cache", progress=False).folder == first.folder
+    monkeypatch.undo()
+
+    edited = TextFiles(str(folder)).files[3]
+    edited.write_text(edited.read_text() + "An added line.\n")
+    second = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cache", progress=False)
+    char = prepare_shards(TextFiles(str(folder)), "char", tmp_path / "cache", progress=False)
+    assert len({first.folder, second.folder, char.folder}) == 3
+    assert char.tokenizer_spec["kind"] == "char" and char.index["eos_id"] is None
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d: d / "missing", ["does not exist", "a folder of them or a glob"]),
+        (lambda d: (d / "empty").mkdir() or d / "empty", ["no .txt file in it", "recursively"]),
+        (lambda d: str(d / "*.md"), ["matches no file"]),
+        (lambda d: _write(d / "latin1.txt", "caf\u00e9 au lait".encode("latin-1")), ["not UTF-8", "byte offset 3", "data.errors=replace"]),
+        (lambda d: _write(d / "blob.txt", b"GIF89a\x00\x01\x02"), ["looks binary", "byte offset 6", "data.errors=replace"]),
+    ],
+    ids=["missing", "empty-folder", "glob-matches-nothing", "not-utf8", "binary"],
+)
+def test_bad_text_input_gets_one_line_naming_it(tmp_path, make, words):
+    path = make(tmp_path)
+    with pytest.raises(DataError) as refused:
+        prepare_shards(TextFiles(str(path)), "gpt2", tmp_path / "cache", progress=False)
+    message = str(refused.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    assert not (tmp_path / "cache" / "shards").exists() or not any((tmp_path / "cache" / "shards").rglob("*.bin"))
+
+
+def test_errors_replace_reads_on_past_bytes_that_do_not_decode(tmp_path):
+    path = _write(tmp_path / "latin1.txt", "caf\u00e9 au lait\n".encode("latin-1") * 50)
+    prepared = prepare_shards(TextFiles(str(path), errors="replace"), "gpt2", tmp_path / "cache", progress=False)
+    text = gpt2_encoding().decode(shard_tokens(prepared, "train").tolist())
+    assert text.startswith("caf\ufffd au lait\n")
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_a_val_ratio_too_small_for_one_window_is_refused_with_the_fix(tmp_path, verdict_text):
+    from gptlab.data.shard_datamodule import TextFilesDataModule
+
+    (tmp_path / "story.txt").write_text(verdict_text, encoding="utf-8")
+    datamodule = TextFilesDataModule(
+        str(tmp_path / "story.txt"), val_ratio=0.001, cache_dir=str(tmp_path / "cache"), max_length=64, batch_size=2
+    )
+    datamodule.prepare_data(progress=False)
+    with pytest.raises(DataError, match=r"data.val_ratio=0.001 leaves \d+ validation tokens, fewer than one window of 65"):
+        datamodule.setup("fit")

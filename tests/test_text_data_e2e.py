@@ -1,0 +1,126 @@
+"""Your own data through the real commands: a folder of .txt files and a single file train with one command,
+prepare.py makes shards that train.py then finds at once, shards made the ways nanoGPT and llm.c make them
+train with data=shards, and each bad input gets one line and exit 2 with nothing written."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from cli_runner import (
+    TINY_RUN,
+    assert_finite,
+    assert_ok,
+    clean_env,
+    last_value,
+    read_metrics,
+    run_script,
+    run_train,
+)
+from corpus_files import write_speech_files
+
+from gptlab.data.shards import HEADER_INTS
+from gptlab.data.tokenizers import gpt2_encoding
+
+pytestmark = pytest.mark.e2e
+
+TINY = ["model=gpt_tiny", *TINY_RUN, "logger=csv"]
+
+
+def test_prepare_then_train_on_a_folder_of_text_files_finds_the_shards_at_once(tmp_path, shakespeare_text):
+    write_speech_files(shakespeare_text, tmp_path / "plays")
+    env = clean_env(GPTLAB_CACHE_DIR=str(tmp_path / "cache"))
+    prepared = run_script("prepare.py", "data=text", f"data.path={tmp_path}/plays", env=env)
+    assert_ok(prepared)
+    assert "tokenising (gpt2)" in prepared.stderr and "data=shards data.train=" in prepared.stdout
+    assert "train: 11 documents" in prepared.stdout or "train: 10 documents" in prepared.stdout
+
+    trained = run_train(tmp_path / "run", "data=text", f"data.path={tmp_path}/plays", *TINY, env=env)
+    assert_ok(trained)
+    assert "tokenising" not in trained.stderr  # the shards prepare.py made were found, not made again
+    assert_finite(last_value(read_metrics(tmp_path / "run"), "val/loss"))
+
+
+def test_one_text_file_trains_a_character_model(tmp_path, verdict_text):
+    (tmp_path / "story.txt").write_text(verdict_text, encoding="utf-8")
+    env = clean_env(GPTLAB_CACHE_DIR=str(tmp_path / "cache"))
+    result = run_train(
+        tmp_path / "run", "data=text", f"data.path={tmp_path}/story.txt", "data.tokenizer=char", *TINY, env=env
+    )
+    assert_ok(result)
+    rows = read_metrics(tmp_path / "run")
+    assert_finite(last_value(rows, "val/loss"))
+    # A character model's loss starts near ln(its vocabulary): the corpus's own characters, not GPT-2's.
+    assert last_value(rows, "val/loss") < np.log(len(set(verdict_text))) + 1
+
+
+def test_shards_made_by_nanogpt_and_llmc_train_with_data_shards(tmp_path, shakespeare_text):
+    ids = np.array(gpt2_encoding().encode_ordinary(shakespeare_text), dtype=np.uint16)
+    cut = int(len(ids) * 0.9)
+    # llm.c's fineweb.py: a 256-int32 header (magic 20240520, version 1, count), then uint16 tokens.
+    for i, part in enumerate(np.array_split(ids[:cut], 3)):
+        header = np.zeros(HEADER_INTS, dtype=np.int32)
+        header[:3] = (20240520, 1, len(part))
+        with open(tmp_path / f"shakespeare_train_{i:06d}.bin", "wb") as f:
+            f.write(header.tobytes())
+            f.write(part.tobytes())
+    ids[cut:].tofile(tmp_path / "val.bin")  # nanoGPT's prepare.py: arr.tofile, uint16, no header
+    result = run_train(
+        tmp_path / "run", "data=shards", f"data.train={tmp_path}/shakespeare_train_*.bin", f"data.val={tmp_path}/val.bin", *TINY
+    )
+    assert_ok(result)
+    assert_finite(last_value(read_metrics(tmp_path / "run"), "val/loss"))
+
+
+def _bad_inputs(tmp, shakespeare_text) -> dict:
+    """case -> (command, overrides, words its one line must hold)."""
+    (tmp / "empty").mkdir()
+    (tmp / "latin1").mkdir()
+    (tmp / "latin1" / "a.txt").write_bytes("d\u00e9j\u00e0 vu\n".encode("latin-1"))
+    few = tmp / "few"
+    for i in range(3):  # 3 documents: a 0.1 share holds out none of them
+        few.mkdir(exist_ok=True)
+        (few / f"{i}.txt").write_text(shakespeare_text[i * 20000 : (i + 1) * 20000])
+    wide = np.zeros(HEADER_INTS, dtype=np.int32)
+    wide[:3] = (20240520, 1, 4096)
+    (tmp / "other_vocab.bin").write_bytes(wide.tobytes() + np.full(4096, 60000, np.uint16).tobytes())
+    (tmp / "truncated.bin").write_bytes(wide.tobytes() + np.zeros(100, np.uint16).tobytes())
+    return {
+        "no-path": ("train.py", ["data=text"], ["data.path is not set", "data.path=my_texts/"]),
+        "missing-path": ("train.py", ["data=text", f"data.path={tmp}/nope"], ["does not exist"]),
+        "empty-folder": ("prepare.py", ["data=text", f"data.path={tmp}/empty"], ["no .txt file in it"]),
+        "not-utf8": ("train.py", ["data=text", f"data.path={tmp}/latin1"], ["not UTF-8", "byte offset 1", "data.errors=replace"]),
+        "no-validation": ("train.py", ["data=text", f"data.path={few}"], ["holds out none of the 3 documents", "data.val_path"]),
+        "other-tokenizer": (
+            "train.py",
+            ["data=shards", f"data.train={tmp}/other_vocab.bin", f"data.val={tmp}/other_vocab.bin"],
+            ["token id 60000", "another tokenizer"],
+        ),
+        "truncated-shard": (
+            "train.py",
+            ["data=shards", f"data.train={tmp}/truncated.bin", f"data.val={tmp}/truncated.bin"],
+            ["truncated or corrupted", "(9216 bytes)", "holds 1224 bytes"],
+        ),
+        "shards-missing": ("train.py", ["data=shards", f"data.train={tmp}/x_*.bin", f"data.val={tmp}/v.bin"], ["names no shard file"]),
+    }
+
+
+def test_each_bad_data_input_gets_one_line_and_writes_nothing(tmp_path, shakespeare_text):
+    cases = _bad_inputs(tmp_path, shakespeare_text)
+    env = clean_env(GPTLAB_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run(case: str):
+        script, overrides, _ = cases[case]
+        extra = [f"hydra.run.dir={tmp_path}/runs/{case}", *TINY] if script == "train.py" else []
+        return run_script(script, *overrides, *extra, env=env)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(cases, pool.map(run, cases), strict=True))
+    for case, result in results.items():
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode == 2 and len(errors) == 1, (case, result.stderr[-2000:])
+        assert "Traceback" not in result.stdout + result.stderr, case
+        assert all(words in errors[0] for words in cases[case][2]), (case, errors[0])
+        assert not (tmp_path / "runs" / case / "checkpoints").exists(), case
+    assert not list((tmp_path / "cache").rglob("*.bin"))  # no shard of a refused corpus
