@@ -176,7 +176,7 @@ def _write(path, data: bytes):
 
 
 def test_a_val_ratio_too_small_for_one_window_is_refused_with_the_fix(tmp_path, verdict_text):
-    from gptlab.data.shard_datamodule import TextFilesDataModule
+    from gptlab.data.prepared_datamodule import TextFilesDataModule
 
     (tmp_path / "story.txt").write_text(verdict_text, encoding="utf-8")
     datamodule = TextFilesDataModule(

@@ -4,6 +4,7 @@ train with data=shards, and each bad input gets one line and exit 2 with nothing
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -55,6 +56,20 @@ def test_one_text_file_trains_a_character_model(tmp_path, verdict_text):
     assert last_value(rows, "val/loss") < np.log(len(set(verdict_text))) + 1
 
 
+def test_a_jsonl_file_trains_with_data_hf(tmp_path, shakespeare_text):
+    speeches = shakespeare_text.split("\n\n")
+    with open(tmp_path / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for i in range(0, len(speeches), 100):
+            f.write(json.dumps({"id": i, "body": "\n\n".join(speeches[i : i + 100])}) + "\n")
+    env = clean_env(GPTLAB_CACHE_DIR=str(tmp_path / "cache"))
+    result = run_train(
+        tmp_path / "run", "data=hf", "data.path=json", f"data.data_files={tmp_path}/corpus.jsonl",
+        "data.text_column=body", *TINY, env=env,
+    )
+    assert_ok(result)
+    assert_finite(last_value(read_metrics(tmp_path / "run"), "val/loss"))
+
+
 def test_shards_made_by_nanogpt_and_llmc_train_with_data_shards(tmp_path, shakespeare_text):
     ids = np.array(gpt2_encoding().encode_ordinary(shakespeare_text), dtype=np.uint16)
     cut = int(len(ids) * 0.9)
@@ -85,6 +100,7 @@ def _bad_inputs(tmp, shakespeare_text) -> dict:
     wide = np.zeros(HEADER_INTS, dtype=np.int32)
     wide[:3] = (20240520, 1, 4096)
     (tmp / "other_vocab.bin").write_bytes(wide.tobytes() + np.full(4096, 60000, np.uint16).tobytes())
+    (tmp / "rows.jsonl").write_text('{"id": 1, "body": "no text column"}\n')
     (tmp / "truncated.bin").write_bytes(wide.tobytes() + np.zeros(100, np.uint16).tobytes())
     return {
         "no-path": ("train.py", ["data=text"], ["data.path is not set", "data.path=my_texts/"]),
@@ -101,6 +117,11 @@ def _bad_inputs(tmp, shakespeare_text) -> dict:
             "train.py",
             ["data=shards", f"data.train={tmp}/truncated.bin", f"data.val={tmp}/truncated.bin"],
             ["truncated or corrupted", "(9216 bytes)", "holds 1224 bytes"],
+        ),
+        "no-text-column": (
+            "prepare.py",
+            ["data=hf", "data.path=json", f"data.data_files={tmp}/rows.jsonl"],
+            ["data.text_column=text is not a column", "its columns are id, body"],
         ),
         "shards-missing": ("train.py", ["data=shards", f"data.train={tmp}/x_*.bin", f"data.val={tmp}/v.bin"], ["names no shard file"]),
     }

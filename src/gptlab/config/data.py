@@ -1,12 +1,14 @@
 """The data group (conf/data/): which text, how it is tokenised, cut into windows and batched.
 
-Three kinds, one schema each: a preset corpus (data=shakespeare, verdict), the user's text files
-(data=text) and token shards made elsewhere (data=shards). The window and batch keys are common.
+One schema per kind: a preset corpus (data=shakespeare, verdict), the user's text files (data=text), a
+Hugging Face dataset (data=hf) and token shards made ahead (data=shards). The window and batch keys are
+common.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gptlab.config.ranges import at_least, fraction, one_of
 from gptlab.core.errors import ConfigError
@@ -52,26 +54,51 @@ class DataConfig(WindowsConfig):
 
 
 @dataclass
-class TextFilesDataConfig(WindowsConfig):
-    """data=text: the user's text files, tokenised once into shards in cache_dir (gptlab.data.prepare)."""
+class PreparedConfig(WindowsConfig):
+    """What the kinds that tokenise into shards first share (gptlab.data.prepare)."""
 
-    _target_: str = "gptlab.data.shard_datamodule.TextFilesDataModule"
-    path: str | None = None  # a file, a folder (every .txt below it) or a glob
-    val_path: str | None = None  # validation files; null: hold out val_ratio of the documents
-    val_ratio: float = 0.1
+    val_ratio: float = 0.1  # the held-out share of documents, when no validation data is named
     tokenizer: str = "gpt2"
-    errors: str = "strict"  # bytes that are not UTF-8: strict stops with their offset, replace goes on
     cache_dir: str | None = None
     shard_tokens: int = 100_000_000
     num_proc: int | None = None  # tokenising processes; null: every core for a large corpus
+    max_tokens: float | None = None  # stop after this many training tokens (1e9 reads as a number)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
-        one_of("data.errors", self.errors, DECODE_ERRORS)
         fraction("data.val_ratio", self.val_ratio, open_low=True, example=0.1)
         at_least("data.shard_tokens", self.shard_tokens, 1)
         at_least("data.num_proc", self.num_proc, 1)
+        at_least("data.max_tokens", self.max_tokens, 1)
+
+
+@dataclass
+class TextFilesDataConfig(PreparedConfig):
+    """data=text: the user's text files."""
+
+    _target_: str = "gptlab.data.prepared_datamodule.TextFilesDataModule"
+    path: str | None = None  # a file, a folder (every .txt below it) or a glob
+    val_path: str | None = None  # validation files; null: hold out val_ratio of the documents
+    errors: str = "strict"  # bytes that are not UTF-8: strict stops with their offset, replace goes on
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("data.errors", self.errors, DECODE_ERRORS)
+
+
+@dataclass
+class HFDataConfig(PreparedConfig):
+    """data=hf: Hugging Face datasets.load_dataset."""
+
+    _target_: str = "gptlab.data.prepared_datamodule.HFDataModule"
+    path: str | None = None  # json / parquet / csv / text with data_files, a local file, or a Hub name
+    name: str | None = None  # the dataset's configuration (FineWeb's sample-10BT)
+    data_files: Any = None  # a path or glob, or a list of them
+    split: str = "train"
+    val_split: str | None = None  # null: hold out val_ratio of the rows
+    text_column: str = "text"
+    streaming: bool = False
 
 
 @dataclass

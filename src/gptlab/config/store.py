@@ -10,7 +10,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from gptlab.config.commands import ExportConfig, GenerateConfig, PrepareConfig, ReportConfig, TrainConfig
-from gptlab.config.data import DataConfig, ShardsDataConfig, TextFilesDataConfig
+from gptlab.config.data import DataConfig, HFDataConfig, ShardsDataConfig, TextFilesDataConfig
 from gptlab.config.model import DecoderModelConfig, GPTModelConfig, HFCausalLMConfig
 from gptlab.config.training import FinetuneConfig, OptimConfig, SchedulerConfig, TrainerConfig
 
@@ -22,6 +22,7 @@ SCHEMAS = {
     "schema/prepare": PrepareConfig,
     "schema/data/preset": DataConfig,
     "schema/data/text": TextFilesDataConfig,
+    "schema/data/hf": HFDataConfig,
     "schema/data/shards": ShardsDataConfig,
     "schema/model/gpt": GPTModelConfig,
     "schema/model/decoder": DecoderModelConfig,

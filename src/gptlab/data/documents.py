@@ -93,13 +93,14 @@ class TextFiles:
     def total_bytes(self) -> int:
         return sum(f.stat().st_size for f in [*self.files, *self.val_files])
 
-    def documents(self) -> Iterator[tuple[str, Piece]]:
-        """(split, piece) pairs, in the same order every time."""
-        if self.val_files:
-            for f in self.files:
-                yield from (("train", piece) for piece in read_pieces(f, self.errors))
+    def documents(self) -> Iterator[tuple[str, Piece | None]]:
+        """(split, piece) pairs, in the same order every time; (split, None) ends a section of one split."""
+        if self.val_files:  # validation first: a token budget (max_tokens) then still gets all of it
             for f in self.val_files:
                 yield from (("val", piece) for piece in read_pieces(f, self.errors))
+            yield "val", None  # the end of the validation section
+            for f in self.files:
+                yield from (("train", piece) for piece in read_pieces(f, self.errors))
         elif len(self.files) == 1:
             cut = _line_break_after(self.files[0], int(self.files[0].stat().st_size * (1 - self.val_ratio)))
             yield from (("train", piece) for piece in read_pieces(self.files[0], self.errors, 0, cut))

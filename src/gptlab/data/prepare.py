@@ -70,21 +70,26 @@ def prepare_shards(
     shard_tokens: int = 100_000_000,
     num_proc: int | None = None,
     progress: bool = True,
+    max_tokens: int | None = None,
 ) -> PreparedShards:
     """The shards of ``source`` (a document source such as gptlab.data.documents.TextFiles) tokenised with
-    ``tokenizer_kind``: found in ``cache_dir`` when prepared before, else made (or finished) there."""
-    key = _key(source.fingerprint(), tokenizer_kind, shard_tokens)
+    ``tokenizer_kind``: found in ``cache_dir`` when prepared before, else made (or finished) there.
+    ``max_tokens`` stops after that many training tokens (a sample of a corpus too large to take whole)."""
+    key = _key(source.fingerprint(), tokenizer_kind, shard_tokens, max_tokens)
     folder = Path(cache_dir).expanduser() / "shards" / f"{source.fingerprint()['kind']}-{key[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
         index = _read_index(folder, key)
         if index is None or not index["complete"]:
-            index = _Preparer(source, tokenizer_kind, folder, key, shard_tokens, index).run(num_proc, progress)
+            preparer = _Preparer(source, tokenizer_kind, folder, key, shard_tokens, max_tokens, index)
+            index = preparer.run(num_proc, progress)
     return PreparedShards(folder, index)
 
 
-def _key(fingerprint: dict, tokenizer_kind: str, shard_tokens: int) -> str:
+def _key(fingerprint: dict, tokenizer_kind: str, shard_tokens: int, max_tokens: int | None) -> str:
     identity = {"format": INDEX_FORMAT, "source": fingerprint, "tokenizer": tokenizer_kind, "shard": shard_tokens}
+    if max_tokens is not None:
+        identity["max_tokens"] = max_tokens
     if tokenizer_kind != "char":  # a character vocabulary is the source's own: its fingerprint covers it
         identity["tokenizer"] = tokenizer_from_spec({"kind": tokenizer_kind}).identity()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -116,8 +121,10 @@ def _write_index(folder: Path, index: dict) -> None:
 
 
 class _Preparer:
-    def __init__(self, source, tokenizer_kind: str, folder: Path, key: str, shard_tokens: int, index: dict | None):
-        self.source, self.folder, self.shard_tokens = source, folder, shard_tokens
+    def __init__(
+        self, source, tokenizer_kind: str, folder: Path, key: str, shard_tokens: int, max_tokens: int | None, index
+    ):
+        self.source, self.folder, self.shard_tokens, self.max_tokens = source, folder, shard_tokens, max_tokens
         for stale in folder.glob(".*.tmp"):  # what a killed run left of a shard it was writing
             stale.unlink()
         if index is None:
@@ -143,12 +150,15 @@ class _Preparer:
 
     def run(self, num_proc: int | None, progress: bool) -> dict:
         total = self.source.total_bytes()
-        workers = num_proc or (len(os.sched_getaffinity(0)) if total >= POOL_MIN_BYTES else 1)
+        large = total is None or total >= POOL_MIN_BYTES  # None: a streamed source, size unknown
+        workers = num_proc or (len(os.sched_getaffinity(0)) if large else 1)
         bar = _Progress(total, self.index, enabled=progress)
         in_flight: deque[tuple[str, int, int, Future | np.ndarray]] = deque()
         pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) if workers > 1 else None
         try:
             for split, number, pieces, nbytes in _batches(self.source.documents()):
+                if self.full():
+                    break
                 if number < self.index["splits"][split]["batches"]:  # in a shard already (resumed)
                     bar.advance(nbytes)
                     continue
@@ -159,7 +169,7 @@ class _Preparer:
                 while len(in_flight) > (2 * workers if pool else 0):
                     self._take(*in_flight.popleft(), bar)
                 bar.advance(nbytes)
-            while in_flight:
+            while in_flight and not self.full():
                 self._take(*in_flight.popleft(), bar)
             for split in SPLITS:
                 if self.buffered[split]:
@@ -172,8 +182,19 @@ class _Preparer:
         _write_index(self.folder, self.index)
         return self.index
 
+    def full(self) -> bool:
+        """Whether max_tokens training tokens are in: what comes after is left out, decided in the order
+        batches are taken, so the same on every run."""
+        train = self.index["splits"]["train"]["tokens"] + self.buffered["train"]
+        return self.max_tokens is not None and train >= self.max_tokens
+
     def _take(self, split: str, number: int, docs: int, work, bar: _Progress) -> None:
+        if self.full():
+            return
         tokens = work.result() if isinstance(work, Future) else work
+        if split == "train" and self.max_tokens is not None:
+            room = self.max_tokens - self.index["splits"]["train"]["tokens"] - self.buffered["train"]
+            tokens = tokens[:room]
         self.buffers[split].append(tokens)
         self.buffered[split] += len(tokens)
         self.pending_docs[split] += docs
@@ -201,22 +222,26 @@ def _tokenizer(source, kind: str):
     # A character vocabulary is the corpus's own characters: one pass over it first.
     chars: set[str] = set()
     for _, piece in source.documents():
-        chars.update(piece.text)
+        if piece is not None:
+            chars.update(piece.text)
     if not chars:
         raise DataError("the corpus holds no text to take a character vocabulary from")
     return CharTokenizer("".join(chars))
 
 
-def _batches(documents: Iterator[tuple[str, Piece]]) -> Iterator[tuple[str, int, list[Piece], int]]:
+def _batches(documents: Iterator[tuple[str, Piece | None]]) -> Iterator[tuple[str, int, list[Piece], int]]:
     """(split, batch number within the split, pieces, bytes): about BATCH_BYTES of text each, cut the same
-    way on every run, so a batch number names the same text when a run resumes."""
+    way on every run, so a batch number names the same text when a run resumes. A source yields
+    (split, None) where a section of one split ends (its validation files), so that split's last batch
+    goes out then, not after the rest of the corpus."""
     pieces = {split: [] for split in SPLITS}
     sizes = dict.fromkeys(SPLITS, 0)
     numbers = dict.fromkeys(SPLITS, 0)
     for split, piece in documents:
-        pieces[split].append(piece)
-        sizes[split] += piece.nbytes
-        if sizes[split] >= BATCH_BYTES:
+        if piece is not None:
+            pieces[split].append(piece)
+            sizes[split] += piece.nbytes
+        if pieces[split] and (piece is None or sizes[split] >= BATCH_BYTES):  # None: the split's section ended
             yield split, numbers[split], pieces[split], sizes[split]
             pieces[split], sizes[split] = [], 0
             numbers[split] += 1

@@ -1,6 +1,6 @@
-"""Data from token shards: shards named directly (data=shards: made by prepare.py, llm.c or nanoGPT), or
-the user's own text files, tokenised into shards once (data=text). Training windows are drawn from memory
-maps (ShardWindows); batching and resume are WindowDataModule's.
+"""Data from token shards named directly (data=shards: made by prepare.py, llm.c or nanoGPT). Training
+windows are drawn from memory maps (ShardWindows); batching and resume are WindowDataModule's. The data
+kinds that make their shards first (data=text, data=hf) build on this: gptlab.data.prepared_datamodule.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from torch.utils.data import Dataset
 
 from gptlab.config.data import require_path
 from gptlab.core.errors import ConfigError, DataError
-from gptlab.data.documents import TextFiles
-from gptlab.data.prepare import INDEX, PreparedShards, prepare_shards
+from gptlab.data.prepare import INDEX
 from gptlab.data.shards import open_shard, summarize_shard
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.data.window_datamodule import WindowDataModule
@@ -103,61 +102,3 @@ def _recorded_tokenizer(folder: Path) -> dict | None:
         return json.loads(index.read_text())["tokenizer"]
     except (ValueError, KeyError):
         return None
-
-
-class TextFilesDataModule(ShardDataModule):
-    """data=text: a file, a folder of .txt files or a glob, each file one document; tokenised into shards in
-    ``cache_dir`` on first use (gptlab.data.prepare), read from there afterwards."""
-
-    def __init__(
-        self,
-        path: str | None = None,
-        val_path: str | None = None,
-        val_ratio: float = 0.1,
-        tokenizer: str = "gpt2",
-        errors: str = "strict",
-        cache_dir: str | None = None,
-        shard_tokens: int = 100_000_000,
-        num_proc: int | None = None,
-        batch_size: int = 8,
-        max_length: int | None = None,
-        stride: int | None = None,
-        val_stride: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-    ):
-        super().__init__(None, None, tokenizer, batch_size, max_length, stride, val_stride, num_workers, seed)
-        self.path, self.val_path, self.val_ratio, self.errors = path, val_path, val_ratio, errors
-        self.cache_dir, self.shard_tokens, self.num_proc = cache_dir, shard_tokens, num_proc
-        self.prepared: PreparedShards | None = None
-
-    @property
-    def name(self) -> str:
-        return "text"
-
-    def prepare_data(self, progress: bool = True) -> PreparedShards:
-        if self.prepared is None:
-            source = TextFiles(require_path("data.path", self.path, "my_texts/"), self.val_path, self.val_ratio, self.errors)
-            if not self.cache_dir:
-                raise ConfigError("data=text tokenises into data.cache_dir, which is null; set it to a writable folder")
-            self.prepared = prepare_shards(
-                source, self.tokenizer_kind, self.cache_dir, self.shard_tokens, self.num_proc, progress
-            )
-        return self.prepared
-
-    def make_datasets(self) -> tuple[Dataset, Dataset]:
-        held_out = self.prepared.tokens("val")
-        if held_out <= self.max_length and not self.val_path:
-            raise DataError(
-                f"data.val_ratio={self.val_ratio} leaves {held_out} validation tokens, fewer than one window of "
-                f"{self.max_length + 1} (data.max_length + 1); raise data.val_ratio, lower data.max_length, or "
-                "name validation files with data.val_path"
-            )
-        return super().make_datasets()
-
-    def load_tokenizer(self) -> None:
-        if self.tokenizer is not None:
-            return
-        prepared = self.prepare_data()
-        self.train_paths, self.val_paths = prepared.paths("train"), prepared.paths("val")
-        self.tokenizer = tokenizer_from_spec(prepared.tokenizer_spec)

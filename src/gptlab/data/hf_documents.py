@@ -1,0 +1,126 @@
+"""Documents from Hugging Face ``datasets`` (data=hf): local json/jsonl/parquet/csv/text files through
+``load_dataset``'s file builders, or a Hub dataset where there is a network, streamed if asked. Each row's
+``text_column`` is one document.
+
+Validation: another split (``val_split``), or a deterministic ``val_ratio`` share of the rows (held_out).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from gptlab.core.errors import ConfigError, DataError, first_line
+from gptlab.data.documents import Piece, held_out
+
+# load_dataset's builders for local files, by the files' extension.
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+
+
+def _local_files(data_files) -> list[Path]:
+    patterns = [data_files] if isinstance(data_files, str) else list(data_files or [])
+    files = []
+    for pattern in patterns:
+        found = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        if not found:
+            raise DataError(f"data.data_files={pattern} matches no file; check the path (quote globs in the shell)")
+        files += [Path(f) for f in found]
+    return files
+
+
+class HFDataset:
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        data_files=None,
+        split: str = "train",
+        val_split: str | None = None,
+        val_ratio: float = 0.1,
+        text_column: str = "text",
+        streaming: bool = False,
+        cache_dir: str | None = None,
+    ):
+        self.path, self.name, self.split, self.val_split = path, name, split, val_split
+        self.val_ratio, self.text_column, self.streaming = val_ratio, text_column, streaming
+        self.cache_dir = str(Path(cache_dir).expanduser() / "hf_datasets") if cache_dir else None
+        self.files = _local_files(data_files) if data_files else []
+        self.data_files = [str(f) for f in self.files] or None
+        if not self.files and Path(os.path.expanduser(path)).exists():
+            # A local file or folder named as the path: load it with the builder its files call for.
+            self.files = [Path(os.path.expanduser(path))]
+            if self.files[0].is_file():
+                self.data_files = [str(self.files[0])]
+                self.path = FILE_BUILDERS.get(self.files[0].suffix, "text")
+        self._splits: dict = {}
+
+    def describe(self) -> str:
+        return ", ".join(self.data_files) if self.data_files else self.path
+
+    def fingerprint(self) -> dict:
+        stats = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files if f.is_file()]
+        return {
+            "kind": "hf",
+            "path": self.path,
+            "name": self.name,
+            "files": stats,
+            "split": self.split,
+            "val_split": self.val_split,
+            "val_ratio": None if self.val_split else self.val_ratio,
+            "text_column": self.text_column,
+            "streaming": self.streaming,
+        }
+
+    def total_bytes(self) -> int | None:
+        sizes = [f.stat().st_size for f in self.files if f.is_file()]
+        return sum(sizes) if sizes else None  # a Hub dataset: not known ahead
+
+    def rows(self, split: str):
+        if split not in self._splits:
+            self._splits[split] = self._load(split)
+        return self._splits[split]
+
+    def _load(self, split: str):
+        import datasets  # slow to import: only for data=hf
+
+        datasets.disable_progress_bars()  # ours shows tokens/s; theirs would interleave with it
+        try:
+            return datasets.load_dataset(
+                self.path,
+                self.name,
+                data_files=self.data_files,
+                split=split,
+                streaming=self.streaming,
+                cache_dir=self.cache_dir,
+            )
+        except (FileNotFoundError, ValueError, ConnectionError) as err:
+            raise DataError(
+                f"data=hf could not load {self.path!r} (split {split!r}): {first_line(err)}; check data.path, "
+                "data.name, data.data_files and data.split (offline, only local files load)"
+            ) from None
+
+    def documents(self) -> Iterator[tuple[str, Piece | None]]:
+        if self.val_split:  # validation first: a token budget (max_tokens) then still gets all of it
+            yield from (("val", piece) for piece in self._texts(self.rows(self.val_split)))
+            yield "val", None  # the end of the validation section
+            yield from (("train", piece) for piece in self._texts(self.rows(self.split)))
+            return
+        for index, piece in enumerate(self._texts(self.rows(self.split))):
+            yield ("val" if held_out(index, self.val_ratio) else "train"), piece
+
+    def _texts(self, rows) -> Iterator[Piece]:
+        for row in rows:
+            if self.text_column not in row:
+                raise DataError(
+                    f"data.text_column={self.text_column} is not a column of {self.describe()}; its columns are "
+                    f"{', '.join(row)}: set data.text_column to the one holding the text"
+                )
+            text = row[self.text_column]
+            if not isinstance(text, str):
+                raise ConfigError(
+                    f"data.text_column={self.text_column} holds {type(text).__name__} values, not text; set "
+                    "data.text_column to the column holding the text"
+                )
+            yield Piece(text, len(text.encode("utf-8")), ends_document=True)

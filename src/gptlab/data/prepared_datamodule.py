@@ -1,0 +1,126 @@
+"""Data that is tokenised into shards on first use and read from them afterwards: the user's text files
+(data=text) and Hugging Face datasets (data=hf). The shards are gptlab.data.prepare's, in ``cache_dir``;
+once they exist, this is a ShardDataModule over them."""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from gptlab.config.data import require_path
+from gptlab.core.errors import ConfigError, DataError
+from gptlab.data.documents import TextFiles
+from gptlab.data.hf_documents import HFDataset
+from gptlab.data.prepare import PreparedShards, prepare_shards
+from gptlab.data.shard_datamodule import ShardDataModule
+from gptlab.data.tokenizers import tokenizer_from_spec
+
+
+class PreparedDataModule(ShardDataModule):
+    # What a user sets to name validation data of their own, for messages.
+    validation_key = "data.val_path"
+
+    def __init__(
+        self,
+        val_ratio: float = 0.1,
+        tokenizer: str = "gpt2",
+        cache_dir: str | None = None,
+        shard_tokens: int = 100_000_000,
+        num_proc: int | None = None,
+        max_tokens: float | None = None,
+        **windows,
+    ):
+        super().__init__(None, None, tokenizer, **windows)
+        self.val_ratio, self.cache_dir, self.shard_tokens, self.num_proc = val_ratio, cache_dir, shard_tokens, num_proc
+        self.max_tokens = int(max_tokens) if max_tokens is not None else None
+        self.prepared: PreparedShards | None = None
+
+    def make_source(self):
+        """The document source (gptlab.data.documents.TextFiles, gptlab.data.hf_documents.HFDataset)."""
+        raise NotImplementedError
+
+    @property
+    def separate_validation(self) -> bool:
+        raise NotImplementedError
+
+    def prepare_data(self, progress: bool = True) -> PreparedShards:
+        if self.prepared is None:
+            source = self.make_source()
+            if not self.cache_dir:
+                raise ConfigError(f"data={self.name} tokenises into data.cache_dir, which is null; set it to a writable folder")
+            self.prepared = prepare_shards(
+                source, self.tokenizer_kind, self.cache_dir, self.shard_tokens, self.num_proc, progress, self.max_tokens
+            )
+        return self.prepared
+
+    def load_tokenizer(self) -> None:
+        if self.tokenizer is not None:
+            return
+        prepared = self.prepare_data()
+        self.train_paths, self.val_paths = prepared.paths("train"), prepared.paths("val")
+        self.tokenizer = tokenizer_from_spec(prepared.tokenizer_spec)
+
+    def make_datasets(self) -> tuple[Dataset, Dataset]:
+        held_out = self.prepared.tokens("val")
+        if held_out <= self.max_length and not self.separate_validation:
+            raise DataError(
+                f"data.val_ratio={self.val_ratio} leaves {held_out} validation tokens, fewer than one window of "
+                f"{self.max_length + 1} (data.max_length + 1); raise data.val_ratio, lower data.max_length, or "
+                f"name validation data with {self.validation_key}"
+            )
+        return super().make_datasets()
+
+
+class TextFilesDataModule(PreparedDataModule):
+    """data=text: a file, a folder of .txt files or a glob, each file one document."""
+
+    def __init__(self, path: str | None = None, val_path: str | None = None, errors: str = "strict", **settings):
+        super().__init__(**settings)
+        self.path, self.val_path, self.errors = path, val_path, errors
+
+    @property
+    def name(self) -> str:
+        return "text"
+
+    @property
+    def separate_validation(self) -> bool:
+        return bool(self.val_path)
+
+    def make_source(self) -> TextFiles:
+        return TextFiles(require_path("data.path", self.path, "my_texts/"), self.val_path, self.val_ratio, self.errors)
+
+
+class HFDataModule(PreparedDataModule):
+    """data=hf: Hugging Face ``datasets.load_dataset`` (local json/jsonl/parquet/csv files, or the Hub)."""
+
+    validation_key = "data.val_split"
+
+    def __init__(
+        self,
+        path: str | None = None,
+        name: str | None = None,
+        data_files=None,
+        split: str = "train",
+        val_split: str | None = None,
+        text_column: str = "text",
+        streaming: bool = False,
+        **settings,
+    ):
+        super().__init__(**settings)
+        self.path, self.dataset_name, self.data_files, self.split = path, name, data_files, split
+        self.val_split, self.text_column, self.streaming = val_split, text_column, streaming
+
+    @property
+    def name(self) -> str:
+        return "hf"
+
+    @property
+    def separate_validation(self) -> bool:
+        return bool(self.val_split)
+
+    def make_source(self) -> HFDataset:
+        path = require_path("data.path", self.path, "json data.data_files=corpus.jsonl")
+        data_files = list(self.data_files) if self.data_files is not None and not isinstance(self.data_files, str) else self.data_files
+        return HFDataset(
+            path, self.dataset_name, data_files, self.split, self.val_split, self.val_ratio, self.text_column,
+            self.streaming, self.cache_dir,
+        )

@@ -1,0 +1,78 @@
+"""Hugging Face datasets as a source (data=hf): jsonl and parquet files made from Tiny Shakespeare, each row a
+document; another split for validation; a token budget; a missing text column named with the columns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gptlab.core.errors import DataError
+from gptlab.data.hf_documents import HFDataset
+from gptlab.data.prepare import prepare_shards
+from gptlab.data.shards import open_shard
+from gptlab.data.tokenizers import ENDOFTEXT, gpt2_encoding
+
+
+@pytest.fixture
+def rows(shakespeare_text) -> list[dict]:
+    speeches = shakespeare_text.split("\n\n")
+    return [{"id": i, "text": "\n\n".join(speeches[i : i + 200])} for i in range(0, len(speeches), 200)]
+
+
+def write_jsonl(path, rows) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return str(path)
+
+
+def tokens(prepared, split) -> np.ndarray:
+    return np.concatenate([np.asarray(open_shard(p)) for p in prepared.paths(split)])
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "parquet"])
+def test_each_row_is_a_document_and_the_shards_decode_to_the_rows(tmp_path, rows, layout):
+    if layout == "jsonl":
+        source = HFDataset("json", data_files=write_jsonl(tmp_path / "rows.jsonl", rows), val_split=None, val_ratio=0.2)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+        source = HFDataset(str(tmp_path / "rows.parquet"), val_ratio=0.2, cache_dir=str(tmp_path / "cache"))
+    prepared = prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
+    from gptlab.data.documents import held_out
+
+    encoding = gpt2_encoding()
+    for split in ("train", "val"):
+        texts = [r["text"] for i, r in enumerate(rows) if held_out(i, 0.2) == (split == "val")]
+        assert texts
+        ids = tokens(prepared, split)
+        assert encoding.decode(ids.tolist()) == "".join(t + ENDOFTEXT for t in texts)
+        assert len(ids) == sum(len(encoding.encode_ordinary(t)) + 1 for t in texts)
+
+
+def test_another_split_validates_and_max_tokens_caps_training(tmp_path, rows):
+    write_jsonl(tmp_path / "train.jsonl", rows[:-2])
+    write_jsonl(tmp_path / "valid.jsonl", rows[-2:])
+    files = {"train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "valid.jsonl")}
+    source = HFDataset("json", data_files=None, val_split="validation", cache_dir=str(tmp_path / "cache"))
+    source.data_files = files  # load_dataset's split -> files mapping
+    prepared = prepare_shards(source, "gpt2", tmp_path / "cache", progress=False, max_tokens=10_000)
+    assert prepared.tokens("train") == 10_000
+    val_text = "".join(r["text"] + ENDOFTEXT for r in rows[-2:])
+    assert gpt2_encoding().decode(tokens(prepared, "val").tolist()) == val_text
+
+
+def test_a_missing_text_column_is_named_with_the_columns_there_are(tmp_path, rows):
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"id": r["id"], "body": r["text"]} for r in rows])
+    with pytest.raises(DataError, match=r"data.text_column=text is not a column of .*rows.jsonl; its columns are id, body"):
+        prepare_shards(HFDataset("json", data_files=path), "gpt2", tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache").rglob("*.bin"))
+
+
+def test_a_missing_data_file_is_one_line(tmp_path):
+    with pytest.raises(DataError, match="matches no file"):
+        HFDataset("json", data_files=str(tmp_path / "nope.jsonl"))
