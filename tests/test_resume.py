@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import assert_ok, clean_env, read_metrics, run_train
-from repo import REPO_ROOT
+from repo import DATA_DIR, REPO_ROOT
 from slow_runs import importable_from_tests, slow_overrides
 
 from gptlab.checkpoints.reader import load_checkpoint_safely
@@ -128,7 +128,9 @@ ACCUMULATING = [
 # (overrides, the step after whose checkpoint the run is killed, the final step). Both kill steps are
 # followed by a validation, which the test hook slows down: the kill lands between the step and the end
 # of its validation.
-SCHEDULES = {"every-step": (RUN, 7, 12), "accumulation": (ACCUMULATING, 5, 8)}
+# The same on the user's own text (data=text): windows drawn from token shards through memory maps.
+ON_SHARDS = [*(o for o in RUN if not o.startswith("data=")), "data=text", f"data.path={DATA_DIR}/the-verdict.txt"]
+SCHEDULES = {"every-step": (RUN, 7, 12), "accumulation": (ACCUMULATING, 5, 8), "shards": (ON_SHARDS, 7, 12)}
 
 
 @pytest.fixture(scope="module")
