@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample sweep report test test-fast test-gpu lint bench bench-generate bench-train clean
+.PHONY: install train train-ddp sample sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data clean
 
 install: $(VENV)/.installed
 
@@ -53,7 +53,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Benchmarks print side-by-side tables and ratios from one run; numbers are written down in BENCHMARKS.md.
-bench: bench-generate bench-train
+bench: bench-generate bench-train bench-data
 
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)
@@ -61,6 +61,11 @@ bench-generate: install
 # Training throughput and MFU: our GPT under Lightning, in a bare loop, and transformers' GPT-2 (baseline).
 bench-train: install
 	$(PY) bench/bench_train.py $(ARGS)
+
+# Preparing a 1 GB corpus three ways (ours from files, ours through datasets, nanoGPT's datasets.map), peak
+# memory, the loader against a gpt124m step, start-up on prepared shards. ARGS="--gb 1 4" adds 4 GB.
+bench-data: install
+	$(PY) bench/bench_data.py $(ARGS)
 
 # The book's chapter-5 run (its own gpt_train.py, from a LLMs-from-scratch checkout) beside
 # experiment=verdict_gpt124m: make bench-book BOOK=path/to/LLMs-from-scratch

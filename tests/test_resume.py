@@ -242,6 +242,24 @@ def test_sampler_resumes_inside_an_epoch_with_the_same_order():
     assert list(ResumableRandomSampler(50, seed=3).permutation(3)) == list(resumed.permutation(3))
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_under_ddp_ranks_take_disjoint_windows_that_make_up_the_epoch_and_resume_alike(ranks):
+    samplers = [ResumableRandomSampler(50, seed=3, rank=r, num_replicas=ranks) for r in range(ranks)]
+    for sampler in samplers:
+        sampler.set_epoch(1)
+    shares = [list(sampler) for sampler in samplers]
+    taken = [window for share in shares for window in share]
+    assert len(taken) == len(set(taken)) == 50 - 50 % ranks  # disjoint; all but the remainder
+    assert all(len(share) == len(s) == 50 // ranks for share, s in zip(shares, samplers, strict=True))
+    assert sorted(taken) != taken  # shuffled, not cut in blocks
+    # Every rank resumes inside the epoch where its own share left off.
+    resumed = ResumableRandomSampler(50, seed=3, rank=ranks - 1, num_replicas=ranks)
+    resumed.resume_at(epoch=1, offset=5)
+    assert list(resumed) == shares[-1][5:]
+    # A DistributedSampler already: Lightning, under DDP, neither replaces nor wraps it.
+    assert isinstance(resumed, torch.utils.data.DistributedSampler)
+
+
 def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     from omegaconf import OmegaConf
 
@@ -281,14 +299,17 @@ ENDINGS = {
     "epoch-end-validation": [],
     # No validation after the first epoch: the last checkpoint is the one written when training ends.
     "no-final-validation": ["trainer.check_val_every_n_epoch=2"],
-    # The same under DDP (2 CPU processes), where each epoch's order is the DistributedSampler's.
+    # The same under DDP (2 CPU processes), each rank taking its own windows of the epoch's order.
     "ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+    # DDP stopped in the middle of an epoch (epochs of 4 batches): each rank resumes inside its share.
+    "ddp-mid-epoch": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.limit_train_batches=4"],
 }
 
 
 @pytest.mark.parametrize("ending", list(ENDINGS))
 def test_resume_from_the_checkpoint_of_a_finished_run_is_bitwise_identical(tmp_path, ending):
-    run = [o for o in RUN if not o.startswith(("trainer.val_check_interval", "trainer.max_steps"))]
+    overridden = tuple(o.split("=")[0] + "=" for o in ENDINGS[ending])
+    run = [o for o in RUN if not o.startswith(("trainer.val_check_interval", "trainer.max_steps", *overridden))]
     run += ["scheduler=constant", "validate_after_fit=false", *ENDINGS[ending]]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     uninterrupted = start_train(whole, *run, "trainer.max_steps=12")
@@ -297,7 +318,13 @@ def test_resume_from_the_checkpoint_of_a_finished_run_is_bitwise_identical(tmp_p
     assert_ok(run_train(parts, *run, "trainer.max_steps=12", "ckpt_path=last"))
     out, err = uninterrupted.communicate()
     assert uninterrupted.returncode == 0, err[-3000:]
-    assert_same_runs(parts, whole)
+    if ending == "ddp-mid-epoch":
+        # Stopped mid-epoch, the first part validates at its last step (FinalValidation), which the run
+        # left alone does not: every training step and the final weights must still be the same.
+        assert train_losses(parts) == train_losses(whole) and len(train_losses(whole)) == 12
+        assert_bitwise_equal(weights(parts), weights(whole))
+    else:
+        assert_same_runs(parts, whole)
 
 
 def test_sigterm_during_the_final_step_lets_the_run_finish(tmp_path):

@@ -142,7 +142,6 @@ class _Preparer:
             }
         self.index = index
         self.spec = index["tokenizer"]
-        self.dtype = token_dtype(index["vocab_size"])
         self.buffers: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
         self.buffered = dict.fromkeys(SPLITS, 0)
         self.pending_docs = dict.fromkeys(SPLITS, 0)
@@ -206,10 +205,10 @@ class _Preparer:
     def _write_shard(self, split: str) -> None:
         record = self.index["splits"][split]
         name = f"{split}_{len(record['shards']):06d}.bin"
-        tokens = np.concatenate(self.buffers[split]) if self.buffers[split] else np.zeros(0, self.dtype)
-        write_shard(self.folder / name, tokens, self.index["vocab_size"])
-        record["shards"].append({"file": name, "tokens": int(len(tokens))})
-        record["tokens"] += int(len(tokens))
+        tokens = self.buffered[split]
+        write_shard(self.folder / name, self.buffers[split], self.index["vocab_size"])  # not joined: no copy
+        record["shards"].append({"file": name, "tokens": tokens})
+        record["tokens"] += tokens
         record["documents"] += self.pending_docs[split]
         record["batches"] = self.next_batch[split]
         self.buffers[split], self.buffered[split], self.pending_docs[split] = [], 0, 0

@@ -1,10 +1,13 @@
-"""A shuffling sampler and a data loader whose position can be saved and restored (exact mid-epoch resume).
+"""A shuffling sampler and a data loader whose position can be saved and restored (exact mid-epoch resume),
+on one process or several.
 
 Each epoch's order is a permutation drawn from its own generator seeded by (seed, epoch), so it depends on
-nothing else (not the global RNG, not how many times an iterator was created). The loader's state is the
-epoch and how many samples of it were consumed; Lightning saves it in every checkpoint (it calls
-``state_dict`` on loaders that have one) and restores it before iterating again, so a resumed run sees the
-rest of the interrupted epoch in the same order and then the same later epochs as a run left alone.
+nothing else (not the global RNG, not how many times an iterator was created). Under DDP every rank draws
+the same permutation and takes every ``num_replicas``-th window of it from its rank on: the ranks' windows
+are disjoint and together the whole epoch (less fewer than ``num_replicas`` windows, so every rank takes as
+many). The loader's state is the epoch and how many samples of it this rank consumed; Lightning saves it in
+every checkpoint and restores it before iterating again, so a resumed run sees the rest of the interrupted
+epoch in the same order and then the same later epochs as a run left alone.
 """
 
 from __future__ import annotations
@@ -12,13 +15,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
+
+# Ids handed to the loader a slice at a time: converting a 10M-window epoch to one Python list would cost
+# hundreds of megabytes.
+_SLICE = 1 << 16
 
 
-class ResumableRandomSampler(Sampler[int]):
-    def __init__(self, num_samples: int, seed: int = 0):
-        self.num_samples = num_samples
-        self.seed = seed
+class ResumableRandomSampler(DistributedSampler):
+    """A DistributedSampler so that Lightning, under DDP, neither replaces it nor wraps it in one of its own
+    (its own would split the windows a second time); DistributedSampler's constructor is not used."""
+
+    def __init__(self, num_samples: int, seed: int = 0, rank: int = 0, num_replicas: int = 1):
+        self.total = num_samples  # windows in an epoch, over all ranks
+        self.seed, self.rank, self.num_replicas = seed, rank, num_replicas
+        self.shuffle, self.drop_last = True, True
+        self.num_samples = num_samples // num_replicas  # this rank's share (DistributedSampler's name)
+        self.total_size = self.num_samples * num_replicas
         self.epoch = 0
         self._resume_epoch: int | None = None
         self._resume_offset = 0
@@ -28,17 +41,19 @@ class ResumableRandomSampler(Sampler[int]):
 
     def permutation(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_samples, generator=generator)
+        return torch.randperm(self.total, generator=generator)
 
     def resume_at(self, epoch: int, offset: int) -> None:
-        """The next iteration of ``epoch`` starts after its first ``offset`` samples."""
+        """The next iteration of ``epoch`` starts after this rank's first ``offset`` samples."""
         self.epoch = epoch
         self._resume_epoch, self._resume_offset = epoch, offset
 
     def __iter__(self) -> Iterator[int]:
         start = self._resume_offset if self._resume_epoch == self.epoch else 0
         self._resume_epoch, self._resume_offset = None, 0
-        yield from self.permutation(self.epoch)[start:].tolist()
+        mine = self.permutation(self.epoch)[self.rank : self.total_size : self.num_replicas][start:]
+        for first in range(0, len(mine), _SLICE):
+            yield from mine[first : first + _SLICE].tolist()
 
     def __len__(self) -> int:
         # The full epoch, also when resuming: Lightning counts batches against this length.

@@ -35,21 +35,25 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= UINT16_IDS else np.dtype(np.uint32)
 
 
-def write_shard(path: str | Path, tokens: np.ndarray, vocab_size: int) -> None:
-    """Write ``tokens`` as an llm.c shard: uint16 where the vocabulary fits, else uint32."""
+def write_shard(path: str | Path, tokens: np.ndarray | list[np.ndarray], vocab_size: int) -> None:
+    """Write ``tokens`` (an array, or arrays written one after another without joining them first) as an
+    llm.c shard: uint16 where the vocabulary fits, else uint32."""
     dtype = token_dtype(vocab_size)
-    tokens = np.asarray(tokens)
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise DataError(f"token ids outside 0..{vocab_size - 1} cannot be written to shard {path}")
-    if tokens.size >= 2**31:
-        raise DataError(f"{tokens.size} tokens are too many for one shard (llm.c counts them in an int32)")
+    parts = [np.asarray(part) for part in (tokens if isinstance(tokens, list) else [tokens])]
+    count = sum(part.size for part in parts)
+    for part in parts:
+        if part.size and (part.min() < 0 or part.max() >= vocab_size):
+            raise DataError(f"token ids outside 0..{vocab_size - 1} cannot be written to shard {path}")
+    if count >= 2**31:
+        raise DataError(f"{count} tokens are too many for one shard (llm.c counts them in an int32)")
     (magic, version) = next(key for key, value in LLMC_LAYOUTS.items() if value == dtype)
     header = np.zeros(HEADER_INTS, dtype=np.int32)
-    header[:3] = (magic, version, tokens.size)
+    header[:3] = (magic, version, count)
 
     def write(f) -> None:
         f.write(header.tobytes())
-        f.write(tokens.astype(dtype, copy=False).tobytes())
+        for part in parts:
+            f.write(part.astype(dtype, copy=False).tobytes())
 
     atomic_write(path, write)
 

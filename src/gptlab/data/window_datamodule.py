@@ -99,12 +99,11 @@ class WindowDataModule(L.LightningDataModule):
         return self.tokenizer.vocab_size
 
     def train_dataloader(self) -> DataLoader:
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # Lightning swaps in a DistributedSampler for several processes; resume is then per epoch.
-            return self._loader(self.train_set, shuffle=True, drop_last=True)
+        rank, ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         loader = ResumableDataLoader(
             self.train_set,
-            sampler=ResumableRandomSampler(len(self.train_set), seed=self.seed),
+            # Several processes: each rank its own windows of the same order, resumable mid-epoch too.
+            sampler=ResumableRandomSampler(len(self.train_set), seed=self.seed, rank=rank, num_replicas=ranks),
             consumed_batches=self._consumed_train_batches,
             **self._loader_settings(drop_last=True),
         )

@@ -1,0 +1,270 @@
+"""The data path at scale, side by side in one run: preparing a corpus of real text, and feeding training.
+
+    python bench/bench_data.py                    # a 1 GB corpus; three ways to prepare it; loader; start-up
+    python bench/bench_data.py --gb 1 4           # our preparation's peak memory at 1 GB and at 4 GB too
+    python bench/bench_data.py --gb 0.05          # a quick look
+
+The corpus is built from the texts at hand: documents of about 64 KB, each a stretch of Tiny Shakespeare
+starting at its own line (document i at line 7919 x i, wrapping around), as .txt files (1,000 per folder)
+and the same documents as one jsonl file. Repeated text costs tiktoken what new text does (it keeps no
+cache between calls).
+
+Preparation, each in its own process, its peak memory summed over it and its workers (sampled every 0.1 s):
+
+- ours, text files: gptlab.data.prepare over the folder (data=text), one worker process per core;
+- ours, jsonl: the same through Hugging Face datasets (data=hf), which first converts the file to Arrow;
+- nanoGPT's way: its data/openwebtext/prepare.py on the jsonl: load_dataset, train_test_split,
+  datasets.map(encode_ordinary + eot, num_proc = cores), then one uint16 memmap per split written in 1024
+  contiguous pieces (written here after that file, with the local jsonl in place of the Hub dataset, and
+  fewer pieces for a split of fewer than 1024 rows, which the original cannot cut).
+
+Then: the training loader's windows/s against what a gpt124m step consumes (the step measured here: fp32,
+batch 8, window 256, the bare loop of bench_train.py), the start-up of a data module on prepared
+shards, and the shuffling sampler at 10B tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+CONTENDERS = ("ours, text files", "ours, jsonl (datasets)", "nanoGPT's way (datasets.map)")
+DOC_BYTES = 64 << 10
+# The held-out share (nanoGPT takes 0.0005 of OpenWebText's 8M documents; a larger share keeps a small corpus's
+# validation non-empty). The same for every contender.
+VAL_SHARE = 0.005
+
+
+# --- the corpus ------------------------------------------------------------------------------------------
+def build_corpus(work: Path, gb: float, source: Path) -> tuple[Path, Path, int]:
+    """(folder of .txt documents, jsonl of the same, bytes), built once per size."""
+    folder, jsonl = work / f"corpus-{gb:g}gb", work / f"corpus-{gb:g}gb.jsonl"
+    done = work / f"corpus-{gb:g}gb.done"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+        target, written, i = int(gb * 1e9), 0, 0
+        with open(jsonl, "w", encoding="utf-8") as rows:
+            while written < target:
+                start, doc, size = (7919 * i) % len(lines), [], 0
+                while size < DOC_BYTES:
+                    line = lines[(start + len(doc)) % len(lines)]
+                    doc.append(line)
+                    size += len(line.encode("utf-8"))
+                text = "".join(doc)
+                path = folder / f"{i // 1000:05d}" / f"doc{i:07d}.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+                rows.write(json.dumps({"text": text}) + "\n")
+                written, i = written + size, i + 1
+        done.write_text(str(written))
+    return folder, jsonl, int(done.read_text())
+
+
+# --- the contenders, each run in a child process ---------------------------------------------------------
+def run_ours_text(corpus: Path, jsonl: Path, out: Path, cores: int) -> int:
+    from gptlab.data.documents import TextFiles
+    from gptlab.data.prepare import prepare_shards
+
+    prepared = prepare_shards(TextFiles(str(corpus), val_ratio=VAL_SHARE), "gpt2", out, num_proc=cores, progress=False)
+    return prepared.tokens("train") + prepared.tokens("val")
+
+
+def run_ours_jsonl(corpus: Path, jsonl: Path, out: Path, cores: int) -> int:
+    from gptlab.data.hf_documents import HFDataset
+    from gptlab.data.prepare import prepare_shards
+
+    source = HFDataset("json", data_files=str(jsonl), val_ratio=VAL_SHARE, cache_dir=str(out))
+    prepared = prepare_shards(source, "gpt2", out, num_proc=cores, progress=False)
+    return prepared.tokens("train") + prepared.tokens("val")
+
+
+def run_nanogpt_way(corpus: Path, jsonl: Path, out: Path, cores: int) -> int:
+    import numpy as np
+    from datasets import disable_progress_bars, load_dataset
+
+    from gptlab.data.tokenizers import gpt2_encoding  # tiktoken's GPT-2 encoding, built offline
+
+    disable_progress_bars()
+    enc = gpt2_encoding()
+    dataset = load_dataset("json", data_files=str(jsonl), num_proc=cores, cache_dir=str(out / "hf"))
+    split_dataset = dataset["train"].train_test_split(test_size=VAL_SHARE, seed=2357, shuffle=True)
+    split_dataset["val"] = split_dataset.pop("test")
+
+    def process(example):
+        ids = enc.encode_ordinary(example["text"])
+        ids.append(enc.eot_token)
+        return {"ids": ids, "len": len(ids)}
+
+    tokenized = split_dataset.map(process, remove_columns=["text"], num_proc=cores)
+    total = 0
+    for split, dset in tokenized.items():
+        arr_len = np.sum(dset["len"], dtype=np.uint64)
+        arr = np.memmap(out / f"{split}.bin", dtype=np.uint16, mode="w+", shape=(arr_len,))
+        idx = 0
+        total_batches = min(1024, len(dset))  # its 1024 pieces need 1024 rows (its val split has 4,007)
+        for batch_idx in range(total_batches):
+            batch = dset.shard(num_shards=total_batches, index=batch_idx, contiguous=True).with_format("numpy")
+            arr_batch = np.concatenate(batch["ids"])
+            arr[idx : idx + len(arr_batch)] = arr_batch
+            idx += len(arr_batch)
+        arr.flush()
+        total += int(arr_len)
+    return total
+
+
+RUNNERS = dict(zip(CONTENDERS, (run_ours_text, run_ours_jsonl, run_nanogpt_way), strict=True))
+
+
+def measure(contender: str, corpus: Path, jsonl: Path, out: Path, cores: int) -> dict:
+    """Run one contender in a child process: wall time, tokens, and peak RSS over its process tree."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    command = [sys.executable, __file__, "--child", contender, str(corpus), str(jsonl), str(out), str(cores)]
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        process = psutil.Process(child.pid)
+        while not stop.is_set():
+            try:
+                tree = [process, *process.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = child.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    if child.returncode != 0:
+        raise SystemExit(f"{contender} failed (exit {child.returncode})")
+    tokens = json.loads(output.strip().splitlines()[-1])["tokens"]
+    return {"seconds": seconds, "tokens": tokens, "peak_rss": peak[0]}
+
+
+# --- feeding training ------------------------------------------------------------------------------------
+def loader_and_step(shards: Path, batch: int, window: int, steps: int) -> dict:
+    import contextlib
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_train import SHAPES, our_model_config, ours_bare
+
+    from gptlab.data.shard_datamodule import ShardDataModule
+
+    datamodule = ShardDataModule(str(shards / "train_*.bin"), str(shards / "val_*.bin"), batch_size=batch, max_length=window)
+    datamodule.setup("fit")
+
+    def forever():
+        while True:
+            yield from datamodule.train_dataloader()
+
+    loader = forever()
+    next(loader)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 3.0:
+        x, y = next(loader)
+        count += 1
+    per_batch = (time.perf_counter() - start) / count
+
+    model_cfg = our_model_config(SHAPES["124m"], window)
+    # fp32, train.py's default: bf16 is emulated, and slower, on CPUs without AVX512-BF16 or AMX.
+    loop = ours_bare(model_cfg, contextlib.nullcontext, torch.device("cpu"))
+    batches = [next(loader) for _ in range(steps + 1)]
+    step_seconds = loop.steps(batches)[1:]  # the first is a warm-up
+    step = sorted(step_seconds)[len(step_seconds) // 2]
+    return {"per_batch": per_batch, "windows_per_s": batch / per_batch, "step": step, "share": per_batch / step}
+
+
+def startup(shards_cache: Path, corpus: Path) -> tuple[float, float]:
+    """(seconds importing the data module, seconds from building it to its first batch) on shards prepared
+    before, in a fresh process."""
+    code = (
+        "import time; t = time.perf_counter()\n"
+        "from gptlab.data.prepared_datamodule import TextFilesDataModule\n"
+        "imported = time.perf_counter() - t; t = time.perf_counter()\n"
+        f"d = TextFilesDataModule(path={str(corpus)!r}, val_ratio={VAL_SHARE}, cache_dir={str(shards_cache)!r}, max_length=1024)\n"
+        "d.prepare_data(progress=False); d.setup('fit'); next(iter(d.train_dataloader()))\n"
+        "print(imported, time.perf_counter() - t)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    imported, ready = result.stdout.strip().splitlines()[-1].split()
+    return float(imported), float(ready)
+
+
+def sampler_at(tokens: float, window: int) -> tuple[int, float, float]:
+
+    from gptlab.data.sampler import ResumableRandomSampler
+
+    windows = int(tokens // window)
+    start = time.perf_counter()
+    order = ResumableRandomSampler(windows, seed=0).permutation(0)
+    return windows, time.perf_counter() - start, order.element_size() * order.numel() / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gb", type=float, nargs="+", default=[1.0], help="corpus sizes; every contender runs at the first")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "gptlab-bench-data")
+    parser.add_argument("--steps", type=int, default=3, help="gpt124m steps timed for the loader's share")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        contender, corpus, jsonl, out, cores = args.child
+        print(json.dumps({"tokens": RUNNERS[contender](Path(corpus), Path(jsonl), Path(out), int(cores))}))
+        return
+
+    cores = len(os.sched_getaffinity(0))
+    source = Path(os.environ.get("GPTLAB_DATA_DIR", REPO / "data")) / "tinyshakespeare.txt"
+    print(f"# bench_data: {platform.processor() or platform.machine()}, {cores} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
+    rows = []
+    for n, gb in enumerate(args.gb):
+        corpus, jsonl, size = build_corpus(args.work, gb, source)
+        print(f"corpus: {size / 1e9:.2f} GB of text in {sum(1 for _ in corpus.rglob('*.txt'))} documents ({corpus})", flush=True)
+        for contender in CONTENDERS if n == 0 else CONTENDERS[:1]:
+            result = measure(contender, corpus, jsonl, args.work / "out" / f"{n}-{CONTENDERS.index(contender)}", cores)
+            rows.append((gb, contender, result))
+            print(f"  {contender}: {result['seconds']:.1f} s, {result['tokens']:,} tokens, "
+                  f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB", flush=True)
+
+    baseline = next(r for gb, c, r in rows if gb == args.gb[0] and c == CONTENDERS[2])
+    print("\n| corpus | contender | wall s | tokens/s | vs nanoGPT's way | peak RSS (GiB) |")
+    print("|---|---|---|---|---|---|")
+    for gb, contender, r in rows:
+        rate = r["tokens"] / r["seconds"]
+        ratio = rate / (baseline["tokens"] / baseline["seconds"]) if gb == args.gb[0] else float("nan")
+        print(f"| {gb:g} GB | {contender} | {r['seconds']:.1f} | {rate:,.0f} | {ratio:.2f}x | {r['peak_rss'] / 2**30:.2f} |")
+
+    shards = next((args.work / "out" / "0-0" / "shards").iterdir())
+    feed = loader_and_step(shards, batch=8, window=256, steps=args.steps)
+    print(f"\nloader (batch 8, window 256): {feed['windows_per_s']:,.0f} windows/s, {feed['per_batch'] * 1e3:.2f} ms a batch; "
+          f"a gpt124m step (fp32, bare loop): {feed['step']:.2f} s; loading is {100 * feed['share']:.3f}% of a step")
+    first_corpus = build_corpus(args.work, args.gb[0], source)[0]
+    imported, ready = startup(args.work / "out" / "0-0", first_corpus)
+    print(f"start-up on prepared shards, fresh process: {imported:.2f} s importing (torch, Lightning), then "
+          f"{ready:.2f} s from building the data module to its first batch")
+    windows, seconds, megabytes = sampler_at(10e9, 1024)
+    print(f"sampler at 10B tokens (window 1024): {windows:,} windows, an epoch's order in {seconds:.2f} s, {megabytes:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
