@@ -80,7 +80,8 @@ class TextFiles:
         """What the shards depend on: every file's name, size and modification time, and the split."""
 
         def stat(files: list[Path]) -> list:
-            return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+            # abspath, not resolve: no system call per file (a corpus may hold hundreds of thousands)
+            return [[os.path.abspath(f), *_size_and_mtime(f)] for f in files]
 
         return {
             "kind": "text",
@@ -109,6 +110,11 @@ class TextFiles:
             for index, f in enumerate(self.files):
                 split = "val" if held_out(index, self.val_ratio) else "train"
                 yield from ((split, piece) for piece in read_pieces(f, self.errors))
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_size, status.st_mtime_ns
 
 
 def _line_break_after(path: Path, position: int) -> int:

@@ -60,7 +60,7 @@ class HFDataset:
         return ", ".join(self.data_files) if self.data_files else self.path
 
     def fingerprint(self) -> dict:
-        stats = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files if f.is_file()]
+        stats = [[os.path.abspath(f), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files if f.is_file()]
         return {
             "kind": "hf",
             "path": self.path,

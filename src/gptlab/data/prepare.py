@@ -75,13 +75,14 @@ def prepare_shards(
     """The shards of ``source`` (a document source such as gptlab.data.documents.TextFiles) tokenised with
     ``tokenizer_kind``: found in ``cache_dir`` when prepared before, else made (or finished) there.
     ``max_tokens`` stops after that many training tokens (a sample of a corpus too large to take whole)."""
-    key = _key(source.fingerprint(), tokenizer_kind, shard_tokens, max_tokens)
-    folder = Path(cache_dir).expanduser() / "shards" / f"{source.fingerprint()['kind']}-{key[:16]}"
+    fingerprint = source.fingerprint()
+    key = _key(fingerprint, tokenizer_kind, shard_tokens, max_tokens)
+    folder = Path(cache_dir).expanduser() / "shards" / f"{fingerprint['kind']}-{key[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
         index = _read_index(folder, key)
         if index is None or not index["complete"]:
-            preparer = _Preparer(source, tokenizer_kind, folder, key, shard_tokens, max_tokens, index)
+            preparer = _Preparer(source, fingerprint, tokenizer_kind, folder, key, shard_tokens, max_tokens, index)
             index = preparer.run(num_proc, progress)
     return PreparedShards(folder, index)
 
@@ -122,7 +123,15 @@ def _write_index(folder: Path, index: dict) -> None:
 
 class _Preparer:
     def __init__(
-        self, source, tokenizer_kind: str, folder: Path, key: str, shard_tokens: int, max_tokens: int | None, index
+        self,
+        source,
+        fingerprint: dict,
+        tokenizer_kind: str,
+        folder: Path,
+        key: str,
+        shard_tokens: int,
+        max_tokens: int | None,
+        index: dict | None,
     ):
         self.source, self.folder, self.shard_tokens, self.max_tokens = source, folder, shard_tokens, max_tokens
         for stale in folder.glob(".*.tmp"):  # what a killed run left of a shard it was writing
@@ -133,7 +142,7 @@ class _Preparer:
                 "format": INDEX_FORMAT,
                 "key": key,
                 "complete": False,
-                "source": source.fingerprint(),
+                "source": fingerprint,
                 "tokenizer": tokenizer.spec(),
                 "vocab_size": tokenizer.vocab_size,
                 "eos_id": tokenizer.eos_id,
