@@ -6,11 +6,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gptlab.core.errors import ConfigError
+from gptlab.data.prepared_datamodule import PreparedDataModule
 
 
 def prepare_from_config(cfg: DictConfig) -> None:
     datamodule = instantiate(cfg.data)
-    if not hasattr(datamodule, "prepared"):
+    if not isinstance(datamodule, PreparedDataModule):
         raise ConfigError(
             f"data={datamodule.name} needs no preparing (train.py reads it as it is); prepare.py is for "
             "data=text"

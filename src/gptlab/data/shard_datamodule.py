@@ -35,19 +35,8 @@ def shard_files(pattern: str, key: str) -> list[Path]:
 
 
 class ShardDataModule(WindowDataModule):
-    def __init__(
-        self,
-        train: str | None = None,
-        val: str | None = None,
-        tokenizer: str = "gpt2",
-        batch_size: int = 8,
-        max_length: int | None = None,
-        stride: int | None = None,
-        val_stride: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-    ):
-        super().__init__(batch_size, max_length, stride, val_stride, num_workers, seed)
+    def __init__(self, train: str | None = None, val: str | None = None, tokenizer: str = "gpt2", **windows):
+        super().__init__(**windows)  # batch_size, max_length, stride, val_stride, num_workers, seed
         self.train_pattern, self.val_pattern = train, val
         self.tokenizer_kind = tokenizer
         self.train_paths: list[Path] = []

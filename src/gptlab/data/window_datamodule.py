@@ -131,12 +131,7 @@ class WindowDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         # Ordered, and the last partial batch is kept so every validation window counts.
         sampler = validation_sampler(self.val_set, self.trainer)  # several ranks: each window once
-        if sampler is not None:
-            return DataLoader(self.val_set, sampler=sampler, **self._loader_settings(drop_last=False))
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
-
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(dataset, shuffle=shuffle, **self._loader_settings(drop_last))
+        return DataLoader(self.val_set, sampler=sampler, shuffle=False, **self._loader_settings(drop_last=False))
 
     def _loader_settings(self, drop_last: bool) -> dict:
         return dict(
