@@ -3,10 +3,14 @@
 import os
 
 # Intel MKL (PyTorch's CPU matmuls) may pick its kernels by memory alignment from run to run, so two runs
-# of one seed can differ in the last bits; resumed and uninterrupted runs once did on CI's CPU (never here).
-# AUTO keeps the fastest code path for this CPU and makes it reproducible (MKL's "conditional numerical
-# reproducibility"; the cost measured here is within noise). Set before MKL starts, so in the entry point.
+# of one seed can differ in the last bits; resumed and uninterrupted runs did on CI's CPU, and 1 of 96
+# processes did here under load. AUTO keeps the fastest code path for this CPU and makes it reproducible
+# (MKL's "conditional numerical reproducibility"; the cost measured here is within noise). Its other
+# conditions: a fixed thread count, so neither MKL nor OpenMP may change it at run time (*_DYNAMIC; one
+# CI run differed in the last bit of a grad norm with AUTO alone). Set before MKL starts: here.
 os.environ.setdefault("MKL_CBWR", "AUTO")
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
 from omegaconf import DictConfig
 
