@@ -130,7 +130,18 @@ ACCUMULATING = [
 # of its validation.
 # The same on the user's own text (data=text): windows drawn from token shards through memory maps.
 ON_SHARDS = [*(o for o in RUN if not o.startswith("data=")), "data=text", f"data.path={DATA_DIR}/the-verdict.txt"]
-SCHEDULES = {"every-step": (RUN, 7, 12), "accumulation": (ACCUMULATING, 5, 8), "shards": (ON_SHARDS, 7, 12)}
+# A mixture (data=mixture): the order of sources and of each source's windows resumes too.
+ON_MIXTURE = [
+    *(o for o in RUN if not o.startswith("data=")),
+    "data=mixture",
+    f"data.sources=[{{kind:verdict,weight:1}},{{kind:text,path:{DATA_DIR}/tinyshakespeare.txt,weight:2}}]",
+]
+SCHEDULES = {
+    "every-step": (RUN, 7, 12),
+    "accumulation": (ACCUMULATING, 5, 8),
+    "shards": (ON_SHARDS, 7, 12),
+    "mixture": (ON_MIXTURE, 7, 12),
+}
 
 
 @pytest.fixture(scope="module")

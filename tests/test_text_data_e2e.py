@@ -70,6 +70,44 @@ def test_a_jsonl_file_trains_with_data_hf(tmp_path, shakespeare_text):
     assert_finite(last_value(read_metrics(tmp_path / "run"), "val/loss"))
 
 
+def test_a_mixture_of_text_files_a_jsonl_file_and_a_preset_prepares_and_trains_by_weight(
+    tmp_path, shakespeare_text
+):
+    write_speech_files(shakespeare_text[:300_000], tmp_path / "plays", files=6)
+    with open(tmp_path / "rows.jsonl", "w", encoding="utf-8") as f:
+        for i in range(20):
+            f.write(json.dumps({"text": shakespeare_text[300_000 + i * 1000 : 301_000 + i * 1000]}) + "\n")
+    sources = (
+        f"data.sources=[{{kind:text,path:{tmp_path}/plays,weight:2,name:plays}},"
+        f"{{kind:hf,path:json,data_files:{tmp_path}/rows.jsonl,val_ratio:0.2,weight:1}},{{kind:verdict,weight:1}}]"
+    )
+    env = clean_env(GPTLAB_CACHE_DIR=str(tmp_path / "cache"))
+    prepared = run_script("prepare.py", "data=mixture", sources, env=env)
+    assert_ok(prepared)
+    # The text files' shards and the jsonl rows'; the preset needs none.
+    assert [line[:8] for line in prepared.stdout.splitlines()].count("shards: ") == 2
+
+    # Epochs of 4 batches (debug=fast): the counts carry over epochs that stop early.
+    result = run_train(
+        tmp_path / "run",
+        "data=mixture",
+        sources,
+        *TINY,
+        "trainer.max_steps=30",
+        "trainer.max_epochs=8",
+        env=env,
+    )
+    assert_ok(result)
+    assert "tokenising" not in result.stderr  # prepare.py's shards, found at once
+    rows = read_metrics(tmp_path / "run")
+    seen = {name: float(last_value(rows, f"tokens_seen/{name}")) for name in ("plays", "hf", "verdict")}
+    assert sum(seen.values()) == float(last_value(rows, "tokens_seen")) == 30 * 4 * 32
+    # 120 windows drawn from a random interleaving of exact per-epoch shares: near 1/2, 1/4, 1/4.
+    assert abs(seen["plays"] / sum(seen.values()) - 0.5) < 0.15
+    assert abs(seen["verdict"] / sum(seen.values()) - 0.25) < 0.15
+    assert_finite(last_value(rows, "val/loss"))
+
+
 def test_shards_made_by_nanogpt_and_llmc_train_with_data_shards(tmp_path, shakespeare_text):
     ids = np.array(gpt2_encoding().encode_ordinary(shakespeare_text), dtype=np.uint16)
     cut = int(len(ids) * 0.9)
@@ -122,6 +160,16 @@ def _bad_inputs(tmp, shakespeare_text) -> dict:
             "prepare.py",
             ["data=hf", "data.path=json", f"data.data_files={tmp}/rows.jsonl"],
             ["data.text_column=text is not a column", "its columns are id, body"],
+        ),
+        "mixture-negative-weight": (
+            "train.py",
+            ["data=mixture", "data.sources=[{kind:verdict,weight:1},{kind:shakespeare,weight:-2}]"],
+            ["data.sources[1].weight=-2 must be a number of 0 or more"],
+        ),
+        "mixture-two-vocabularies": (
+            "train.py",
+            ["data=mixture", "data.tokenizer=char", "data.sources=[{kind:verdict},{kind:shakespeare}]"],
+            ["data.sources[1] (shakespeare) is tokenised differently"],
         ),
         "shards-missing": ("train.py", ["data=shards", f"data.train={tmp}/x_*.bin", f"data.val={tmp}/v.bin"], ["names no shard file"]),
     }

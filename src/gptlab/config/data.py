@@ -1,13 +1,13 @@
 """The data group (conf/data/): which text, how it is tokenised, cut into windows and batched.
 
 One schema per kind: a preset corpus (data=shakespeare, verdict), the user's text files (data=text), a
-Hugging Face dataset (data=hf) and token shards made ahead (data=shards). The window and batch keys are
-common.
+Hugging Face dataset (data=hf), token shards made ahead (data=shards) and a weighted mixture of these
+(data=mixture). The window and batch keys are common.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gptlab.config.ranges import at_least, fraction, one_of
@@ -109,6 +109,23 @@ class ShardsDataConfig(WindowsConfig):
     train: str | None = None  # a shard file or a glob of them
     val: str | None = None
     tokenizer: str = "gpt2"  # the tokenizer that made them (a shard folder of prepare.py records its own)
+
+
+@dataclass
+class MixtureDataConfig(WindowsConfig):
+    """data=mixture: several sources, each with a weight (gptlab.data.mixture_datamodule)."""
+
+    _target_: str = "gptlab.data.mixture_datamodule.MixtureDataModule"
+    # Each a dict: kind (text, hf, shards, shakespeare, verdict), weight, an optional name, and the kind's
+    # own keys; checked against the kind's schema when the data module is built.
+    sources: list[Any] = field(default_factory=list)
+    tokenizer: str = "gpt2"  # one for all sources
+    data_dir: str = "data"
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
 
 
 def require_path(key: str, value: str | None, example: str) -> str:

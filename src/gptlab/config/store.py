@@ -10,7 +10,13 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from gptlab.config.commands import ExportConfig, GenerateConfig, PrepareConfig, ReportConfig, TrainConfig
-from gptlab.config.data import DataConfig, HFDataConfig, ShardsDataConfig, TextFilesDataConfig
+from gptlab.config.data import (
+    DataConfig,
+    HFDataConfig,
+    MixtureDataConfig,
+    ShardsDataConfig,
+    TextFilesDataConfig,
+)
 from gptlab.config.model import DecoderModelConfig, GPTModelConfig, HFCausalLMConfig
 from gptlab.config.training import FinetuneConfig, OptimConfig, SchedulerConfig, TrainerConfig
 
@@ -24,6 +30,7 @@ SCHEMAS = {
     "schema/data/text": TextFilesDataConfig,
     "schema/data/hf": HFDataConfig,
     "schema/data/shards": ShardsDataConfig,
+    "schema/data/mixture": MixtureDataConfig,
     "schema/model/gpt": GPTModelConfig,
     "schema/model/decoder": DecoderModelConfig,
     "schema/model/hf_causal_lm": HFCausalLMConfig,

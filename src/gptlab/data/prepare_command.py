@@ -1,4 +1,5 @@
-"""What prepare.py does with conf/prepare.yaml: build the data group's module and make its shards."""
+"""What prepare.py does with conf/prepare.yaml: build the data group's module and make its shards (each
+source's that tokenises into shards, for a mixture)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gptlab.core.errors import ConfigError
+from gptlab.data.mixture_datamodule import MixtureDataModule
 from gptlab.data.prepared_datamodule import PreparedDataModule
 
 
 def prepare_from_config(cfg: DictConfig) -> None:
     datamodule = instantiate(cfg.data)
-    if not isinstance(datamodule, PreparedDataModule):
+    modules = datamodule.sources if isinstance(datamodule, MixtureDataModule) else [datamodule]
+    to_prepare = [module for module in modules if isinstance(module, PreparedDataModule)]
+    if not to_prepare:
         raise ConfigError(
             f"data={datamodule.name} needs no preparing (train.py reads it as it is); prepare.py is for "
-            "data=text"
+            "data=text, data=hf and mixtures of them"
         )
+    datamodule.prepare_data()  # a mixture's errors name the source they are about
+    for module in to_prepare:
+        report(module)
+
+
+def report(datamodule: PreparedDataModule) -> None:
     prepared = datamodule.prepare_data()
     datamodule.load_tokenizer()
     index = prepared.index

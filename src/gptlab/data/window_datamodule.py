@@ -94,6 +94,10 @@ class WindowDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size}; lower data.batch_size, data.max_length or data.stride"
             )
 
+    def make_train_sampler(self, rank: int, ranks: int) -> ResumableRandomSampler:
+        # Several processes: each rank its own windows of the same order, resumable mid-epoch too.
+        return ResumableRandomSampler(len(self.train_set), seed=self.seed, rank=rank, num_replicas=ranks)
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
@@ -102,8 +106,7 @@ class WindowDataModule(L.LightningDataModule):
         rank, ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         loader = ResumableDataLoader(
             self.train_set,
-            # Several processes: each rank its own windows of the same order, resumable mid-epoch too.
-            sampler=ResumableRandomSampler(len(self.train_set), seed=self.seed, rank=rank, num_replicas=ranks),
+            sampler=self.make_train_sampler(rank, ranks),
             consumed_batches=self._consumed_train_batches,
             **self._loader_settings(drop_last=True),
         )

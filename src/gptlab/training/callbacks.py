@@ -102,3 +102,17 @@ class ValidateAtMaxSteps(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True
+
+
+class SourceTokensLogger(L.Callback):
+    """Log ``tokens_seen/<source>`` for data that mixes sources (data=mixture): how many training tokens
+    the run has taken from each, over all ranks. Other data has one source (``tokens_seen``): nothing to add."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        datamodule = trainer.datamodule
+        if not hasattr(datamodule, "tokens_by_source"):
+            return
+        batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        counts = datamodule.tokens_by_source(trainer.current_epoch, batches_done, trainer.world_size)
+        for name, tokens in counts.items():
+            pl_module.log(f"tokens_seen/{name}", float(tokens), on_step=True, on_epoch=False)

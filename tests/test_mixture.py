@@ -1,0 +1,191 @@
+"""data=mixture: the share of training windows from each source is its weight, a small source wraps around
+(each pass in a new order), ranks take disjoint windows, a resumed epoch continues the same order, the
+tokens counted per source are the ones drawn, and each bad mixture gets one clear error."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from corpus_files import write_speech_files
+
+from gptlab.core.errors import ConfigError, DataError
+from gptlab.data.mixture_datamodule import MixtureDataModule
+from gptlab.data.mixture_sampler import MixtureSampler, source_quotas
+
+
+def source_of(index: int, offsets: list[int]) -> int:
+    return max(s for s, start in enumerate(offsets[:-1]) if index >= start)
+
+
+def test_quotas_split_the_epoch_by_weight_to_within_one_window():
+    for weights, total in [([3, 1], 1000), ([1, 1, 1], 100), ([0.7, 0.2, 0.1], 12345), ([5, 0, 1], 7)]:
+        quotas = source_quotas(weights, total)
+        assert sum(quotas) == total
+        for quota, weight in zip(quotas, weights, strict=True):
+            assert abs(quota - total * weight / sum(weights)) < 1
+
+
+def test_each_epoch_draws_every_source_by_its_weight_and_a_small_source_wraps_around():
+    sizes, weights = [900, 60, 40], [0.5, 0.3, 0.2]  # the small sources are drawn 2.5 times per epoch
+    sampler = MixtureSampler(sizes, weights, seed=3)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == sum(sizes)
+        by_source = Counter(source_of(i, sampler.offsets) for i in order)
+        assert [by_source[s] for s in range(3)] == [500, 300, 200]
+        # The first tenth of an epoch already holds each share closely (a random interleaving).
+        head = Counter(source_of(i, sampler.offsets) for i in order[:100])
+        assert all(abs(head[s] - 100 * w) <= 15 for s, w in enumerate(weights))
+
+    # Source 2 (40 windows) drawn 200 times an epoch: every pass of 40 draws holds each window once.
+    draws = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        sources, slots = sampler.sources(epoch)
+        drawn = torch.tensor(list(sampler))
+        mine = drawn[sources == 2] - sampler.offsets[2]
+        draws += mine[torch.argsort(slots[sources == 2])].tolist()  # in draw order
+    passes = [draws[i : i + 40] for i in range(0, len(draws), 40)]
+    assert all(sorted(p) == list(range(40)) for p in passes)
+    assert passes[0] != passes[1]  # each pass in its own order
+
+
+def test_a_large_source_is_not_repeated_until_all_of_it_was_drawn():
+    sampler = MixtureSampler([1000, 10], [0.5, 0.5], seed=0)  # 505 of 1000 windows an epoch
+    seen = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        seen += [i for i in sampler if i < 1000]
+    # The second epoch goes on where the first stopped: two epochs (1010 draws) hold every window, and
+    # only the 10 draws past the first pass repeat one.
+    assert len(seen) == 1010 and len(set(seen[:505])) == 505 and set(seen) == set(range(1000))
+
+
+def test_the_order_depends_on_seed_and_epoch_only_and_ranks_split_it():
+    sizes, weights = [300, 50], [2, 1]
+    whole = MixtureSampler(sizes, weights, seed=5)
+    whole.set_epoch(1)
+    order = list(whole)
+    again = MixtureSampler(sizes, weights, seed=5)
+    again.set_epoch(1)
+    assert list(again) == order
+    other = MixtureSampler(sizes, weights, seed=6)
+    other.set_epoch(1)
+    assert list(other) != order
+
+    ranks = [MixtureSampler(sizes, weights, seed=5, rank=r, num_replicas=3) for r in range(3)]
+    parts = []
+    for sampler in ranks:
+        sampler.set_epoch(1)
+        parts.append(list(sampler))
+    assert sum(len(p) for p in parts) == len(order) // 3 * 3
+    assert [i for trio in zip(*parts, strict=True) for i in trio] == order[: len(order) // 3 * 3]
+
+    resumed = MixtureSampler(sizes, weights, seed=5)
+    resumed.resume_at(1, 100)
+    assert list(resumed) == order[100:]
+
+
+def test_windows_drawn_counts_the_order():
+    sampler = MixtureSampler([200, 30, 70], [1, 1, 2], seed=1)
+    sampler.set_epoch(2)
+    order = list(sampler)
+    for positions in (0, 1, 57, len(order)):
+        counted = Counter(source_of(i, sampler.offsets) for i in order[:positions])
+        assert sampler.windows_drawn(2, positions).tolist() == [counted[s] for s in range(3)]
+
+
+@pytest.fixture
+def mixture(tmp_path, data_dir, shakespeare_text):
+    write_speech_files(shakespeare_text[:150_000], tmp_path / "plays", files=6)
+
+    def build(sources, **settings):
+        settings = {
+            "batch_size": 4,
+            "max_length": 32,
+            "data_dir": str(data_dir),
+            "cache_dir": str(tmp_path / "cache"),
+            **settings,
+        }
+        module = MixtureDataModule(sources=sources, **settings)
+        module.prepare_data()
+        module.setup("fit")
+        return module
+
+    build.plays = tmp_path / "plays"
+    return build
+
+
+def test_a_mixture_of_text_files_and_a_preset_trains_by_weight_and_counts_each_source(mixture):
+    dm = mixture(
+        [
+            {"kind": "text", "path": str(mixture.plays), "val_ratio": 0.3, "name": "plays", "weight": 3},
+            {"kind": "verdict"},
+        ]
+    )
+    assert dm.source_names == ["plays", "verdict"]
+    assert dm.tokenizer.identity() == dm.sources[1].tokenizer.identity()
+    loader = dm.train_dataloader()
+    order = list(loader.sampler)
+    offsets = loader.sampler.offsets
+    counts = Counter(source_of(i, offsets) for i in order)
+    assert counts[0] / len(order) == pytest.approx(0.75, abs=1 / len(order))
+    # The batches hold the sources' own windows: the first batch's inputs are those of its indices.
+    first_batch = next(iter(loader))
+    for row, index in zip(first_batch[0], order[:4], strict=True):
+        assert torch.equal(row, dm.train_set[index][0])
+    # Validation scores every source's validation windows.
+    assert len(dm.val_set.datasets) == 2 and all(len(part) > 0 for part in dm.val_set.datasets)
+
+    tokens = dm.tokens_by_source(epoch=0, batches_done=10, world_size=1)
+    drawn = Counter(source_of(i, offsets) for i in order[:40])
+    assert tokens == {"plays": drawn[0] * 32, "verdict": drawn[1] * 32}
+    # Counted on from there, and across an epoch that stopped early (limit_train_batches).
+    tokens = dm.tokens_by_source(epoch=0, batches_done=12, world_size=1)
+    assert sum(tokens.values()) == 12 * 4 * 32
+    tokens = dm.tokens_by_source(epoch=1, batches_done=1, world_size=1)
+    assert sum(tokens.values()) == 13 * 4 * 32
+
+
+def test_the_drawn_count_travels_in_the_checkpoint(mixture):
+    sources = [{"kind": "shakespeare", "weight": 1}, {"kind": "verdict", "weight": 1}]
+    dm = mixture(sources)
+    dm.train_dataloader()
+    dm.tokens_by_source(epoch=0, batches_done=5, world_size=2)
+    after_epoch = dm.tokens_by_source(epoch=1, batches_done=3, world_size=2)
+    state = dm.state_dict()
+
+    resumed = mixture(sources)
+    resumed.load_state_dict(state)
+    resumed.train_dataloader()
+    assert resumed.tokens_by_source(epoch=1, batches_done=3, world_size=2) == after_epoch
+
+
+def bad(mixture, sources, **settings) -> str:
+    with pytest.raises((ConfigError, DataError)) as caught:
+        mixture(sources, **settings)
+    return str(caught.value)
+
+
+def test_each_bad_mixture_gets_a_clear_message(mixture):
+    assert "needs data.sources" in bad(mixture, [])
+    assert "data.sources[1].weight=-1 must be a number of 0 or more" in bad(
+        mixture, [{"kind": "verdict"}, {"kind": "shakespeare", "weight": -1}]
+    )
+    assert "every data.sources weight is 0" in bad(mixture, [{"kind": "verdict", "weight": 0}])
+    assert "data.sources[0].kind=csv is not a data kind to mix" in bad(mixture, [{"kind": "csv"}])
+    assert "data.sources[0].max_length is the mixture's to set" in bad(
+        mixture, [{"kind": "verdict", "max_length": 8}]
+    )
+    message = bad(mixture, [{"kind": "verdict", "train_ratio": 2}])
+    assert message.startswith("data.sources[0] (verdict): ") and "train_ratio" in message
+    message = bad(mixture, [{"kind": "verdict", "corpus_name": "x"}])
+    assert message.startswith("data.sources[0] (verdict): ") and "corpus_name" in message
+    message = bad(mixture, [{"kind": "text"}])
+    assert message.startswith("data.sources[0] (text): data.path is not set")
+    # Character vocabularies are each corpus's own: one model cannot read both.
+    message = bad(mixture, [{"kind": "verdict"}, {"kind": "shakespeare"}], tokenizer="char")
+    assert "data.sources[1] (shakespeare) is tokenised differently from data.sources[0] (verdict)" in message
