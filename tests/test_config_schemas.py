@@ -67,7 +67,7 @@ OUT_OF_RANGE = {
     "scheduler.warmup_ratio=1.5": "scheduler.warmup_ratio must be in [0, 1)",
     "optim.decay=some": "optim.decay must be one of ('matrices', 'all')",
     "optim.betas=[0.9,1.5]": "optim.betas must be two numbers in [0, 1)",
-    "data.tokenizer=bpe": "data.tokenizer must be one of ('gpt2', 'char')",
+    "data.tokenizer=''": "data.tokenizer is empty",
     "data.num_workers=-1": "data.num_workers must be >= 0",
     "model.attn_impl=flash": "model.attn_impl must be one of ('sdpa', 'manual')",
     "model.drop_rate=1.0": "model.drop_rate must be in [0, 1)",

@@ -13,7 +13,6 @@ from typing import Any
 from gptlab.config.ranges import at_least, fraction, one_of
 from gptlab.core.errors import ConfigError
 
-TOKENIZERS = ("gpt2", "char")
 DECODE_ERRORS = ("strict", "replace")
 
 
@@ -49,7 +48,7 @@ class DataConfig(WindowsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
+        tokenizer_setting(self.tokenizer)
         fraction("data.train_ratio", self.train_ratio, open_low=True, example=0.9)
 
 
@@ -66,7 +65,7 @@ class PreparedConfig(WindowsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
+        tokenizer_setting(self.tokenizer)
         fraction("data.val_ratio", self.val_ratio, open_low=True, example=0.1)
         at_least("data.shard_tokens", self.shard_tokens, 1)
         at_least("data.num_proc", self.num_proc, 1)
@@ -125,7 +124,15 @@ class MixtureDataConfig(WindowsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
+        tokenizer_setting(self.tokenizer)
+
+
+def tokenizer_setting(value: str) -> None:
+    """gpt2, char, or the name of a Hugging Face tokenizer, which is checked when it is loaded."""
+    if not value or not str(value).strip():
+        raise ConfigError(
+            "data.tokenizer is empty; use gpt2, char, or a Hugging Face tokenizer (a folder or a Hub name)"
+        )
 
 
 def require_path(key: str, value: str | None, example: str) -> str:

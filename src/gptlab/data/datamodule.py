@@ -9,7 +9,7 @@ import torch
 
 from gptlab.data import token_cache
 from gptlab.data.corpora import corpus_path, read_corpus
-from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
+from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_setting
 from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.data.windows import ScoredWindows, TokenWindows
 
@@ -57,7 +57,10 @@ class TextDataModule(WindowDataModule):
         if self.tokenizer is not None:
             return
         self._text = read_corpus(self.corpus, self.data_dir)
-        self.tokenizer = CharTokenizer.from_text(self._text) if self.tokenizer_kind == "char" else GPT2Tokenizer()
+        if self.tokenizer_kind == "char":
+            self.tokenizer = CharTokenizer.from_text(self._text)
+        else:
+            self.tokenizer = tokenizer_from_setting(self.tokenizer_kind)
 
     def make_datasets(self) -> tuple[TokenWindows, ScoredWindows]:
         text, self._text = self._text, None

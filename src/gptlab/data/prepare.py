@@ -37,7 +37,7 @@ from gptlab.core.errors import DataError
 from gptlab.core.files import atomic_write_bytes
 from gptlab.data.documents import Piece
 from gptlab.data.shards import token_dtype, write_shard
-from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_spec
+from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_setting, tokenizer_from_spec
 
 INDEX_FORMAT = 1
 INDEX = "index.json"
@@ -92,7 +92,7 @@ def _key(fingerprint: dict, tokenizer_kind: str, shard_tokens: int, max_tokens: 
     if max_tokens is not None:
         identity["max_tokens"] = max_tokens
     if tokenizer_kind != "char":  # a character vocabulary is the source's own: its fingerprint covers it
-        identity["tokenizer"] = tokenizer_from_spec({"kind": tokenizer_kind}).identity()
+        identity["tokenizer"] = tokenizer_from_setting(tokenizer_kind).identity()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -226,7 +226,7 @@ class _Preparer:
 
 def _tokenizer(source, kind: str):
     if kind != "char":
-        return tokenizer_from_spec({"kind": kind})
+        return tokenizer_from_setting(kind)
     # A character vocabulary is the corpus's own characters: one pass over it first.
     chars: set[str] = set()
     for _, piece in source.documents():

@@ -16,7 +16,7 @@ from gptlab.config.data import require_path
 from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.prepare import INDEX
 from gptlab.data.shards import open_shard, summarize_shard
-from gptlab.data.tokenizers import tokenizer_from_spec
+from gptlab.data.tokenizers import setting_of, tokenizer_from_setting, tokenizer_from_spec
 from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.data.windows import ShardWindows, scored_shard_windows
 
@@ -52,17 +52,17 @@ class ShardDataModule(WindowDataModule):
         self.train_paths = shard_files(require_path("data.train", self.train_pattern, "'train_*.bin'"), "data.train")
         self.val_paths = shard_files(require_path("data.val", self.val_pattern, "val_000000.bin"), "data.val")
         recorded = _recorded_tokenizer(self.train_paths[0].parent)
-        if recorded is not None and recorded["kind"] != self.tokenizer_kind:
+        if recorded is not None and not _same_setting(setting_of(recorded), self.tokenizer_kind):
             raise DataError(
-                f"the shards in {self.train_paths[0].parent} were made with the {recorded['kind']} tokenizer "
-                f"(its {INDEX}), not data.tokenizer={self.tokenizer_kind}; set data.tokenizer={recorded['kind']}"
+                f"the shards in {self.train_paths[0].parent} were made with the {setting_of(recorded)} tokenizer "
+                f"(its {INDEX}), not data.tokenizer={self.tokenizer_kind}; set data.tokenizer={setting_of(recorded)}"
             )
         if recorded is None and self.tokenizer_kind == "char":
             raise ConfigError(
                 "data.tokenizer=char needs the shards' own vocabulary: use shards made by prepare.py (their "
                 f"folder holds {INDEX}), or data=text"
             )
-        self.tokenizer = tokenizer_from_spec(recorded or {"kind": self.tokenizer_kind})
+        self.tokenizer = tokenizer_from_spec(recorded) if recorded else tokenizer_from_setting(self.tokenizer_kind)
         if recorded is None:
             self._check_ids_fit()
 
@@ -81,6 +81,11 @@ class ShardDataModule(WindowDataModule):
     def make_datasets(self) -> tuple[Dataset, Dataset]:
         train = ShardWindows(self.train_paths, self.max_length, self.stride)
         return train, scored_shard_windows(self.val_paths, self.max_length, self.val_stride)
+
+
+def _same_setting(recorded: str, setting: str) -> bool:
+    """A tokenizer recorded by name or folder is the one data.tokenizer names, relative or not."""
+    return recorded == setting or Path(recorded) == Path(setting).expanduser().resolve()
 
 
 def _recorded_tokenizer(folder: Path) -> dict | None:

@@ -1,4 +1,5 @@
-"""Tokenizers: GPT-2 BPE (tiktoken, built offline) and a character vocabulary.
+"""Tokenizers: GPT-2 BPE (tiktoken, built offline), a character vocabulary, and any Hugging Face tokenizer
+(``data.tokenizer=<local folder or Hub name>``, read with the ``tokenizers`` library).
 
 A tokenizer is described by a small plain dict (its "spec") that is saved in checkpoints, so that
 generation decodes with exactly the vocabulary the model was trained on.
@@ -6,14 +7,19 @@ generation decodes with exactly the vocabulary the model was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
+import socket
 from importlib import resources
+from pathlib import Path
 from typing import Protocol
 
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-from gptlab.core.errors import ConfigError
+from gptlab.core.errors import ConfigError, first_line
 
 # The sha256 tiktoken itself expects of GPT-2's BPE files (see tiktoken_ext/openai_public.py).
 _VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -125,10 +131,151 @@ class CharTokenizer:
         return self.spec()  # the vocabulary is the whole tokenizer
 
 
-def tokenizer_from_spec(spec: dict) -> GPT2Tokenizer | CharTokenizer:
+# What a Hugging Face tokenizer may call its end-of-text token when its config does not say.
+_EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|im_end|>")
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer (its ``tokenizer.json``): a local folder, or a Hub name (the Hub's cache when
+    offline). Read with the ``tokenizers`` library, so tokenising processes never import transformers or
+    torch; a folder with only a slow tokenizer's files (vocab.json + merges.txt, a sentencepiece model) is
+    converted once by transformers. Its spec holds the folder and a hash of the tokenizer, so a checkpoint
+    or shards whose tokenizer changed since are noticed."""
+
+    def __init__(self, name: str, expected_sha256: str | None = None) -> None:
+        self.name = name
+        self._tok, eos_token = _load_hf_tokenizer(name)
+        self.sha256 = hashlib.sha256(self._tok.to_str().encode("utf-8")).hexdigest()
+        if expected_sha256 is not None and expected_sha256 != self.sha256:
+            raise ConfigError(
+                f"the tokenizer {name} has changed since these ids were made (another tokenizer.json): the "
+                "model or shards read ids of the old one; restore it, or retrain / prepare again"
+            )
+        # Text of corpora is text: a literal "<|endoftext|>" in it is not the special token (as tiktoken's
+        # encode_ordinary); prompts may name special tokens.
+        self._corpus_tok = type(self._tok).from_str(self._tok.to_str())
+        self._corpus_tok.encode_special_tokens = True
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        eos_names = [eos_token] if eos_token else list(_EOS_NAMES)
+        self.eos_id = next((i for i in map(self._tok.token_to_id, eos_names) if i is not None), None)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_corpus(self, text: str) -> list[int]:
+        return self._corpus_tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def spec(self) -> dict:
+        return {"kind": "hf", "name": self.name, "sha256": self.sha256}
+
+    def identity(self) -> dict:
+        return self.spec()
+
+    def backend(self):
+        """The ``tokenizers.Tokenizer`` (for export as a transformers tokenizer)."""
+        return self._tok
+
+    @property
+    def eos_token(self) -> str | None:
+        return None if self.eos_id is None else self._tok.id_to_token(self.eos_id)
+
+
+def _load_hf_tokenizer(name: str):
+    """(tokenizers.Tokenizer, the eos token its config names or None) of a folder or a Hub name."""
+    from tokenizers import Tokenizer
+
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        folder = _hub_folder(name)
+    config = folder / "tokenizer_config.json"
+    eos = json.loads(config.read_text("utf-8")).get("eos_token") if config.is_file() else None
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    if (folder / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(folder / "tokenizer.json")), eos
+    try:
+        from transformers import AutoTokenizer
+
+        converted = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"data.tokenizer={name}: the folder holds no tokenizer transformers can read ({first_line(err)}); "
+            "give a folder saved by tokenizer.save_pretrained (tokenizer.json)"
+        ) from None
+    return converted.backend_tokenizer, eos or converted.eos_token
+
+
+def _hub_folder(name: str) -> Path:
+    """The Hub tokenizer's files: from the Hub's cache, else downloaded when the Hub can be reached."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import HFValidationError
+
+    def fetch(filename: str, cached_only: bool) -> Path:
+        return Path(hf_hub_download(name, filename, local_files_only=cached_only))
+
+    try:
+        try:
+            folder = fetch("tokenizer.json", cached_only=True).parent
+        except FileNotFoundError:  # LocalEntryNotFoundError: not in the cache
+            if constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT):
+                # (huggingface_hub would retry for half a minute before saying so)
+                reason = "no such folder, and it is not in the Hub's cache while the Hub cannot be reached"
+                raise ConfigError(f"data.tokenizer={name}: {reason}; {_TOKENIZER_CHOICES}") from None
+            folder = fetch("tokenizer.json", cached_only=False).parent
+            with contextlib.suppress(Exception):  # optional: the eos token, when it has one
+                fetch("tokenizer_config.json", cached_only=False)
+        return folder
+    except HFValidationError:
+        reason = "it is neither gpt2, char, a folder, nor a Hub name"
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a missing repo or file: all say the same to the user)
+        reason = f"no such folder, and the Hub has no tokenizer.json for it ({type(err).__name__})"
+    raise ConfigError(f"data.tokenizer={name}: {reason}; {_TOKENIZER_CHOICES}")
+
+
+_TOKENIZER_CHOICES = "use gpt2, char, a folder saved by tokenizer.save_pretrained, or a Hub name (online once, then cached)"
+
+
+def _reachable(endpoint: str) -> bool:
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def tokenizer_from_setting(setting: str) -> GPT2Tokenizer | HFTokenizer:
+    """The tokenizer ``data.tokenizer`` names (gpt2, or a Hugging Face one); char is built from its corpus."""
+    if setting == "gpt2":
+        return GPT2Tokenizer()
+    if setting == "char":
+        raise ConfigError("the character tokenizer is the corpus's own characters: build it from the corpus")
+    return HFTokenizer(_absolute_if_folder(setting))
+
+
+def setting_of(spec: dict) -> str:
+    """The ``data.tokenizer`` value that gives the tokenizer of ``spec``."""
+    return spec["name"] if spec.get("kind") == "hf" else spec["kind"]
+
+
+def _absolute_if_folder(name: str) -> str:
+    # A folder's absolute path goes into checkpoints and shard indexes: they are read from other folders.
+    folder = Path(name).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else name
+
+
+def tokenizer_from_spec(spec: dict) -> GPT2Tokenizer | CharTokenizer | HFTokenizer:
     kind = spec.get("kind")
     if kind == "gpt2":
         return GPT2Tokenizer()
     if kind == "char":
         return CharTokenizer(spec["chars"])
-    raise ConfigError(f"unknown tokenizer kind {kind!r}; expected 'gpt2' or 'char'")
+    if kind == "hf":
+        return HFTokenizer(spec["name"], spec.get("sha256"))
+    raise ConfigError(f"unknown tokenizer kind {kind!r}; expected 'gpt2', 'char' or 'hf'")

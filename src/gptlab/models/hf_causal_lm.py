@@ -131,13 +131,13 @@ def check_tokenizer_agrees(name_or_path: str, model: HFCausalLM, data_tokenizer)
     if spec["kind"] == "char":
         raise ConfigError(
             f"model.pretrained={name_or_path} uses a different tokenizer from the data's (char): a pretrained "
-            "model reads its own token ids; use data=shakespeare or data=verdict (GPT-2 BPE)"
+            f"model reads its own token ids; tokenise the data with the model's own (data.tokenizer={name_or_path})"
         )
     if model.embedding_rows < data_tokenizer.vocab_size:
         raise ConfigError(
             f"model.pretrained={name_or_path} has {model.embedding_rows} token ids but the data's {spec['kind']} "
-            f"tokenizer has {data_tokenizer.vocab_size}: their tokenizers differ; use data=shakespeare or "
-            "data=verdict (GPT-2 BPE) with a model that uses GPT-2's tokenizer"
+            f"tokenizer has {data_tokenizer.vocab_size}: their tokenizers differ; tokenise the data with the "
+            f"model's own (data.tokenizer={name_or_path})"
         )
     folder = Path(name_or_path).expanduser()
     if not folder.is_dir() or not any((folder / f).exists() for f in ("tokenizer.json", "vocab.json")):
@@ -150,8 +150,8 @@ def check_tokenizer_agrees(name_or_path: str, model: HFCausalLM, data_tokenizer)
     if theirs != ours:
         raise ConfigError(
             f"model.pretrained={name_or_path} uses a different tokenizer from the data's ({spec['kind']}): "
-            f"the same text gives ids {theirs[:6]}... vs {ours[:6]}...; pick a model that uses GPT-2's "
-            "tokenizer, or data whose tokenizer matches the model"
+            f"the same text gives ids {theirs[:6]}... vs {ours[:6]}...; tokenise the data with the model's own "
+            f"(data.tokenizer={name_or_path})"
         )
 
 
