@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gptlab.config.ranges import at_least
 from gptlab.core.errors import ConfigError
 
 
@@ -88,3 +89,15 @@ class PrepareConfig:
 
     data: Any = None
     paths: Any = None
+    parts: int = 1  # split a Hugging Face dataset into this many parts, prepared side by side
+    nodes: int = 1  # machines sharing the parts
+    node: int = 0  # this machine: it prepares the parts i with i mod nodes == node
+
+    def __post_init__(self) -> None:
+        at_least("parts", self.parts, 1)
+        at_least("nodes", self.nodes, 1)
+        at_least("node", self.node, 0)
+        if self.node >= self.nodes:
+            raise ConfigError(f"node={self.node} must be below nodes={self.nodes} (machines are numbered from 0)")
+        if self.nodes > self.parts:
+            raise ConfigError(f"nodes={self.nodes} machines need at least as many parts; set parts={self.nodes} or more")

@@ -42,6 +42,7 @@ class HFDataset:
         text_column: str = "text",
         streaming: bool = False,
         cache_dir: str | None = None,
+        part: tuple[int, int] | None = None,
     ):
         self.path, self.name, self.split, self.val_split = path, name, split, val_split
         self.val_ratio, self.text_column, self.streaming = val_ratio, text_column, streaming
@@ -54,6 +55,9 @@ class HFDataset:
             if self.files[0].is_file():
                 self.data_files = [str(self.files[0])]
                 self.path = FILE_BUILDERS.get(self.files[0].suffix, "text")
+        # (index, count): this source is part ``index`` of ``count`` of the dataset (prepare.py parts=N):
+        # a stream's files are dealt out to the parts, or else every count-th row (datasets' own split).
+        self.part = tuple(part) if part else None
         self._splits: dict = {}
 
     def describe(self) -> str:
@@ -61,7 +65,9 @@ class HFDataset:
 
     def fingerprint(self) -> dict:
         stats = [[os.path.abspath(f), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files if f.is_file()]
+        part = {"part": list(self.part)} if self.part else {}
         return {
+            **part,
             "kind": "hf",
             "path": self.path,
             "name": self.name,
@@ -87,7 +93,7 @@ class HFDataset:
 
         datasets.disable_progress_bars()  # ours shows tokens/s; theirs would interleave with it
         try:
-            return datasets.load_dataset(
+            rows = datasets.load_dataset(
                 self.path,
                 self.name,
                 data_files=self.data_files,
@@ -100,6 +106,11 @@ class HFDataset:
                 f"data=hf could not load {self.path!r} (split {split!r}): {first_line(err)}; check data.path, "
                 "data.name, data.data_files and data.split (offline, only local files load)"
             ) from None
+        if self.part:
+            from datasets.distributed import split_dataset_by_node
+
+            rows = split_dataset_by_node(rows, rank=self.part[0], world_size=self.part[1])
+        return rows
 
     def documents(self) -> Iterator[tuple[str, Piece | None]]:
         if self.val_split:  # validation first: a token budget (max_tokens) then still gets all of it

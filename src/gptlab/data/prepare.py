@@ -77,7 +77,12 @@ def prepare_shards(
     ``max_tokens`` stops after that many training tokens (a sample of a corpus too large to take whole)."""
     fingerprint = source.fingerprint()
     key = _key(fingerprint, tokenizer_kind, shard_tokens, max_tokens)
-    folder = Path(cache_dir).expanduser() / "shards" / f"{fingerprint['kind']}-{key[:16]}"
+    # The parts of one dataset (prepare.py parts=N) are folders of the dataset's own folder.
+    whole = {name: value for name, value in fingerprint.items() if name != "part"}
+    whole_key = _key(whole, tokenizer_kind, shard_tokens, max_tokens)
+    folder = Path(cache_dir).expanduser() / "shards" / f"{fingerprint['kind']}-{whole_key[:16]}"
+    if "part" in fingerprint:
+        folder = folder / part_folder(*fingerprint["part"])
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
         index = _read_index(folder, key)
@@ -85,6 +90,10 @@ def prepare_shards(
             preparer = _Preparer(source, fingerprint, tokenizer_kind, folder, key, shard_tokens, max_tokens, index)
             index = preparer.run(num_proc, progress)
     return PreparedShards(folder, index)
+
+
+def part_folder(index: int, count: int) -> str:
+    return f"part-{index:05d}-of-{count:05d}"
 
 
 def _key(fingerprint: dict, tokenizer_kind: str, shard_tokens: int, max_tokens: int | None) -> str:

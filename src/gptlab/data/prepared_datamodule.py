@@ -108,6 +108,7 @@ class HFDataModule(PreparedDataModule):
         super().__init__(**settings)
         self.path, self.dataset_name, self.data_files, self.split = path, name, data_files, split
         self.val_split, self.text_column, self.streaming = val_split, text_column, streaming
+        self.part: tuple[int, int] | None = None  # set by prepare.py parts=N (gptlab.data.prepare_parts)
 
     @property
     def name(self) -> str:
@@ -122,5 +123,5 @@ class HFDataModule(PreparedDataModule):
         data_files = list(self.data_files) if self.data_files is not None and not isinstance(self.data_files, str) else self.data_files
         return HFDataset(
             path, self.dataset_name, data_files, self.split, self.val_split, self.val_ratio, self.text_column,
-            self.streaming, self.cache_dir,
+            self.streaming, self.cache_dir, self.part,
         )
