@@ -194,7 +194,7 @@ class MixtureDataModule(WindowDataModule):
             drawn = self.sampler.windows_drawn(epoch, positions)
         else:
             sources, _ = self.sampler.sources(epoch)
-            drawn = counted[2] + torch.bincount(sources[counted[1] : positions], minlength=len(self.sources))
+            drawn = counted[2] + torch.bincount(sources[counted[1] : positions].long(), minlength=len(self.sources))
         self._counted = (epoch, positions, drawn)
         total = self._drawn_before_epoch + drawn
         return {

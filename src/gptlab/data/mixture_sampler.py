@@ -48,11 +48,13 @@ class MixtureSampler(ResumableRandomSampler):
     def sources(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(source of each position of the epoch, its draw number within the source's quota this epoch)."""
         if self._sources_of is None or self._sources_of[0] != epoch:
-            slots = super().permutation(
-                epoch
-            )  # a shuffled list of quota slots: source s owns a range of them
+            # A shuffled list of quota slots: source s owns the slots of a range.
+            slots = super().permutation(epoch)
             sources = torch.bucketize(slots, self._quota_starts[1:], right=True)
-            self._sources_of = (epoch, sources, slots - self._quota_starts[sources])
+            draws = (slots - self._quota_starts[sources]).to(torch.int32)
+            del slots  # kept small: at 10B tokens an epoch has ten million positions
+            small = torch.uint8 if len(self.sizes) < 256 else torch.int32
+            self._sources_of = (epoch, sources.to(small), draws)
         return self._sources_of[1], self._sources_of[2]
 
     def permutation(self, epoch: int) -> torch.Tensor:
@@ -61,7 +63,7 @@ class MixtureSampler(ResumableRandomSampler):
         for source, quota in enumerate(self.quotas):
             where = sources == source
             windows = self._source_windows(source, first_draw=epoch * quota, count=quota)
-            order[where] = self.offsets[source] + windows[draws[where]]
+            order[where] = self.offsets[source] + windows[draws[where].long()]
         return order
 
     def _source_windows(self, source: int, first_draw: int, count: int) -> torch.Tensor:
@@ -82,4 +84,4 @@ class MixtureSampler(ResumableRandomSampler):
     def windows_drawn(self, epoch: int, positions: int) -> torch.Tensor:
         """Windows taken from each source by the first ``positions`` positions of ``epoch`` (all ranks)."""
         sources, _ = self.sources(epoch)
-        return torch.bincount(sources[:positions], minlength=len(self.sizes))
+        return torch.bincount(sources[:positions].long(), minlength=len(self.sizes))
