@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data clean
+.PHONY: install train train-ddp sample eval sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ train: install
 CKPT ?= $(shell ls -t outputs/*/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 sample: install
 	$(PY) generate.py ckpt_path=$(CKPT) $(ARGS)
+
+# Perplexity and bits per byte of the newest checkpoint of `make train` on its own validation data.
+eval: install
+	$(PY) eval.py ckpt_path=$(CKPT) $(ARGS)
 
 # DDP on 2 CPU processes (gloo).
 train-ddp: install

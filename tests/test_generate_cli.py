@@ -67,7 +67,7 @@ BASE = {"ckpt_path": "x.ckpt", "max_new_tokens": 5, "num_samples": 1, "num_beams
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"ckpt_path": None}, "nothing to generate from"),
+        ({"ckpt_path": None}, "no model named: pass ckpt_path="),
         ({"init_from": "gpt2"}, "not both"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"num_samples": 0}, "num_samples"),

@@ -108,7 +108,7 @@ def require_one_model_source(ckpt_path: str | None, init_from: str | None) -> No
         )
     if not ckpt_path and not init_from:
         raise ConfigError(
-            "nothing to generate from: pass ckpt_path=<a .ckpt written by train.py> "
+            "no model named: pass ckpt_path=<a .ckpt written by train.py, or its run folder> "
             "or init_from=<gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face folder>"
         )
 

@@ -3,10 +3,10 @@ report.yaml."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from gptlab.config.ranges import at_least
+from gptlab.config.ranges import at_least, one_of
 from gptlab.core.errors import ConfigError
 
 
@@ -60,6 +60,33 @@ class GenerateConfig:
     use_cache: bool = True
     seed: int | None = 1337
     stream: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+
+
+@dataclass
+class EvalSettings:
+    split: str = "val"
+    context: int | None = None
+    stride: int | None = None
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        one_of("eval.split", self.split, ("val", "train", "all"))
+        at_least("eval.context", self.context, 2)
+        at_least("eval.stride", self.stride, 1)
+        at_least("eval.batch_size", self.batch_size, 1)  # a stride past the context: gptlab.evaluation
+
+
+@dataclass
+class EvalConfig:
+    """conf/eval.yaml (see there)."""
+
+    ckpt_path: str | None = None
+    init_from: str | None = None
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    data: Any = None
+    paths: Any = None
     device: str = "auto"
     dtype: str = "float32"
 

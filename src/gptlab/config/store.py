@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from gptlab.config.commands import ExportConfig, GenerateConfig, PrepareConfig, ReportConfig, TrainConfig
+from gptlab.config.commands import (
+    EvalConfig,
+    ExportConfig,
+    GenerateConfig,
+    PrepareConfig,
+    ReportConfig,
+    TrainConfig,
+)
 from gptlab.config.data import (
     DataConfig,
     HFDataConfig,
@@ -26,6 +33,7 @@ SCHEMAS = {
     "schema/export": ExportConfig,
     "schema/report": ReportConfig,
     "schema/prepare": PrepareConfig,
+    "schema/eval": EvalConfig,
     "schema/data/preset": DataConfig,
     "schema/data/text": TextFilesDataConfig,
     "schema/data/hf": HFDataConfig,

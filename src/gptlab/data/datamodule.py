@@ -68,6 +68,12 @@ class TextDataModule(WindowDataModule):
         train = TokenWindows(self.train_tokens, self.max_length, self.stride, split="train")
         return train, ScoredWindows(self.val_tokens, self.max_length, self.val_stride, split="validation")
 
+    def token_streams(self, split: str) -> list[torch.Tensor]:
+        if self._text is None:
+            self._text = read_corpus(self.corpus, self.data_dir)
+        train, val = self._tokenize(self._text)
+        return [train if split == "train" else val]
+
     def _tokenize(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids of the train and validation splits: from the cache when it holds them, else encoded."""
         path = key = None

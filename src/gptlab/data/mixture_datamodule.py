@@ -172,6 +172,9 @@ class MixtureDataModule(WindowDataModule):
         self.train_windows = [len(train) for train in trains]
         return ConcatDataset(trains), ConcatDataset(vals)
 
+    def token_streams(self, split: str) -> list:
+        return [stream for source in self.sources for stream in source.token_streams(split)]
+
     def make_train_sampler(self, rank: int, ranks: int) -> MixtureSampler:
         self.sampler = MixtureSampler(
             self.train_windows, self.weights, seed=self.seed, rank=rank, num_replicas=ranks

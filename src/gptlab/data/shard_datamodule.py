@@ -78,6 +78,9 @@ class ShardDataModule(WindowDataModule):
                     f"{self.tokenizer_kind}: it was made with another tokenizer; set data.tokenizer to that one"
                 )
 
+    def token_streams(self, split: str) -> list:
+        return [open_shard(path) for path in (self.train_paths if split == "train" else self.val_paths)]
+
     def make_datasets(self) -> tuple[Dataset, Dataset]:
         train = ShardWindows(self.train_paths, self.max_length, self.stride)
         return train, scored_shard_windows(self.val_paths, self.max_length, self.val_stride)

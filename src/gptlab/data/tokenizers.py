@@ -82,6 +82,10 @@ class GPT2Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._enc.decode(ids)
 
+    def byte_length(self, ids: list[int]) -> int:
+        """Bytes of the text of ``ids`` (exact even where a token holds part of a character)."""
+        return len(self._enc.decode_bytes(ids))
+
     def spec(self) -> dict:
         return {"kind": "gpt2"}
 
@@ -123,6 +127,9 @@ class CharTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
+
+    def byte_length(self, ids: list[int]) -> int:
+        return len(self.decode(ids).encode("utf-8"))
 
     def spec(self) -> dict:
         return {"kind": "char", "chars": self.chars}
@@ -167,6 +174,9 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def byte_length(self, ids: list[int]) -> int:
+        return len(self.decode(ids).encode("utf-8"))
 
     def spec(self) -> dict:
         return {"kind": "hf", "name": self.name, "sha256": self.sha256}

@@ -56,6 +56,11 @@ class WindowDataModule(L.LightningDataModule):
         """(training windows, validation windows), cut with ``max_length``, ``stride`` and ``val_stride``."""
         raise NotImplementedError
 
+    def token_streams(self, split: str) -> list:
+        """The token ids of ``split`` ("train" or "val") as whole streams, for evaluation: each a 1-D array
+        whose tokens follow one another (a shard, a preset's split). After ``load_tokenizer``."""
+        raise NotImplementedError
+
     # --- shared --------------------------------------------------------------------------------------
     @property
     def stride(self) -> int:

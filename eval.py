@@ -1,0 +1,23 @@
+"""Evaluate a model on any data the standard way; options in conf/eval.yaml.
+
+python eval.py ckpt_path=outputs/DATE/TIME                  # on the run's own validation data
+python eval.py ckpt_path=outputs/DATE/TIME data=shakespeare
+python eval.py init_from=gpt2 data=text data.path=wiki.test.raw eval.context=1024 eval.stride=512
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from gptlab.core.entrypoint import command
+
+
+@command("eval")
+def main(cfg: DictConfig) -> None:
+    from gptlab.evaluation.command import data_named, evaluate_from_config, output_folder
+
+    evaluate_from_config(cfg, output_folder(), data_given=data_named())
+
+
+if __name__ == "__main__":
+    main()

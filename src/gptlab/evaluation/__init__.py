@@ -1,0 +1,1 @@
+"""Evaluating trained models: perplexity the standard way (sliding windows), bits per byte, results files."""

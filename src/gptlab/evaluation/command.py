@@ -1,0 +1,136 @@
+"""What `python eval.py` does (conf/eval.yaml): load a model, read the data with the model's tokenizer, score
+the chosen split the standard way (gptlab.evaluation.perplexity), print a table and write
+eval_results.json and eval_results.md to the run folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gptlab.checkpoints.loading import load_for_generation, resolve_device, resolve_dtype
+from gptlab.checkpoints.paths import checkpoint_file
+from gptlab.config.validate import validate_config
+from gptlab.core.errors import ConfigError
+from gptlab.data.tokenizers import setting_of
+from gptlab.evaluation.perplexity import StreamScore, score_streams
+
+SPLITS = {"val": ["val"], "train": ["train"], "all": ["train", "val"]}
+
+
+def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, data_given: bool = True) -> dict:
+    """``data_given``: the user named the data (data=...); if not, a checkpoint's run is evaluated on the
+    data it was trained on (its saved config)."""
+    if not data_given and cfg.ckpt_path:
+        cfg = with_run_data(cfg)
+    validate_config(cfg)
+    settings = cfg.eval
+    device = resolve_device(cfg.device)
+    loaded = load_for_generation(cfg.ckpt_path, cfg.init_from, device, resolve_dtype(cfg.dtype))
+    context = settings.context or loaded.trained_window
+    if context > loaded.context_length:
+        raise ConfigError(
+            f"eval.context={context} is longer than the model's context ({loaded.context_length} positions); "
+            f"use eval.context={loaded.context_length} or less"
+        )
+    stride = settings.stride or context
+
+    datamodule = instantiate(cfg.data, seed=0)
+    datamodule.prepare_data()
+    datamodule.load_tokenizer()
+    ours, theirs = loaded.tokenizer, datamodule.tokenizer
+    if ours.identity() != theirs.identity():
+        raise ConfigError(
+            f"{loaded.source} reads text with the {setting_of(ours.spec())} tokenizer, but data={datamodule.name} "
+            f"tokenises with {setting_of(theirs.spec())}: the model would score another tokenizer's ids; set "
+            f"data.tokenizer={setting_of(ours.spec())} (a character model: the corpus it was trained on)"
+        )
+    started = time.perf_counter()
+    score = StreamScore()
+    for split in SPLITS[settings.split]:
+        streams = datamodule.token_streams(split)
+        score.add(score_streams(loaded.model, streams, context, stride, settings.batch_size, device, ours.byte_length))
+    seconds = time.perf_counter() - started
+    if score.tokens == 0:
+        raise ConfigError(f"data={datamodule.name} has no token to score in its {settings.split} split")
+    results = {
+        "model": loaded.source,
+        "checkpoint_step": loaded.checkpoint.get("global_step"),
+        "tokenizer": setting_of(ours.spec()),
+        "data": {"name": datamodule.name, "split": settings.split},
+        "settings": {"context": context, "stride": stride, "batch_size": settings.batch_size, "dtype": cfg.dtype},
+        "perplexity": score.metrics(),
+        "seconds": round(seconds, 2),
+        "tokens_per_sec": round(score.tokens / max(seconds, 1e-9), 1),
+    }
+    print(results_table(results))
+    if output_dir is not None:
+        write_results(Path(output_dir), results)
+    return results
+
+
+def with_run_data(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the data config of the run that wrote ``cfg.ckpt_path`` (its .hydra/config.yaml), when
+    there is one: `python eval.py ckpt_path=<run>` scores the run's own validation split."""
+    checkpoint = checkpoint_file(cfg.ckpt_path)
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    saved = run / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return cfg
+    data = OmegaConf.load(saved).data
+    plain = OmegaConf.to_container(cfg)
+    plain["data"] = OmegaConf.to_container(data)
+    print(f"data: the run's own ({saved}); name other data with data=...", flush=True)
+    return OmegaConf.create(plain)
+
+
+def results_table(results: dict) -> str:
+    metrics, settings = results["perplexity"], results["settings"]
+    step = results["checkpoint_step"]
+    rows = [
+        ("model", results["model"] + (f" (step {step})" if step is not None else "")),
+        ("data", f"{results['data']['name']}, {results['data']['split']} split, tokenizer {results['tokenizer']}"),
+        ("windows", f"context {settings['context']}, stride {settings['stride']}"),
+        ("scored", f"{metrics['tokens']:,} tokens, {metrics['bytes']:,} bytes ({results['tokens_per_sec']:,.0f} tokens/s)"),
+        ("nll", f"{metrics['nll']:.4f} nats/token"),
+        ("perplexity", f"{metrics['ppl']:.4f}"),
+        ("bits/byte", f"{metrics['bits_per_byte']:.4f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def write_results(folder: Path, results: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    metrics = results["perplexity"]
+    lines = [
+        f"# Evaluation of {results['model']}",
+        "",
+        f"Data: {results['data']['name']} ({results['data']['split']} split), tokenizer {results['tokenizer']}; "
+        f"windows of {results['settings']['context']} tokens every {results['settings']['stride']}.",
+        "",
+        "| task | metric | value |",
+        "|---|---|---:|",
+        *(f"| perplexity | {name} | {value:.4f} |" if isinstance(value, float) else f"| perplexity | {name} | {value:,} |"
+          for name, value in metrics.items()),
+        "",
+        f"Checkpoint step: {results['checkpoint_step']}. Settings: `{json.dumps(results['settings'])}`.",
+    ]
+    (folder / "eval_results.md").write_text("\n".join(lines) + "\n")
+
+
+def output_folder() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir
+
+
+def data_named() -> bool:
+    """Whether the command line chose the data (data=... or any data.key=...)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return any(o.lstrip("+~").startswith("data") for o in HydraConfig.get().overrides.task)

@@ -1,0 +1,130 @@
+"""Perplexity the standard way (eval.py): the same number as the Hugging Face guide's loop run with
+transformers itself, every token scored once, bits per byte comparable across tokenizers, and eval.py as a
+user runs it (its table, its results files, its one-line errors)."""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from cli_runner import TINY_RUN, assert_ok, run_script, run_train
+
+from gptlab.checkpoints.loading import load_for_generation
+from gptlab.core.errors import ConfigError
+from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
+from gptlab.evaluation.perplexity import score_stream, sliding_windows
+from gptlab.models.gpt import GPT
+
+
+def guide_perplexity(model, ids: torch.Tensor, max_length: int, stride: int) -> float:
+    """The loop of https://huggingface.co/docs/transformers/perplexity, as printed there."""
+    encodings = ids.unsqueeze(0)
+    seq_len = encodings.size(1)
+    nll_sum, n_tokens, prev_end_loc = 0.0, 0, 0
+    for begin_loc in range(0, seq_len, stride):
+        end_loc = min(begin_loc + max_length, seq_len)
+        trg_len = end_loc - prev_end_loc
+        input_ids = encodings[:, begin_loc:end_loc]
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            neg_log_likelihood = model(input_ids, labels=target_ids).loss
+        num_valid_tokens = (target_ids != -100).sum().item()
+        num_loss_tokens = num_valid_tokens - target_ids.size(0)
+        nll_sum += neg_log_likelihood * num_loss_tokens
+        n_tokens += num_loss_tokens
+        prev_end_loc = end_loc
+        if end_loc == seq_len:
+            break
+    return torch.exp(nll_sum / n_tokens).item()
+
+
+@pytest.fixture(scope="module")
+def random_gpt2_folder(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("random-gpt2")
+    GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("stride", [16, 64], ids=["stride<context", "stride=context"])
+def test_perplexity_equals_the_hugging_face_guides_loop(random_gpt2_folder, verdict_text, stride):
+    from transformers import GPT2LMHeadModel
+
+    ids = torch.tensor(GPT2Tokenizer().encode_corpus(verdict_text[:6000]))
+    theirs = guide_perplexity(GPT2LMHeadModel.from_pretrained(random_gpt2_folder).eval(), ids, 64, stride)
+    ours = load_for_generation(init_from=str(random_gpt2_folder)).model  # imported into our GPT
+    score = score_stream(ours, ids, context=64, stride=stride, batch_size=3)
+    assert score.metrics()["ppl"] == pytest.approx(theirs, rel=1e-4)
+
+
+def test_every_token_is_scored_once_with_as_much_context_as_the_window_allows():
+    for n, context, stride in [(1000, 64, 16), (1000, 64, 64), (65, 64, 1), (10, 64, 8), (200, 64, 63)]:
+        windows = sliding_windows(n, context, stride)
+        scored = [t for w in windows for t in range(w.first_scored, w.end)]
+        assert len(scored) == len(set(scored))
+        if stride < context:
+            assert scored == list(range(1, n))  # all but the first token, which nothing precedes
+        assert all(w.end - w.begin <= context for w in windows)
+    with pytest.raises(ConfigError, match="eval.stride=65 is longer than eval.context=64"):
+        sliding_windows(100, 64, 65)
+
+
+def test_bits_per_byte_of_a_character_model_is_its_loss_per_byte(verdict_text):
+    text = verdict_text[:3000] + "\n\nA na\u00efve caf\u00e9 \u2014 d\u00e9j\u00e0 vu."
+    assert len(text.encode()) > len(text)  # non-ASCII characters: bytes and characters differ
+    tokenizer = CharTokenizer.from_text(text)
+    torch.manual_seed(0)
+    model = GPT(vocab_size=tokenizer.vocab_size, context_length=64, emb_dim=32, n_heads=2, n_layers=2).eval()
+    ids = torch.tensor(tokenizer.encode(text))
+    metrics = score_stream(model, ids, 64, 32, byte_count=tokenizer.byte_length).metrics()
+    # Per-character loss / ln 2 / (bytes per character), over the characters scored (all but the first).
+    per_char = metrics["nll"]
+    bytes_per_char = len(text[1:].encode()) / len(text[1:])
+    assert metrics["bits_per_byte"] == pytest.approx(per_char / math.log(2) / bytes_per_char, rel=1e-9)
+    assert metrics["bytes"] == len(text[1:].encode())
+
+
+def test_gpt2_bytes_count_whole_characters(verdict_text):
+    tokenizer = GPT2Tokenizer()
+    ids = tokenizer.encode_corpus(verdict_text)
+    assert tokenizer.byte_length(ids) == len(verdict_text.encode())
+
+
+@pytest.mark.e2e
+def test_eval_py_after_training_prints_perplexity_and_bits_per_byte_and_writes_results(tmp_path):
+    run = tmp_path / "run"
+    assert_ok(run_train(run, "model=gpt_tiny", "data=verdict", *TINY_RUN, "logger=csv"))
+
+    cases = {
+        "good": [f"ckpt_path={run}", "data=verdict", "eval.stride=16"],
+        "own-data": [f"ckpt_path={run}/checkpoints/last.ckpt"],  # no data=: the run's own
+        "mismatch": [f"ckpt_path={run}", "data=shakespeare_char"],
+        "stride": [f"ckpt_path={run}", "data=verdict", "eval.context=16", "eval.stride=32"],
+    }
+    with ThreadPoolExecutor(3) as pool:
+        good, own, mismatch, stride = pool.map(
+            lambda name: run_script("eval.py", *cases[name], f"hydra.run.dir={tmp_path}/{name}"), cases
+        )
+    assert_ok(good)
+    assert "perplexity" in good.stdout and "bits/byte" in good.stdout
+    results = json.loads((tmp_path / "good" / "eval_results.json").read_text())
+    assert results["settings"] == {"context": 32, "stride": 16, "batch_size": 4, "dtype": "float32"}
+    assert results["checkpoint_step"] == 4 and results["data"] == {"name": "the-verdict", "split": "val"}
+    assert math.isclose(results["perplexity"]["ppl"], math.exp(results["perplexity"]["nll"]))
+    assert "| perplexity | bits_per_byte |" in (tmp_path / "good" / "eval_results.md").read_text()
+
+    assert_ok(own)
+    assert "data: the run's own" in own.stdout
+    own_results = json.loads((tmp_path / "own-data" / "eval_results.json").read_text())
+    assert own_results["data"] == {"name": "the-verdict", "split": "val"}
+    assert own_results["settings"]["stride"] == 32
+
+    for result, words in [(mismatch, "reads text with the gpt2 tokenizer"), (stride, "eval.stride=32 is longer")]:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr[-1500:]
