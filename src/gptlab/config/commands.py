@@ -85,6 +85,7 @@ class EvalConfig:
     ckpt_path: str | None = None
     init_from: str | None = None
     eval: EvalSettings = field(default_factory=EvalSettings)
+    tasks: Any = None  # the tasks chosen from conf/tasks/, each with its settings
     data: Any = None
     paths: Any = None
     device: str = "auto"

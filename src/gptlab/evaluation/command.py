@@ -1,6 +1,6 @@
-"""What `python eval.py` does (conf/eval.yaml): load a model, read the data with the model's tokenizer, score
-the chosen split the standard way (gptlab.evaluation.perplexity), print a table and write
-eval_results.json and eval_results.md to the run folder."""
+"""What `python eval.py` does (conf/eval.yaml): load a model, run the chosen tasks (perplexity on the data,
+read with the model's tokenizer; zero-shot tasks from files), print a table and write eval_results.json
+and eval_results.md to the run folder."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.checkpoints.loading import load_for_generation, resolve_device, resolve_dtype
+from gptlab.checkpoints.loading import LoadedModel, load_for_generation, resolve_device, resolve_dtype
 from gptlab.checkpoints.paths import checkpoint_file
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.tokenizers import setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
+from gptlab.evaluation.tasks import TASKS
 
 SPLITS = {"val": ["val"], "train": ["train"], "all": ["train", "val"]}
 
@@ -37,7 +38,31 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
             f"use eval.context={loaded.context_length} or less"
         )
     stride = settings.stride or context
+    results = {
+        "model": loaded.source,
+        "checkpoint_step": loaded.checkpoint.get("global_step"),
+        "tokenizer": setting_of(loaded.tokenizer.spec()),
+        "settings": {"context": context, "stride": stride, "batch_size": settings.batch_size, "dtype": cfg.dtype},
+        "tasks": {},
+    }
+    for name, task in (cfg.get("tasks") or {}).items():
+        started = time.perf_counter()
+        if name == "perplexity":
+            data, metrics = perplexity_on_data(cfg, loaded, context, stride, device)
+            results["data"] = data
+        else:
+            metrics = TASKS[name](loaded.model, loaded.tokenizer, task, context, settings.batch_size, device)
+        metrics["seconds"] = round(time.perf_counter() - started, 2)
+        results["tasks"][name] = metrics
+    if not results["tasks"]:
+        raise ConfigError("tasks= names no task; e.g. tasks=[perplexity] or tasks=[perplexity,lambada]")
+    print(results_table(results))
+    if output_dir is not None:
+        write_results(Path(output_dir), results)
+    return results
 
+
+def perplexity_on_data(cfg: DictConfig, loaded: LoadedModel, context: int, stride: int, device) -> tuple[dict, dict]:
     datamodule = instantiate(cfg.data, seed=0)
     datamodule.prepare_data()
     datamodule.load_tokenizer()
@@ -48,28 +73,14 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
             f"tokenises with {setting_of(theirs.spec())}: the model would score another tokenizer's ids; set "
             f"data.tokenizer={setting_of(ours.spec())} (a character model: the corpus it was trained on)"
         )
-    started = time.perf_counter()
+    split = cfg.eval.split
     score = StreamScore()
-    for split in SPLITS[settings.split]:
-        streams = datamodule.token_streams(split)
-        score.add(score_streams(loaded.model, streams, context, stride, settings.batch_size, device, ours.byte_length))
-    seconds = time.perf_counter() - started
+    for part in SPLITS[split]:
+        streams = datamodule.token_streams(part)
+        score.add(score_streams(loaded.model, streams, context, stride, cfg.eval.batch_size, device, ours.byte_length))
     if score.tokens == 0:
-        raise ConfigError(f"data={datamodule.name} has no token to score in its {settings.split} split")
-    results = {
-        "model": loaded.source,
-        "checkpoint_step": loaded.checkpoint.get("global_step"),
-        "tokenizer": setting_of(ours.spec()),
-        "data": {"name": datamodule.name, "split": settings.split},
-        "settings": {"context": context, "stride": stride, "batch_size": settings.batch_size, "dtype": cfg.dtype},
-        "perplexity": score.metrics(),
-        "seconds": round(seconds, 2),
-        "tokens_per_sec": round(score.tokens / max(seconds, 1e-9), 1),
-    }
-    print(results_table(results))
-    if output_dir is not None:
-        write_results(Path(output_dir), results)
-    return results
+        raise ConfigError(f"data={datamodule.name} has no token to score in its {split} split")
+    return {"name": datamodule.name, "split": split}, score.metrics()
 
 
 def with_run_data(cfg: DictConfig) -> DictConfig:
@@ -80,25 +91,27 @@ def with_run_data(cfg: DictConfig) -> DictConfig:
     saved = run / ".hydra" / "config.yaml"
     if not saved.is_file():
         return cfg
-    data = OmegaConf.load(saved).data
     plain = OmegaConf.to_container(cfg)
-    plain["data"] = OmegaConf.to_container(data)
+    plain["data"] = OmegaConf.to_container(OmegaConf.load(saved).data)
     print(f"data: the run's own ({saved}); name other data with data=...", flush=True)
     return OmegaConf.create(plain)
 
 
+def _value(value) -> str:
+    return f"{value:,.4f}" if isinstance(value, float) else f"{value:,}"
+
+
 def results_table(results: dict) -> str:
-    metrics, settings = results["perplexity"], results["settings"]
-    step = results["checkpoint_step"]
-    rows = [
-        ("model", results["model"] + (f" (step {step})" if step is not None else "")),
-        ("data", f"{results['data']['name']}, {results['data']['split']} split, tokenizer {results['tokenizer']}"),
+    settings, step = results["settings"], results["checkpoint_step"]
+    rows = [("model", results["model"] + (f" (step {step})" if step is not None else ""))]
+    if "data" in results:
+        rows.append(("data", f"{results['data']['name']}, {results['data']['split']} split"))
+    rows += [
+        ("tokenizer", results["tokenizer"]),
         ("windows", f"context {settings['context']}, stride {settings['stride']}"),
-        ("scored", f"{metrics['tokens']:,} tokens, {metrics['bytes']:,} bytes ({results['tokens_per_sec']:,.0f} tokens/s)"),
-        ("nll", f"{metrics['nll']:.4f} nats/token"),
-        ("perplexity", f"{metrics['ppl']:.4f}"),
-        ("bits/byte", f"{metrics['bits_per_byte']:.4f}"),
     ]
+    for task, metrics in results["tasks"].items():
+        rows += [(f"{task}/{name}", _value(value)) for name, value in metrics.items()]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -106,19 +119,21 @@ def results_table(results: dict) -> str:
 def write_results(folder: Path, results: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    metrics = results["perplexity"]
+    data = results.get("data")
     lines = [
         f"# Evaluation of {results['model']}",
         "",
-        f"Data: {results['data']['name']} ({results['data']['split']} split), tokenizer {results['tokenizer']}; "
-        f"windows of {results['settings']['context']} tokens every {results['settings']['stride']}.",
+        f"Checkpoint step: {results['checkpoint_step']}; tokenizer {results['tokenizer']}"
+        + (f"; perplexity on {data['name']} ({data['split']} split)" if data else "")
+        + f"; settings `{json.dumps(results['settings'])}`.",
         "",
         "| task | metric | value |",
         "|---|---|---:|",
-        *(f"| perplexity | {name} | {value:.4f} |" if isinstance(value, float) else f"| perplexity | {name} | {value:,} |"
-          for name, value in metrics.items()),
-        "",
-        f"Checkpoint step: {results['checkpoint_step']}. Settings: `{json.dumps(results['settings'])}`.",
+        *(
+            f"| {task} | {name} | {_value(value)} |"
+            for task, metrics in results["tasks"].items()
+            for name, value in metrics.items()
+        ),
     ]
     (folder / "eval_results.md").write_text("\n".join(lines) + "\n")
 

@@ -1,0 +1,108 @@
+"""Zero-shot tasks from local files in their published formats, scored as lm-evaluation-harness scores them.
+
+- Multiple choice: HellaSwag's jsonl rows (``activity_label``, ``ctx_a``, ``ctx_b``, ``endings``, ``label``;
+  the context and endings cleaned as lm-eval's hellaswag task does), or ``{context, choices, label}`` rows for
+  ARC/PIQA-style sets. Each choice is scored as " " + choice after the context; ``acc`` takes the most likely,
+  ``acc_norm`` the most likely per character of the choice (lm-eval's ``len(choice)``).
+- LAMBADA (OpenAI's jsonl of ``{"text": ...}``): the context is all but the last word, the target " " + the
+  last word; ``acc`` is whether the target is the greedy continuation, ``ppl`` is exp of minus the mean
+  log-likelihood of the targets (lm-eval's lambada_openai).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from gptlab.core.errors import DataError
+from gptlab.evaluation.loglikelihood import loglikelihoods
+
+
+def read_jsonl(path: str | None, task: str) -> list[dict]:
+    if not path:
+        raise DataError(f"tasks.{task}.path is not set; name the task's jsonl file (tasks.{task}.path=items.jsonl)")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"tasks.{task}.path={path} is not a file")
+    rows = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path} line {number} is not JSON ({err.msg}); the file must hold one JSON object a line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {number} is not a JSON object")
+        rows.append((number, row))
+    if not rows:
+        raise DataError(f"{path} holds no items; give a jsonl file with one item a line")
+    return rows
+
+
+def _hellaswag_clean(text: str) -> str:
+    # lm-eval's hellaswag preprocess: WikiHow's "[title]" marks become sentence ends, other brackets go.
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def multiple_choice_item(path: str, number: int, row: dict) -> tuple[str, list[str], int]:
+    """(context, choices, label) of a HellaSwag row or a {context, choices, label} row."""
+    if "endings" in row:
+        needed = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
+        missing = [key for key in needed if key not in row]
+        if missing:
+            raise DataError(f"{path} line {number}: a HellaSwag row lacks {', '.join(missing)}")
+        context = _hellaswag_clean(row["activity_label"] + ": " + row["ctx_a"] + " " + row["ctx_b"].capitalize())
+        choices = [_hellaswag_clean(ending) for ending in row["endings"]]
+    else:
+        missing = [key for key in ("context", "choices", "label") if key not in row]
+        if missing:
+            raise DataError(
+                f"{path} line {number} lacks {', '.join(missing)}: each line needs context, choices and label "
+                "(or HellaSwag's ctx_a, ctx_b, activity_label, endings, label)"
+            )
+        context, choices = str(row["context"]), [str(choice) for choice in row["choices"]]
+    try:
+        label = int(row["label"])
+    except (TypeError, ValueError):
+        raise DataError(f"{path} line {number}: label {row['label']!r} is not a number") from None
+    if not 0 <= label < len(choices):
+        raise DataError(f"{path} line {number}: label {label} is out of range for its {len(choices)} choices")
+    return context, choices, label
+
+
+def multiple_choice(model, tokenizer, settings, window: int, batch_size: int, device) -> dict:
+    rows = read_jsonl(settings.get("path"), "multiple_choice")[: settings.get("limit") or None]
+    items = [multiple_choice_item(settings["path"], number, row) for number, row in rows]
+    pairs = [(context, " " + choice) for context, choices, _ in items for choice in choices]
+    scores = iter(loglikelihoods(model, tokenizer, pairs, window, batch_size, device))
+    correct = correct_norm = 0
+    for _, choices, label in items:
+        lls = np.array([next(scores).loglikelihood for _ in choices])
+        lengths = np.array([float(len(choice)) for choice in choices])
+        correct += int(np.argmax(lls) == label)
+        correct_norm += int(np.argmax(lls / lengths) == label)
+    return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "items": len(items)}
+
+
+def lambada(model, tokenizer, settings, window: int, batch_size: int, device) -> dict:
+    rows = read_jsonl(settings.get("path"), "lambada")[: settings.get("limit") or None]
+    pairs = []
+    for number, row in rows:
+        text = row.get("text")
+        if not isinstance(text, str) or " " not in text.strip():
+            raise DataError(f"{settings['path']} line {number}: needs a \"text\" of several words (OpenAI's LAMBADA jsonl)")
+        context, word = text.rsplit(" ", 1)
+        pairs.append((context, " " + word))
+    scores = loglikelihoods(model, tokenizer, pairs, window, batch_size, device)
+    mean_ll = sum(s.loglikelihood for s in scores) / len(scores)
+    return {"acc": sum(s.is_greedy for s in scores) / len(scores), "ppl": math.exp(-mean_ll), "items": len(scores)}
+
+
+TASKS = {"multiple_choice": multiple_choice, "lambada": lambada}
