@@ -220,6 +220,19 @@ def sampler_at(tokens: float, window: int) -> tuple[int, float, float]:
     return windows, time.perf_counter() - start, order.element_size() * order.numel() / 1e6
 
 
+def mixture_sampler_at(tokens: float, window: int, shares=(0.6, 0.35, 0.05), weights=(0.5, 0.3, 0.2)):
+    """An epoch's order of a three-source mixture of ``tokens`` (the smallest drawn 4x its size), its time
+    and the process's peak RSS afterwards (MB, with torch)."""
+    import resource
+
+    from gptlab.data.mixture_sampler import MixtureSampler
+
+    sizes = [int(tokens * share // window) for share in shares]
+    start = time.perf_counter()
+    MixtureSampler(sizes, list(weights), seed=0).permutation(0)
+    return sum(sizes), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, nargs="+", default=[1.0], help="corpus sizes; every contender runs at the first")
@@ -264,6 +277,9 @@ def main() -> None:
           f"{ready:.2f} s from building the data module to its first batch")
     windows, seconds, megabytes = sampler_at(10e9, 1024)
     print(f"sampler at 10B tokens (window 1024): {windows:,} windows, an epoch's order in {seconds:.2f} s, {megabytes:.0f} MB")
+    windows, seconds, peak = mixture_sampler_at(10e9, 1024)
+    print(f"mixture sampler at 10B tokens (3 sources, weights 0.5/0.3/0.2): an epoch's order in {seconds:.2f} s, "
+          f"peak RSS of the process {peak:.0f} MB")
 
 
 if __name__ == "__main__":
