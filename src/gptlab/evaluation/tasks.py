@@ -106,3 +106,5 @@ def lambada(model, tokenizer, settings, window: int, batch_size: int, device) ->
 
 
 TASKS = {"multiple_choice": multiple_choice, "lambada": lambada}
+# Counts and timings in a task's results, not figures to plot as metrics.
+COUNTS = ("items", "tokens", "bytes", "seconds")

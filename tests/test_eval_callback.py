@@ -1,0 +1,37 @@
+"""Evaluation during training (callbacks.eval): the tasks run every N validations and are logged as
+eval/<task>/<metric>; the last perplexity logged equals eval.py's on the final checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cli_runner import TINY_RUN, assert_ok, read_metrics, run_script, run_train
+
+from gptlab.core.errors import ConfigError
+from gptlab.evaluation.callback import EvalCallback
+
+
+def test_unknown_tasks_and_negative_intervals_are_refused():
+    with pytest.raises(ConfigError, match="callbacks.eval.tasks names hellaswag; the tasks are perplexity"):
+        EvalCallback(every_n_validations=1, tasks={"hellaswag": {}})
+    with pytest.raises(ConfigError, match="every_n_validations=-1 must be 0"):
+        EvalCallback(every_n_validations=-1)
+
+
+@pytest.mark.e2e
+def test_perplexity_during_training_is_logged_and_equals_eval_py_on_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    trained = run_train(
+        run, "model=gpt_tiny", "data=verdict", *TINY_RUN, "logger=csv",
+        "callbacks.eval.every_n_validations=1", "callbacks.eval.tasks={perplexity:{}}",
+    )
+    assert_ok(trained)
+    rows = [r for r in read_metrics(run) if r.get("eval/perplexity/ppl")]
+    assert [r["step"] for r in rows][:2] == ["1", "3"]  # every validation (every 2 steps of 4)
+    assert {"eval/perplexity/nll", "eval/perplexity/bits_per_byte"} <= set(rows[-1])
+
+    evaluated = run_script("eval.py", f"ckpt_path={run}", f"hydra.run.dir={tmp_path}/eval")
+    assert_ok(evaluated)
+    results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    assert results["tasks"]["perplexity"]["ppl"] == pytest.approx(float(rows[-1]["eval/perplexity/ppl"]), rel=1e-5)
