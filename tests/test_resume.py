@@ -44,13 +44,26 @@ RUN = [
 ]
 
 
+def train_env() -> dict[str, str]:
+    """The environment of every run here: one thread each. CPU results are bitwise reproducible for a fixed
+    thread count, but across processes the multi-threaded MKL/OpenMP path still gave a different last bit
+    now and then (one CI run in about three: step 0's grad_norm, before any resume, even with MKL_CBWR=AUTO
+    and MKL/OMP_DYNAMIC off). With one thread the multi-threaded path is out of the comparison, which is
+    then of the resume logic alone."""
+    return importable_from_tests(clean_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+
+
+def train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_train(run_dir, *overrides, env=train_env())
+
+
 def start_train(run_dir: Path, *overrides: str, slow_steps: float = 0, slow_saves: float = 0) -> subprocess.Popen:
     """train.py in the background, slowed down (tests/slow_runs.py) so that a test can kill it mid-run."""
     slow = slow_overrides(steps=slow_steps, saves=slow_saves)
     return subprocess.Popen(
         [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides, *slow],
         cwd=REPO_ROOT,
-        env=importable_from_tests(clean_env()),
+        env=train_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -152,7 +165,7 @@ def uninterrupted(tmp_path_factory):
     def run_of(schedule: str) -> Path:
         if schedule not in runs:
             runs[schedule] = tmp_path_factory.mktemp(f"uninterrupted-{schedule}") / "run"
-            assert_ok(run_train(runs[schedule], *SCHEDULES[schedule][0]))
+            assert_ok(train(runs[schedule], *SCHEDULES[schedule][0]))
         return runs[schedule]
 
     return run_of
@@ -172,7 +185,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, uninterrup
     killed_at = checkpoint_step(last)
     assert kill_after <= killed_at < final_step, killed_at
 
-    result = run_train(run_dir, *run, "ckpt_path=last")
+    result = train(run_dir, *run, "ckpt_path=last")
     assert_ok(result)
     assert checkpoint_step(last) == final_step
     # The same metrics file continues: every row (validation included) once, as in the run left alone.
@@ -203,7 +216,7 @@ def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, unint
     # The printed command, run as printed, finishes the run exactly as if it had never stopped.
     args = shlex.split(command)[1:]
     result = subprocess.run(
-        [sys.executable, *args], cwd=REPO_ROOT, env=importable_from_tests(clean_env()), capture_output=True, text=True
+        [sys.executable, *args], cwd=REPO_ROOT, env=train_env(), capture_output=True, text=True
     )
     assert_ok(result)
     assert_same_runs(run_dir, whole)
@@ -324,9 +337,9 @@ def test_resume_from_the_checkpoint_of_a_finished_run_is_bitwise_identical(tmp_p
     run += ["scheduler=constant", "validate_after_fit=false", *ENDINGS[ending]]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     uninterrupted = start_train(whole, *run, "trainer.max_steps=12")
-    assert_ok(run_train(parts, *run, "trainer.max_steps=5"))
+    assert_ok(train(parts, *run, "trainer.max_steps=5"))
     assert checkpoint_step(parts / "checkpoints" / "last.ckpt") == 5
-    assert_ok(run_train(parts, *run, "trainer.max_steps=12", "ckpt_path=last"))
+    assert_ok(train(parts, *run, "trainer.max_steps=12", "ckpt_path=last"))
     out, err = uninterrupted.communicate()
     assert uninterrupted.returncode == 0, err[-3000:]
     if ending == "ddp-mid-epoch":
