@@ -11,14 +11,12 @@ their files (gptlab.evaluation.tasks). Runs on the model as validation left it (
 
 from __future__ import annotations
 
-import time
-
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 from gptlab.core.errors import ConfigError
 from gptlab.evaluation.perplexity import score_streams
-from gptlab.evaluation.tasks import COUNTS, TASKS
+from gptlab.evaluation.tasks import COUNTS, TASKS, run_task
 
 
 class EvalCallback(L.Callback):
@@ -50,16 +48,18 @@ class EvalCallback(L.Callback):
         datamodule, model = trainer.datamodule, pl_module.model
         window = datamodule.max_length
         figures = {}
+
+        def perplexity() -> dict:
+            streams = datamodule.token_streams("val")
+            return score_streams(
+                model, streams, window, self.stride or window, self.batch_size, pl_module.device,
+                datamodule.tokenizer.byte_length,
+            ).metrics()
+
         for name, settings in self.tasks.items():
-            started = time.perf_counter()
-            if name == "perplexity":
-                streams = datamodule.token_streams("val")
-                score = score_streams(model, streams, window, self.stride or window, self.batch_size,
-                                      pl_module.device, datamodule.tokenizer.byte_length)
-                metrics = score.metrics()
-            else:
-                metrics = TASKS[name](model, datamodule.tokenizer, settings, window, self.batch_size, pl_module.device)
-            metrics["seconds"] = time.perf_counter() - started
+            metrics = run_task(
+                name, settings, model, datamodule.tokenizer, window, self.batch_size, pl_module.device, perplexity
+            )
             figures.update({f"eval/{name}/{key}": float(value) for key, value in metrics.items() if key not in COUNTS})
         return figures
 

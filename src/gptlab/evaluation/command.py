@@ -5,7 +5,6 @@ and eval_results.md to the run folder."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -17,7 +16,7 @@ from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.tokenizers import setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
-from gptlab.evaluation.tasks import TASKS
+from gptlab.evaluation.tasks import run_task
 
 SPLITS = {"val": ["val"], "train": ["train"], "all": ["train", "val"]}
 
@@ -45,15 +44,14 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
         "settings": {"context": context, "stride": stride, "batch_size": settings.batch_size, "dtype": cfg.dtype},
         "tasks": {},
     }
+    def perplexity() -> dict:
+        results["data"], metrics = perplexity_on_data(cfg, loaded, context, stride, device)
+        return metrics
+
     for name, task in (cfg.get("tasks") or {}).items():
-        started = time.perf_counter()
-        if name == "perplexity":
-            data, metrics = perplexity_on_data(cfg, loaded, context, stride, device)
-            results["data"] = data
-        else:
-            metrics = TASKS[name](loaded.model, loaded.tokenizer, task, context, settings.batch_size, device)
-        metrics["seconds"] = round(time.perf_counter() - started, 2)
-        results["tasks"][name] = metrics
+        results["tasks"][name] = run_task(
+            name, task, loaded.model, loaded.tokenizer, context, settings.batch_size, device, perplexity
+        )
     if not results["tasks"]:
         raise ConfigError("tasks= names no task; e.g. tasks=[perplexity] or tasks=[perplexity,lambada]")
     print(results_table(results))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,15 @@ def lambada(model, tokenizer, settings, window: int, batch_size: int, device) ->
 TASKS = {"multiple_choice": multiple_choice, "lambada": lambada}
 # Counts and timings in a task's results, not figures to plot as metrics.
 COUNTS = ("items", "tokens", "bytes", "seconds")
+
+
+def run_task(name: str, settings, model, tokenizer, window: int, batch_size: int, device, perplexity) -> dict:
+    """One task's metrics and the seconds it took; ``perplexity()`` scores the perplexity task, whose data
+    is the caller's (eval.py's data=, or the training run's validation split)."""
+    started = time.perf_counter()
+    if name == "perplexity":
+        metrics = perplexity()
+    else:
+        metrics = TASKS[name](model, tokenizer, settings, window, batch_size, device)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    return metrics
