@@ -61,6 +61,19 @@ def test_loglikelihoods_equal_transformers_on_the_same_split(random_gpt2, shakes
         assert ours_scored.is_greedy == greedy
 
 
+def test_the_head_at_chosen_positions_equals_the_full_logits_there():
+    """Scoring runs GPT's head only where a continuation is predicted (logits_at); other models fall back to
+    the full forward. Both give the full logits' rows."""
+    from tiny_models import tiny_decoder, tiny_gpt
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (3, 12))
+    rows, positions = torch.tensor([0, 0, 2, 1]), torch.tensor([11, 3, 0, 7])
+    for model in (tiny_gpt().eval(), tiny_decoder().eval()):
+        with torch.no_grad():
+            torch.testing.assert_close(model.logits_at(ids, rows, positions), model(ids)[rows, positions])
+
+
 def test_an_empty_context_starts_from_end_of_text():
     context_ids, continuation_ids = encode_pair(GPT2Tokenizer(), "", "Hello world")
     assert context_ids == [50256] and continuation_ids == GPT2Tokenizer().encode("Hello world")

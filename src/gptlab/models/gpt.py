@@ -238,6 +238,10 @@ class GPT(LanguageModel):
             x = x[:, -1:, :]
         return self.out_head(x)[..., : self.cfg.vocab_size]
 
+    def logits_at(self, idx: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # The head (emb_dim x vocab, a third of GPT-2 124M's matmul FLOPs) only where logits are read.
+        return self.out_head(self.hidden_states(idx)[rows, positions])[..., : self.cfg.vocab_size]
+
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of ids (B, T) against targets (B, T) (-100 = ignored)."""
         x = self.hidden_states(idx)

@@ -51,6 +51,11 @@ class LanguageModel(nn.Module):
         logits = self(idx)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
+    def logits_at(self, idx: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits (N, vocab_size) at N chosen (row, position) pairs of ids (B, T): scoring a continuation
+        needs the head at its positions only. A model whose head can run on fewer positions overrides it."""
+        return self(idx)[rows, positions]
+
     def new_kv_cache(self) -> KVCache:
         raise GptlabError(f"{type(self).__name__} has no KV cache")
 
