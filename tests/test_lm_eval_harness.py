@@ -1,0 +1,150 @@
+"""gptlab inside lm-evaluation-harness (`gptlab-lm-eval --model gptlab`): on tasks whose files this test
+writes (multiple choice, a rolling perplexity, greedy generation), every per-item figure equals lm-eval's
+own `hf` model on the same weights exported to a Hugging Face folder, and the multiple-choice accuracy
+equals eval.py's on the same file. Offline: lm-eval reads the task files through datasets' json loader."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import assert_ok, clean_env, run_script
+from tiny_models import tiny_gpt_config
+from trainers import quiet_trainer
+
+from gptlab.hub.export import export_to_hf
+from gptlab.training.module import LanguageModelModule
+
+TASKS = ["gptlab_mc", "gptlab_rolling", "gptlab_gen"]
+
+
+def lm_eval_env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=str(tmp_path / "datasets-cache"), TOKENIZERS_PARALLELISM="false")
+
+
+def write_tasks(folder: Path, sentences: list[str], paragraphs: list[str]) -> Path:
+    """Three lm-eval tasks in YAML over jsonl files, one per request type of the LM interface."""
+    tasks = folder / "tasks"
+    tasks.mkdir()
+    (folder / "mc.jsonl").write_text(
+        "".join(
+            json.dumps({"context": s, "choices": ["yes", "no, my lord", "a thousand times", "and so"], "label": i % 4}) + "\n"
+            for i, s in enumerate(sentences)
+        )
+    )
+    (folder / "text.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
+    (folder / "gen.jsonl").write_text("".join(json.dumps({"context": s, "answer": "x"}) + "\n" for s in sentences[:6]))
+    common = "dataset_path: json\ntest_split: test\n"
+    (tasks / "gptlab_mc.yaml").write_text(
+        f"task: gptlab_mc\n{common}dataset_kwargs:\n  data_files:\n    test: {folder / 'mc.jsonl'}\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{context}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: '{{label}}'\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
+    (tasks / "gptlab_rolling.yaml").write_text(
+        f"task: gptlab_rolling\n{common}dataset_kwargs:\n  data_files:\n    test: {folder / 'text.jsonl'}\n"
+        "output_type: loglikelihood_rolling\ndoc_to_text: ''\ndoc_to_target: '{{text}}'\n"
+        "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n  - metric: bits_per_byte\n"
+    )
+    (tasks / "gptlab_gen.yaml").write_text(
+        f"task: gptlab_gen\n{common}dataset_kwargs:\n  data_files:\n    test: {folder / 'gen.jsonl'}\n"
+        "output_type: generate_until\ndoc_to_text: '{{context}}'\ndoc_to_target: '{{answer}}'\n"
+        "generation_kwargs:\n  until: ['.']\n  max_gen_toks: 12\n  do_sample: false\n"
+        "metric_list:\n  - metric: exact_match\n"
+    )
+    return tasks
+
+
+@pytest.fixture(scope="module")
+def harness_setup(tmp_path_factory, shakespeare_text):
+    torch.manual_seed(3)
+    root = tmp_path_factory.mktemp("harness")
+    # Weights large enough to tell items apart: logits of a freshly initialised GPT are nearly flat.
+    module = LanguageModelModule(model=tiny_gpt_config(context_length=64, emb_dim=32), tokenizer={"kind": "gpt2"})
+    with torch.no_grad():
+        for parameter in module.model.parameters():
+            parameter.normal_(0, 0.3)
+    trainer = quiet_trainer()
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(root / "tiny.ckpt")
+    export_to_hf(module.model, root / "hf", tokenizer_spec={"kind": "gpt2"})
+    lines = [line.strip() for line in shakespeare_text.splitlines() if len(line.split()) >= 5]
+    paragraphs = [p.strip() for p in shakespeare_text.split("\n\n") if len(p) > 300][:3]
+    tasks = write_tasks(root, lines[:24], paragraphs)
+    return root, tasks
+
+
+def run_lm_eval(program: str, model: str, model_args: str, tasks: Path, out: Path, env: dict, *extra: str):
+    venv_bin = str(Path(sys.executable).parent)  # the commands of the venv running the tests
+    command = [
+        shutil.which(program, path=venv_bin), "--model", model, "--model_args", model_args,
+        "--tasks", ",".join(TASKS), "--include_path", str(tasks), "--batch_size", "4", "--log_samples",
+        "--output_path", str(out), *extra,
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def samples(out: Path, task: str) -> list[dict]:
+    files = sorted(out.rglob(f"samples_{task}_*.jsonl"))
+    assert len(files) == 1, files
+    return sorted((json.loads(line) for line in files[0].read_text().splitlines()), key=lambda s: s["doc_id"])
+
+
+def results(out: Path) -> dict:
+    files = sorted(out.rglob("results_*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())["results"]
+
+
+@pytest.mark.e2e
+def test_gptlab_in_lm_eval_equals_lm_evals_hf_model_on_the_exported_weights(harness_setup, tmp_path):
+    root, tasks = harness_setup
+    env = lm_eval_env(tmp_path)
+    with ThreadPoolExecutor(3) as pool:
+        ours = pool.submit(run_lm_eval, "gptlab-lm-eval", "gptlab", f"ckpt_path={root / 'tiny.ckpt'}", tasks, tmp_path / "ours", env)
+        theirs = pool.submit(run_lm_eval, "lm_eval", "hf", f"pretrained={root / 'hf'},dtype=float32", tasks, tmp_path / "hf", env)
+        direct = pool.submit(
+            run_script, "eval.py", f"ckpt_path={root / 'tiny.ckpt'}", "tasks=[multiple_choice]",
+            f"tasks.multiple_choice.path={root / 'mc.jsonl'}", f"hydra.run.dir={tmp_path / 'eval'}",
+        )
+        ours, theirs, direct = ours.result(), theirs.result(), direct.result()
+    assert_ok(ours)
+    assert_ok(theirs)
+    assert_ok(direct)
+
+    # Every item's log-likelihoods and greedy flags (multiple choice), every text's total (rolling), every
+    # generated text: the same.
+    for task in ("gptlab_mc", "gptlab_rolling"):
+        for mine, hf in zip(samples(tmp_path / "ours", task), samples(tmp_path / "hf", task), strict=True):
+            # A response: [[ll, is_greedy]] (multiple choice) or [ll] (rolling), written as strings.
+            for (my_response,), (hf_response,) in zip(mine["resps"], hf["resps"], strict=True):
+                my_ll, *my_greedy = my_response if isinstance(my_response, list) else [my_response]
+                hf_ll, *hf_greedy = hf_response if isinstance(hf_response, list) else [hf_response]
+                assert math.isclose(float(my_ll), float(hf_ll), rel_tol=1e-4, abs_tol=1e-4), (task, mine["doc_id"])
+                assert my_greedy == hf_greedy
+    generated = [s["filtered_resps"] for s in samples(tmp_path / "ours", "gptlab_gen")]
+    assert generated == [s["filtered_resps"] for s in samples(tmp_path / "hf", "gptlab_gen")]
+    assert any(text[0] for text in generated), generated  # something was generated before the stop string
+
+    mine, hf = results(tmp_path / "ours"), results(tmp_path / "hf")
+    for task, metric in [("gptlab_mc", "acc,none"), ("gptlab_mc", "acc_norm,none"), ("gptlab_rolling", "word_perplexity,none")]:
+        assert math.isclose(mine[task][metric], hf[task][metric], rel_tol=1e-4), (task, metric)
+    # The items are told apart (not every choice equally likely), and eval.py agrees on the same file.
+    assert 0 < mine["gptlab_mc"]["acc,none"] < 1
+    eval_py = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["tasks"]["multiple_choice"]
+    assert eval_py["acc"] == mine["gptlab_mc"]["acc,none"] and eval_py["acc_norm"] == mine["gptlab_mc"]["acc_norm,none"]
+
+
+@pytest.mark.e2e
+def test_a_bad_checkpoint_is_one_line_inside_lm_eval(harness_setup, tmp_path):
+    _, tasks = harness_setup
+    result = run_lm_eval("gptlab-lm-eval", "gptlab", f"ckpt_path={tmp_path / 'missing.ckpt'}", tasks, tmp_path / "out", lm_eval_env(tmp_path))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1 and "missing.ckpt" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
