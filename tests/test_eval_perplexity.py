@@ -128,3 +128,30 @@ def test_eval_py_after_training_prints_perplexity_and_bits_per_byte_and_writes_r
     for result, words in [(mismatch, "reads text with the gpt2 tokenizer"), (stride, "eval.stride=32 is longer")]:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr[-1500:]
+
+
+@pytest.mark.e2e
+def test_any_transformers_model_is_evaluated_as_model_hf_causal_lm(random_gpt2_folder, tmp_path):
+    """model=hf_causal_lm model.pretrained=<folder> scores with transformers itself: on a GPT-2 folder, the
+    same perplexity as init_from=<folder> (the weights imported into our GPT). A model without trained
+    weights, or two models named, is one line."""
+    folder = random_gpt2_folder
+    common = ["data=verdict", "eval.context=32", "eval.stride=16"]
+    cases = {
+        "hf": ["model=hf_causal_lm", f"model.pretrained={folder}", *common],
+        "ours": [f"init_from={folder}", *common],
+        "untrained": ["model=gpt_tiny", *common],
+        "two": ["model=hf_causal_lm", f"model.pretrained={folder}", f"init_from={folder}", *common],
+    }
+    with ThreadPoolExecutor(2) as pool:
+        hf, ours, untrained, two = pool.map(
+            lambda name: run_script("eval.py", *cases[name], f"hydra.run.dir={tmp_path}/{name}"), cases
+        )
+    assert_ok(hf)
+    assert_ok(ours)
+    by_hf, by_ours = (json.loads((tmp_path / name / "eval_results.json").read_text()) for name in ("hf", "ours"))
+    assert by_hf["model"] == str(folder) and by_hf["tasks"]["perplexity"]["tokens"] == by_ours["tasks"]["perplexity"]["tokens"]
+    assert by_hf["tasks"]["perplexity"]["ppl"] == pytest.approx(by_ours["tasks"]["perplexity"]["ppl"], rel=1e-5)
+    for result, words in [(untrained, "model=hf_causal_lm model.pretrained="), (two, "not two")]:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr[-1500:]

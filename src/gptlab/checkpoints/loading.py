@@ -138,3 +138,30 @@ def load_for_generation(
         )
     return LoadedModel(model, tokenizer, trained_window(checkpoint, model), source, checkpoint)
 
+
+def load_pretrained_causal_lm(
+    model_cfg: dict, tokenizer_setting: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """``model=hf_causal_lm model.pretrained=<folder>``: any transformers causal LM, read with the tokenizer
+    ``data.tokenizer`` names (as train.py reads it), which must be the model's own."""
+    from gptlab.data.tokenizers import tokenizer_from_setting
+    from gptlab.models.hf_causal_lm import HFCausalLM, check_tokenizer_agrees, load_pretrained_hf
+
+    pretrained = model_cfg.get("pretrained")
+    if model_cfg.get("_target_") != "gptlab.models.hf_causal_lm.HFCausalLM" or not pretrained:
+        raise ConfigError(
+            "model= here evaluates trained weights: model=hf_causal_lm model.pretrained=<a Hugging Face folder>; "
+            "a model trained by train.py is named by ckpt_path=<its run folder>"
+        )
+    if tokenizer_setting == "char":
+        raise ConfigError(
+            f"model.pretrained={pretrained} reads its own token ids, not the characters of data's char tokenizer; "
+            f"set data.tokenizer={pretrained}"
+        )
+    tokenizer = tokenizer_from_setting(tokenizer_setting)
+    model = HFCausalLM(model=load_pretrained_hf(str(pretrained)), context_length=model_cfg.get("context_length"))
+    check_tokenizer_agrees(str(pretrained), model, tokenizer)
+    model.vocab_size = tokenizer.vocab_size  # logits of padded embedding rows are cut off
+    model = model.to(device=device, dtype=dtype).eval()
+    return LoadedModel(model, tokenizer, model.context_length, str(pretrained))
+

@@ -84,6 +84,7 @@ class EvalConfig:
 
     ckpt_path: str | None = None
     init_from: str | None = None
+    model: Any = None  # model=hf_causal_lm model.pretrained=<folder>: any transformers causal LM
     eval: EvalSettings = field(default_factory=EvalSettings)
     tasks: Any = None  # the tasks chosen from conf/tasks/, each with its settings
     data: Any = None

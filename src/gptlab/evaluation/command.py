@@ -10,7 +10,13 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gptlab.checkpoints.loading import LoadedModel, load_for_generation, resolve_device, resolve_dtype
+from gptlab.checkpoints.loading import (
+    LoadedModel,
+    load_for_generation,
+    load_pretrained_causal_lm,
+    resolve_device,
+    resolve_dtype,
+)
 from gptlab.checkpoints.paths import checkpoint_file
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
@@ -29,7 +35,7 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
     validate_config(cfg)
     settings = cfg.eval
     device = resolve_device(cfg.device)
-    loaded = load_for_generation(cfg.ckpt_path, cfg.init_from, device, resolve_dtype(cfg.dtype))
+    loaded = load_model(cfg, device)
     context = settings.context or loaded.trained_window
     if context > loaded.context_length:
         raise ConfigError(
@@ -58,6 +64,17 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
     if output_dir is not None:
         write_results(Path(output_dir), results)
     return results
+
+
+def load_model(cfg: DictConfig, device) -> LoadedModel:
+    """The model eval.py scores: a checkpoint or GPT-2 weights (ckpt_path=, init_from=), or any transformers
+    causal LM (model=hf_causal_lm model.pretrained=<folder>), read with data.tokenizer as in training."""
+    if cfg.get("model") is None:
+        return load_for_generation(cfg.ckpt_path, cfg.init_from, device, resolve_dtype(cfg.dtype))
+    if cfg.ckpt_path or cfg.init_from:
+        raise ConfigError("name one model: model=hf_causal_lm model.pretrained=..., ckpt_path= or init_from=, not two")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    return load_pretrained_causal_lm(model_cfg, cfg.data.get("tokenizer") or "gpt2", device, resolve_dtype(cfg.dtype))
 
 
 def perplexity_on_data(cfg: DictConfig, loaded: LoadedModel, context: int, stride: int, device) -> tuple[dict, dict]:
