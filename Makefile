@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample eval sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data clean
+.PHONY: install train train-ddp sample eval sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval clean
 
 install: $(VENV)/.installed
 
@@ -57,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Benchmarks print side-by-side tables and ratios from one run; numbers are written down in BENCHMARKS.md.
-bench: bench-generate bench-train bench-data
+bench: bench-generate bench-train bench-data bench-eval
 
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)
@@ -65,6 +65,11 @@ bench-generate: install
 # Training throughput and MFU: our GPT under Lightning, in a bare loop, and transformers' GPT-2 (baseline).
 bench-train: install
 	$(PY) bench/bench_train.py $(ARGS)
+
+# Evaluation speed, gptlab against lm-evaluation-harness's hf model on the same weights and requests:
+# perplexity tokens/s and multiple-choice items/s, with the numbers each gives.
+bench-eval: install
+	$(PY) bench/bench_eval.py $(ARGS)
 
 # Preparing a 1 GB corpus three ways (ours from files, ours through datasets, nanoGPT's datasets.map), peak
 # memory, the loader against a gpt124m step, start-up on prepared shards. ARGS="--gb 1 4" adds 4 GB.
