@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample eval sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval clean
+.PHONY: install train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ sample: install
 # Perplexity and bits per byte of the newest checkpoint of `make train` on its own validation data.
 eval: install
 	$(PY) eval.py ckpt_path=$(CKPT) $(ARGS)
+
+# The newest checkpoint of `make train` behind the completions API and its page, on http://127.0.0.1:8000.
+serve: install
+	$(PY) serve.py ckpt_path=$(CKPT) $(ARGS)
 
 # DDP on 2 CPU processes (gloo).
 train-ddp: install

@@ -1,5 +1,5 @@
-"""The entry configs: train.yaml's own keys (the groups have their schemas), generate.yaml, export.yaml and
-report.yaml."""
+"""The entry configs: train.yaml's own keys (the groups have their schemas), generate.yaml, export.yaml,
+report.yaml, prepare.yaml, eval.yaml and serve.yaml."""
 
 from __future__ import annotations
 
@@ -62,6 +62,41 @@ class GenerateConfig:
     stream: bool = False
     device: str = "auto"
     dtype: str = "float32"
+
+
+@dataclass
+class ServeLimits:
+    max_prompt_tokens: int | None = None  # null: the generation window less one
+    max_tokens: int = 512
+    max_n: int = 8
+    max_concurrent: int = 32
+    max_body_bytes: int = 65536
+
+    def __post_init__(self) -> None:
+        for key in ("max_prompt_tokens", "max_tokens", "max_n", "max_concurrent"):
+            at_least(f"limits.{key}", getattr(self, key), 1)
+        at_least("limits.max_body_bytes", self.max_body_bytes, 256)
+
+
+@dataclass
+class ServeConfig:
+    """conf/serve.yaml (see there); the rule between host and API key lives in gptlab.serving.command."""
+
+    ckpt_path: str | None = None
+    init_from: str | None = None
+    model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key_env: str = "GPTLAB_API_KEY"
+    no_api_key_on_a_public_address: bool = False
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    context_length: int | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535 (0: any free port), got {self.port}")
 
 
 @dataclass

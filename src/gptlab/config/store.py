@@ -15,6 +15,7 @@ from gptlab.config.commands import (
     GenerateConfig,
     PrepareConfig,
     ReportConfig,
+    ServeConfig,
     TrainConfig,
 )
 from gptlab.config.data import (
@@ -34,6 +35,7 @@ SCHEMAS = {
     "schema/report": ReportConfig,
     "schema/prepare": PrepareConfig,
     "schema/eval": EvalConfig,
+    "schema/serve": ServeConfig,
     "schema/data/preset": DataConfig,
     "schema/data/text": TextFilesDataConfig,
     "schema/data/hf": HFDataConfig,

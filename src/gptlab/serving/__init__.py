@@ -1,0 +1,1 @@
+"""A trained model behind an OpenAI-style completions API and a page to try it (serve.py)."""

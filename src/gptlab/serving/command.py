@@ -1,0 +1,103 @@
+"""What `python serve.py` does (conf/serve.yaml): check the address and key rule, load the model, bind the
+port, print where it serves, and run the server until stopped."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from gptlab.core.errors import ConfigError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def api_key_for(cfg: dict) -> str | None:
+    """The API key from the environment variable the config names; required off loopback unless the user
+    turned that off in so many words."""
+    key = os.environ.get(cfg["api_key_env"]) or None
+    if key is None and cfg["host"] not in LOOPBACK and not cfg["no_api_key_on_a_public_address"]:
+        raise ConfigError(
+            f"host={cfg['host']} listens beyond this machine, so the API needs a key: put one in the environment "
+            f"variable {cfg['api_key_env']} (clients send 'Authorization: Bearer <key>'), or serve without one "
+            "by saying no_api_key_on_a_public_address=true"
+        )
+    return key
+
+
+def model_facts(loaded, model_id: str) -> dict:
+    """What the page shows: name, parameters, trained steps, validation perplexity of these weights."""
+    from gptlab.hub.export import checkpoint_card
+    from gptlab.models.language_model import language_model
+
+    card = checkpoint_card(loaded.checkpoint) if loaded.checkpoint else {}
+    val_loss = card.get("val_loss")
+    return {
+        "model": model_id,
+        "source": loaded.source,
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+        "trained_steps": card.get("global_step"),
+        "val_loss": val_loss,
+        "val_ppl": math.exp(val_loss) if val_loss is not None else None,
+        "context_length": language_model(loaded.model).context_length,
+        "created": int(time.time()),
+    }
+
+
+def default_model_id(source: str) -> str:
+    path = Path(source)
+    if path.exists():
+        # A checkpoint: its run folder's name (outputs/DATE/TIME -> DATE/TIME); weights: their folder's.
+        run = path.parent.parent if path.parent.name == "checkpoints" else (path.parent if path.is_file() else path)
+        return f"{run.parent.name}/{run.name}" if run.parent.name else run.name
+    return source
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family)
+    except socket.gaierror:
+        raise ConfigError(f"host={host} is not an address of this machine; use 127.0.0.1 (or 0.0.0.0 with an API key)") from None
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); choose another with port=N (port=0: any free port)") from None
+    return sock
+
+
+def serve_from_config(cfg: dict) -> None:
+    import uvicorn
+
+    from gptlab.checkpoints.loading import (
+        load_for_generation,
+        require_one_model_source,
+        resolve_device,
+        resolve_dtype,
+    )
+    from gptlab.generation.command import generation_window
+    from gptlab.serving.app import create_app
+    from gptlab.serving.engine import Engine
+    from gptlab.serving.protocol import Limits
+
+    require_one_model_source(cfg.get("ckpt_path"), cfg.get("init_from"))
+    api_key = api_key_for(cfg)
+    device = resolve_device(cfg["device"])
+    loaded = load_for_generation(cfg.get("ckpt_path"), cfg.get("init_from"), device, resolve_dtype(cfg["dtype"]))
+    window = generation_window(cfg.get("context_length"), loaded)
+    settings = cfg["limits"]
+    limits = Limits(settings["max_prompt_tokens"] or window - 1, settings["max_tokens"], settings["max_n"])
+    model_id = cfg.get("model_name") or default_model_id(loaded.source)
+    app = create_app(
+        Engine(loaded, window, device), model_facts(loaded, model_id), limits,
+        settings["max_concurrent"], settings["max_body_bytes"], api_key,
+    )
+    sock = bind(cfg["host"], cfg["port"])
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {model_id} on http://{shown}:{port} (API: /v1/completions, page: /)"
+          + (f"; API key required (from ${cfg['api_key_env']})" if api_key else ""), flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[sock])
+    print("server stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,115 @@
+"""The request and error shapes of OpenAI's completions API, as far as this server speaks it.
+
+A request is read and checked here, before it reaches the model: an unknown field, a wrong type or a value
+out of range is a 400 in OpenAI's error shape, naming the field. ``top_k`` and ``num_beams`` are this
+server's extensions (generate.py's options of the same names).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+Number = StrictFloat | StrictInt
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: StrictStr | list[StrictStr]
+    model: StrictStr | None = None
+    max_tokens: StrictInt = 16
+    temperature: Number = 1.0
+    top_p: Number = 1.0
+    top_k: StrictInt | None = None
+    num_beams: StrictInt = 1
+    n: StrictInt = 1
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+    echo: StrictBool = False
+    stream: StrictBool = False
+    stream_options: dict | None = None
+    user: StrictStr | None = None  # an end user's id, as OpenAI takes it; not used
+
+
+FIELDS = ", ".join(CompletionRequest.model_fields)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_tokens: int
+    max_tokens: int
+    max_n: int
+
+
+def parse_completion_request(body: bytes, limits: Limits) -> CompletionRequest:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the body is not valid JSON ({err}); send a JSON object such as {{\"prompt\": \"Hello\"}}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object such as {\"prompt\": \"Hello\"}")
+    try:
+        request = CompletionRequest.model_validate(data)
+    except ValidationError as err:
+        raise _first_problem(err) from None
+    check_ranges(request, limits)
+    return request
+
+
+def _first_problem(err: ValidationError) -> ApiError:
+    problem = err.errors()[0]
+    field = str(problem["loc"][0]) if problem["loc"] else None
+    if problem["type"] == "extra_forbidden":
+        return ApiError(400, f"unknown field {field!r}; this server takes {FIELDS}", field, code="unknown_field")
+    if problem["type"] == "missing":
+        return ApiError(400, f"{field!r} is required", field)
+    given = problem.get("input")
+    return ApiError(400, f"{field!r} has the wrong type or value ({json.dumps(given)[:80]}): {problem['msg']}", field)
+
+
+def check_ranges(request: CompletionRequest, limits: Limits) -> None:
+    prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+    if not prompts or any(p == "" for p in prompts):
+        raise ApiError(400, "'prompt' is empty; give some text to continue", "prompt")
+    if not 1 <= request.max_tokens <= limits.max_tokens:
+        raise ApiError(400, f"'max_tokens' must be between 1 and this server's limit {limits.max_tokens}, got {request.max_tokens}", "max_tokens")
+    if not 0 <= request.temperature <= 2:
+        raise ApiError(400, f"'temperature' must be between 0 and 2, got {request.temperature}", "temperature")
+    if not 0 < request.top_p <= 1:
+        raise ApiError(400, f"'top_p' must be in (0, 1], got {request.top_p}", "top_p")
+    if request.top_k is not None and request.top_k < 1:
+        raise ApiError(400, f"'top_k' must be at least 1, got {request.top_k}", "top_k")
+    if not 1 <= request.n <= limits.max_n:
+        raise ApiError(400, f"'n' must be between 1 and this server's limit {limits.max_n}, got {request.n}", "n")
+    if request.num_beams < 1:
+        raise ApiError(400, f"'num_beams' must be at least 1, got {request.num_beams}", "num_beams")
+    if request.num_beams > 1 and (request.stream or request.n > 1):
+        raise ApiError(400, "'num_beams' > 1 returns one best completion at the end: it takes neither 'stream' nor 'n' > 1", "num_beams")
+    stops = stop_strings(request)
+    if len(stops) > 4 or any(s == "" for s in stops):
+        raise ApiError(400, "'stop' takes up to 4 non-empty strings", "stop")
+
+
+def stop_strings(request: CompletionRequest) -> list[str]:
+    if request.stop is None:
+        return []
+    return [request.stop] if isinstance(request.stop, str) else list(request.stop)
+
+
+def prompts_of(request: CompletionRequest) -> list[str]:
+    return [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
