@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval clean
+.PHONY: install train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval bench-serve clean
 
 install: $(VENV)/.installed
 
@@ -61,7 +61,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Benchmarks print side-by-side tables and ratios from one run; numbers are written down in BENCHMARKS.md.
-bench: bench-generate bench-train bench-data bench-eval
+bench: bench-generate bench-train bench-data bench-eval bench-serve
 
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)
@@ -69,6 +69,11 @@ bench-generate: install
 # Training throughput and MFU: our GPT under Lightning, in a bare loop, and transformers' GPT-2 (baseline).
 bench-train: install
 	$(PY) bench/bench_train.py $(ARGS)
+
+# Serving: requests/s, p50/p99 latency and tokens/s of serve.py under 1, 4 and 16 concurrent clients, against
+# the same requests one after another through generate.py's code in process (the batching gain).
+bench-serve: install
+	$(PY) bench/bench_serve.py $(ARGS)
 
 # Evaluation speed, gptlab against lm-evaluation-harness's hf model on the same weights and requests:
 # perplexity tokens/s and multiple-choice items/s, with the numbers each gives.

@@ -330,3 +330,30 @@ def test_ids_past_the_tokenizers_vocabulary_are_never_produced(options):
         generator=torch.Generator().manual_seed(0), vocab_size=8, **options,
     )
     assert int(ids.max()) < 8
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "manual"])
+def test_left_padded_prompts_in_one_cache_decode_as_each_alone(attn_impl):
+    """A server batches prompts of different lengths by left padding (KVCache.left_padding): positions count
+    from each row's first real token and no query sees padding, so each row's logits, step after step, are
+    those of its prompt alone."""
+    from tiny_models import tiny_gpt
+
+    torch.manual_seed(0)
+    model = tiny_gpt(context_length=32, attn_impl=attn_impl).eval()
+    prompts = [torch.randint(0, 50, (length,)).tolist() for length in (5, 9, 1)]
+    longest = max(map(len, prompts))
+    padding = torch.tensor([longest - len(p) for p in prompts])
+    batch = torch.tensor([[0] * (longest - len(p)) + p for p in prompts])
+    cache = model.new_kv_cache(left_padding=padding)
+    with torch.no_grad():
+        logits = model(batch, kv_cache=cache, last_only=True)[:, -1]
+        for step in range(4):
+            for row, prompt in enumerate(prompts):
+                torch.testing.assert_close(logits[row], model(torch.tensor([prompt]))[0, -1])
+            new = logits.argmax(-1, keepdim=True)
+            prompts = [p + [int(t)] for p, t in zip(prompts, new, strict=True)]
+            if step == 2:  # a finished row leaves the batch
+                cache.reorder(torch.tensor([0, 2]))
+                new, prompts = new[[0, 2]], [prompts[0], prompts[2]]
+            logits = model(new, kv_cache=cache, last_only=True)[:, -1]

@@ -194,12 +194,20 @@ def test_unknown_routes_and_methods_are_4xx_in_openais_shape(server):
 
 
 def test_sixteen_clients_at_once_all_get_their_own_answers(server):
-    prompts = [f"Client {i} says" for i in range(16)]
-    alone = {p: server.complete(prompt=p, max_tokens=8, temperature=0).json()["choices"][0]["text"] for p in prompts}
+    """Requests that wait together are decoded in one batch; each gets what it gets alone (greedy, or
+    sampled with its own seed, top_k and n), whatever its neighbours' prompt lengths and settings."""
+    requests = [
+        {"prompt": "Client " * (1 + i % 5) + str(i), "max_tokens": 6 + i % 4}
+        | ({"temperature": 0} if i % 2 else {"temperature": 0.9, "top_k": 40, "seed": i, "n": 1 + i % 3})
+        for i in range(16)
+    ]
+    alone = [[c["text"] for c in server.complete(**r).json()["choices"]] for r in requests]
+    batches = httpx.get(f"{server.url}/health").json()["batches"]
     with ThreadPoolExecutor(16) as pool:
-        together = list(pool.map(lambda p: server.complete(prompt=p, max_tokens=8, temperature=0), prompts))
+        together = list(pool.map(lambda r: server.complete(**r), requests))
     assert all(r.status_code == 200 for r in together)
-    assert {p: r.json()["choices"][0]["text"] for p, r in zip(prompts, together, strict=True)} == alone
+    assert [[c["text"] for c in r.json()["choices"]] for r in together] == alone
+    assert httpx.get(f"{server.url}/health").json()["batches"] > batches  # they were batched
 
 
 def test_a_client_that_leaves_frees_its_slot(gpt2_folder, tmp_path):

@@ -90,11 +90,13 @@ class ServeConfig:
     api_key_env: str = "GPTLAB_API_KEY"
     no_api_key_on_a_public_address: bool = False
     limits: ServeLimits = field(default_factory=ServeLimits)
+    max_batch_rows: int = 16
     context_length: int | None = None
     device: str = "auto"
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        at_least("max_batch_rows", self.max_batch_rows, 1)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535 (0: any free port), got {self.port}")
 

@@ -29,12 +29,15 @@ class KVCache:
     ``length`` counts the cached positions; the next token fed gets position ``length``.
     """
 
-    def __init__(self, n_layers: int, capacity: int):
+    def __init__(self, n_layers: int, capacity: int, left_padding: torch.Tensor | None = None):
         self.n_layers = n_layers
         self.capacity = capacity
         self.length = 0
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
+        # Prompts of different lengths in one batch (a server batching requests): row b starts with
+        # left_padding[b] padding tokens, which no query attends to and which positions do not count.
+        self.left_padding = left_padding
 
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new keys/values (B, heads, T, head_dim) of one layer; return all of that layer's."""
@@ -53,6 +56,29 @@ class KVCache:
         if self.keys is not None:
             self.keys = self.keys.index_select(1, batch_index)
             self.values = self.values.index_select(1, batch_index)
+        if self.left_padding is not None:
+            self.left_padding = self.left_padding.index_select(0, batch_index)
+
+    def positions(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        """Positions of the next ``seq_len`` tokens: (T,), or (B, T) counted from each row's first real token."""
+        positions = torch.arange(self.length, self.length + seq_len, device=device)
+        if self.left_padding is None:
+            return positions
+        return (positions.unsqueeze(0) - self.left_padding.unsqueeze(1)).clamp(min=0)
+
+    def attention_mask(self, future_mask: torch.Tensor, seq_len: int) -> torch.Tensor | None:
+        """Where the next ``seq_len`` queries may look (True: allowed), (B, 1, T, S) with left padding, else
+        None (plain causal attention)."""
+        if self.left_padding is None:
+            return None
+        end = self.length + seq_len
+        causal = ~future_mask[self.length : end, :end]  # (T, S)
+        keys = torch.arange(end, device=causal.device)
+        real = keys.unsqueeze(0) >= self.left_padding.unsqueeze(1)  # (B, S)
+        # A padding token attends to itself only: a query with no key at all would give NaN, which the
+        # next layer's keys would carry into every row's attention.
+        itself = keys.unsqueeze(0) == torch.arange(self.length, end, device=causal.device).unsqueeze(1)  # (T, S)
+        return (causal.unsqueeze(0) & (real.unsqueeze(1) | itself.unsqueeze(0))).unsqueeze(1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -74,11 +100,14 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(emb_dim, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (t.view(batch, seq_len, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        past = 0
+        past, allowed = 0, None
         if kv_cache is not None:
             past = kv_cache.length
+            allowed = kv_cache.attention_mask(self.future_mask, seq_len)
             k, v = kv_cache.update(layer_idx, k, v)
-        if self.attn_impl == "sdpa":
+        if allowed is not None:  # left-padded rows: causal and padding mask together
+            out = self._masked_attention(q, k, v, allowed)
+        elif self.attn_impl == "sdpa":
             out = self._sdpa_attention(q, k, v, past)
         else:
             out = self._manual_attention(q, k, v, past)
@@ -97,6 +126,12 @@ class CausalSelfAttention(nn.Module):
         # when queries start at position `past`, so pass the rows of the full causal mask explicitly.
         allowed = ~self.future_mask[past : past + seq_len, : past + seq_len]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+
+    def _masked_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        if self.attn_impl == "sdpa":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)).masked_fill(~allowed, float("-inf"))
+        return torch.softmax(scores, dim=-1) @ v
 
     def _manual_attention(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0
@@ -220,9 +255,10 @@ class GPT(LanguageModel):
 
         return gpt2_lm_head_model(self, tokenizer_spec)
 
-    def new_kv_cache(self) -> KVCache:
-        """An empty cache for one batch of sequences (batch size and dtype are set by the first forward)."""
-        return KVCache(self.cfg.n_layers, self.cfg.context_length)
+    def new_kv_cache(self, left_padding: torch.Tensor | None = None) -> KVCache:
+        """An empty cache for one batch of sequences (batch size and dtype are set by the first forward);
+        ``left_padding`` (B,): padding tokens before each row's prompt."""
+        return KVCache(self.cfg.n_layers, self.cfg.context_length, left_padding)
 
     def forward(
         self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False
@@ -263,7 +299,7 @@ class GPT(LanguageModel):
                 )
         else:
             check_window(seq_len, self.cfg.context_length)
-        positions = torch.arange(past, past + seq_len, device=idx.device)
+        positions = torch.arange(past, past + seq_len, device=idx.device) if kv_cache is None else kv_cache.positions(seq_len, idx.device)
         x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
         for layer_idx, block in enumerate(self.blocks):
             if kv_cache is None and self.compiled_block is not None:

@@ -56,7 +56,7 @@ class LanguageModel(nn.Module):
         needs the head at its positions only. A model whose head can run on fewer positions overrides it."""
         return self(idx)[rows, positions]
 
-    def new_kv_cache(self) -> KVCache:
+    def new_kv_cache(self, left_padding: torch.Tensor | None = None) -> KVCache:
         raise GptlabError(f"{type(self).__name__} has no KV cache")
 
     def compile_for_training(self) -> None:

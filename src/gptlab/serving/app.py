@@ -81,7 +81,8 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_id, "active_requests": state.active, "cancelled_requests": engine.cancelled}
+        return {"status": "ok", "model": model_id, "active_requests": state.active, "cancelled_requests": engine.cancelled,
+                "batches": engine.batches}
 
     @app.get("/info")
     async def model_info():

@@ -90,7 +90,7 @@ def serve_from_config(cfg: dict) -> None:
     limits = Limits(settings["max_prompt_tokens"] or window - 1, settings["max_tokens"], settings["max_n"])
     model_id = cfg.get("model_name") or default_model_id(loaded.source)
     app = create_app(
-        Engine(loaded, window, device), model_facts(loaded, model_id), limits,
+        Engine(loaded, window, device, cfg["max_batch_rows"]), model_facts(loaded, model_id), limits,
         settings["max_concurrent"], settings["max_body_bytes"], api_key,
     )
     sock = bind(cfg["host"], cfg["port"])

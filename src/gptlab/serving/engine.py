@@ -1,7 +1,7 @@
-"""The model's own thread: requests wait in a queue and are generated one after another, each with generate.py's
-decoder (KV cache, temperature, top-k, top-p, beams) and its seeding, so a request and generate.py with the
-same settings give the same text. The ``n`` completions of a prompt are one batch, as generate.py's
-``num_samples``.
+"""The model's own thread: requests wait in a queue. A request alone runs through generate.py's decoder (KV cache,
+temperature, top-k, top-p, beams) with its seeding, so it gives exactly generate.py's text; requests that
+wait together are decoded in one batch (serving.batching), each with its own settings and seed. The ``n``
+completions of a prompt are rows of one batch, as generate.py's ``num_samples``.
 
 Text is sent as it is produced: an event per new piece of a completion (held back while it could still
 become a stop string, or ends inside a character), then each completion whole. A request whose client has
@@ -10,6 +10,7 @@ gone is cancelled at its next token.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gptlab.generation.decoding import generate
+from gptlab.serving.batching import Member, decode_together
 
 
 @dataclass
@@ -57,15 +59,19 @@ class _AllFinished(Exception):
 
 
 class Engine:
-    """Runs jobs one at a time on the model's own thread."""
+    """Runs jobs on the model's own thread: a job alone as generate.py would, jobs waiting together in one
+    batch (serving.batching) where they can be."""
 
-    def __init__(self, loaded, context_length: int, device: torch.device):
+    def __init__(self, loaded, context_length: int, device: torch.device, max_batch_rows: int = 16):
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.context_length = context_length
         self.device = device
+        self.max_batch_rows = max_batch_rows
         self.jobs: queue.Queue[Job] = queue.Queue()
+        self.held: collections.deque[Job] = collections.deque()  # taken from the queue, not batchable now
         self.cancelled = 0  # jobs stopped because their client left (GET /health shows it)
+        self.batches = 0  # batches of more than one job (GET /health shows it)
         threading.Thread(target=self._serve_forever, name="gptlab-model", daemon=True).start()
 
     def submit(self, job: Job) -> None:
@@ -73,31 +79,122 @@ class Engine:
 
     def _serve_forever(self) -> None:
         while True:
-            job = self.jobs.get()
+            batch = self._next_batch()
+            if len(batch) == 1:
+                self._run_alone(batch[0])
+            else:
+                self.batches += 1
+                self._run_together(batch)
+
+    def _next_batch(self) -> list[Job]:
+        """The next job, with the jobs waiting behind it that can be decoded with it."""
+        first = self.held.popleft() if self.held else self.jobs.get()
+        batch = [first]
+        if not self._batchable(first):
+            return batch
+        rows, longest, reach = first.n, len(first.prompt_ids[0]), first.max_tokens
+        while rows < self.max_batch_rows:
             try:
-                if job.cancelled.is_set():
-                    raise _Cancelled
-                with torch.inference_mode():
-                    self._run(job)
-            except _Cancelled:
-                self.cancelled += 1
-            except Exception as err:  # the server keeps serving; the client gets a 500 in OpenAI's shape
-                traceback.print_exc()
-                job.emit(("error", f"generation failed: {type(err).__name__}"))
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            # The padded batch must fit the cache: the longest prompt plus the most new tokens.
+            fits = max(longest, len(job.prompt_ids[0]) if job.prompt_ids else 0) + max(reach, job.max_tokens)
+            if self._batchable(job) and rows + job.n <= self.max_batch_rows and fits <= self.context_length:
+                batch.append(job)
+                rows, longest, reach = rows + job.n, max(longest, len(job.prompt_ids[0])), max(reach, job.max_tokens)
+            else:
+                self.held.append(job)
+        return batch
+
+    def _batchable(self, job: Job) -> bool:
+        # One prompt (several share one generator, in turn), no beams, no sliding window, a cache to pad.
+        return (
+            len(job.prompt_ids) == 1 and job.num_beams == 1 and not job.cancelled.is_set()
+            and len(job.prompt_ids[0]) + job.max_tokens <= self.context_length
+            and getattr(self.loaded.model, "supports_kv_cache", False)
+        )
+
+    def _run_alone(self, job: Job) -> None:
+        try:
+            if job.cancelled.is_set():
+                raise _Cancelled
+            with torch.inference_mode():
+                self._run(job)
+        except _Cancelled:
+            self.cancelled += 1
+        except Exception as err:  # the server keeps serving; the client gets a 500 in OpenAI's shape
+            traceback.print_exc()
+            job.emit(("error", f"generation failed: {type(err).__name__}"))
+        finally:
+            job.on_done()
+
+    def _run_together(self, jobs: list[Job]) -> None:
+        completions = {id(job): self._new_rows(job, 0) for job in jobs}
+        members = {}
+        for job in jobs:
+            rows = completions[id(job)]
+            members[id(job)] = Member(
+                job.n, job.max_tokens, job.temperature, job.top_k, job.top_p, self._generator(job),
+                on_tokens=lambda ids, job=job, rows=rows: self._take_step(job, rows, ids[:, 0].tolist()),
+            )
+        by_member = {id(members[id(job)]): job for job in jobs}
+
+        def on_leave(member: Member, error: BaseException | None) -> None:
+            job = by_member[id(member)]
+            try:
+                if isinstance(error, _Cancelled):
+                    self.cancelled += 1
+                elif error is not None:
+                    traceback.print_exception(error)
+                    job.emit(("error", f"generation failed: {type(error).__name__}"))
+                else:
+                    self._finish(job, completions[id(job)])
             finally:
                 job.on_done()
 
-    def _run(self, job: Job) -> None:
+        left = set()
+        try:
+            decode_together(
+                self.loaded.model, [job.prompt_ids[0] for job in jobs for _ in range(job.n)],
+                [members[id(job)] for job in jobs], self.tokenizer.eos_id, self.tokenizer.vocab_size,
+                pad_id=0, device=self.device,
+                on_leave=lambda member, error: (left.add(id(member)), on_leave(member, error)),
+            )
+        except Exception as err:  # the batch itself failed: every job still in it hears so
+            traceback.print_exc()
+            for job in jobs:
+                if id(members[id(job)]) not in left:
+                    job.emit(("error", f"generation failed: {type(err).__name__}"))
+                    job.on_done()
+
+    def _generator(self, job: Job) -> torch.Generator:
         generator = torch.Generator(device=self.device)
         if job.seed is None:
             generator.seed()
         else:
             generator.manual_seed(job.seed)
+        return generator
+
+    def _new_rows(self, job: Job, number: int) -> list[Completion]:
+        rows = [Completion(number * job.n + sample) for sample in range(job.n)]
+        for row in rows:
+            row.text = job.prefixes[number]
+        return rows
+
+    def _finish(self, job: Job, rows: list[Completion]) -> None:
+        """The completions whole, and the usage: the end of a one-prompt job."""
+        for row in rows:
+            row.finish_reason = row.finish_reason or "length"
+            self._send(job, row, len(row.text))  # what was held back for a stop string that never came
+            job.emit(("choice", row.index, row.text, row.finish_reason))
+        job.emit(("usage", len(job.prompt_ids[0]), sum(len(row.ids) for row in rows)))
+
+    def _run(self, job: Job) -> None:
+        generator = self._generator(job)
         completion_tokens = 0
-        for number, (ids, prefix) in enumerate(zip(job.prompt_ids, job.prefixes, strict=True)):
-            rows = [Completion(number * job.n + sample) for sample in range(job.n)]
-            for row in rows:
-                row.text = prefix
+        for number, ids in enumerate(job.prompt_ids):
+            rows = self._new_rows(job, number)
             self._complete(job, ids, rows, generator)
             for row in rows:
                 job.emit(("choice", row.index, row.text, row.finish_reason))
@@ -123,15 +220,7 @@ class Engine:
             return
 
         def on_tokens(new_ids: torch.Tensor) -> None:
-            if job.cancelled.is_set():
-                raise _Cancelled
-            for row, token in zip(rows, new_ids[:, 0].tolist(), strict=True):
-                if row.finish_reason is None:
-                    if token == eos:
-                        row.finish_reason = "stop"
-                    else:
-                        self._take(job, row, [token], prefix)
-            if all(row.finish_reason for row in rows):
+            if self._take_step(job, rows, new_ids[:, 0].tolist()):
                 raise _AllFinished
 
         with contextlib.suppress(_AllFinished):
@@ -139,6 +228,19 @@ class Engine:
         for row in rows:
             row.finish_reason = row.finish_reason or "length"
             self._send(job, row, len(row.text))  # what was held back for a stop string that never came
+
+    def _take_step(self, job: Job, rows: list[Completion], tokens: list[int]) -> bool:
+        """One step's new token of each row; True once every row is finished. A cancelled job raises."""
+        if job.cancelled.is_set():
+            raise _Cancelled
+        prefix = len(job.prefixes[rows[0].index // job.n])
+        for row, token in zip(rows, tokens, strict=True):
+            if row.finish_reason is None:
+                if token == self.tokenizer.eos_id:
+                    row.finish_reason = "stop"
+                else:
+                    self._take(job, row, [token], prefix)
+        return all(row.finish_reason for row in rows)
 
     def _take(self, job: Job, row: Completion, new_ids: list[int], prefix: int) -> None:
         """Append tokens to a completion, cut it at a stop string, send what can no longer change."""
