@@ -202,12 +202,12 @@ def test_sixteen_clients_at_once_all_get_their_own_answers(server):
         for i in range(16)
     ]
     alone = [[c["text"] for c in server.complete(**r).json()["choices"]] for r in requests]
-    batches = httpx.get(f"{server.url}/health").json()["batches"]
+    batched = httpx.get(f"{server.url}/health").json()["batched_requests"]
     with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(lambda r: server.complete(**r), requests))
     assert all(r.status_code == 200 for r in together)
     assert [[c["text"] for c in r.json()["choices"]] for r in together] == alone
-    assert httpx.get(f"{server.url}/health").json()["batches"] > batches  # they were batched
+    assert httpx.get(f"{server.url}/health").json()["batched_requests"] > batched  # they were batched
 
 
 def test_a_client_that_leaves_frees_its_slot(gpt2_folder, tmp_path):

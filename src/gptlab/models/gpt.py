@@ -59,6 +59,19 @@ class KVCache:
         if self.left_padding is not None:
             self.left_padding = self.left_padding.index_select(0, batch_index)
 
+    def append_rows(self, other: KVCache) -> None:
+        """Take ``other``'s rows (same length, left-padded) into this batch: a request joins a running batch."""
+        if other.length != self.length:
+            raise ValueError(f"a cache of {other.length} positions cannot join one of {self.length}")
+        self.left_padding = torch.cat([self._padding(), other._padding()])
+        self.keys = torch.cat([self.keys, other.keys], dim=1)
+        self.values = torch.cat([self.values, other.values], dim=1)
+
+    def _padding(self) -> torch.Tensor:
+        if self.left_padding is not None:
+            return self.left_padding
+        return torch.zeros(self.keys.size(1), dtype=torch.long, device=self.keys.device)
+
     def positions(self, seq_len: int, device: torch.device) -> torch.Tensor:
         """Positions of the next ``seq_len`` tokens: (T,), or (B, T) counted from each row's first real token."""
         positions = torch.arange(self.length, self.length + seq_len, device=device)

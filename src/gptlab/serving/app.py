@@ -82,7 +82,7 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": model_id, "active_requests": state.active, "cancelled_requests": engine.cancelled,
-                "batches": engine.batches}
+                "batched_requests": engine.batched}
 
     @app.get("/info")
     async def model_info():

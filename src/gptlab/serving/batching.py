@@ -51,19 +51,28 @@ def next_ids(member: Member, logits: torch.Tensor, eos_id: int | None) -> torch.
     return ids
 
 
+def _prefill(model, prompts: list[list[int]], length: int, pad_id: int, device: torch.device, vocab_size: int):
+    """Prompts left-padded to ``length`` through the model into a new cache: (cache, last logits)."""
+    padding = torch.tensor([length - len(p) for p in prompts], device=device)
+    batch = torch.tensor([[pad_id] * (length - len(p)) + p for p in prompts], device=device)
+    # No padding at all (a request alone, or prompts of one length): the model's plain causal path, the very
+    # operations of generate.py.
+    cache = model.new_kv_cache(left_padding=padding if bool(padding.any()) else None)
+    return cache, model(batch, kv_cache=cache, last_only=True)[:, -1, :vocab_size].float()
+
+
 @torch.inference_mode()
 def decode_together(
     model, prompts: list[list[int]], members: list[Member], eos_id: int | None, vocab_size: int,
     pad_id: int, device: torch.device, on_leave: Callable[[Member, BaseException | None], None],
+    admit: Callable[[int, int], list[tuple[list[list[int]], Member]]] | None = None,
 ) -> None:
     """Decode every member's rows (prompts holds one prompt per row, members in order) until each member is
     finished, has its max_tokens, or raises from on_tokens; ``on_leave(member, error)`` is told each time
-    one leaves (error None: finished normally)."""
-    longest = max(map(len, prompts))
-    padding = torch.tensor([longest - len(p) for p in prompts], device=device)
-    batch = torch.tensor([[pad_id] * (longest - len(p)) + p for p in prompts], device=device)
-    cache = model.new_kv_cache(left_padding=padding)
-    logits = model(batch, kv_cache=cache, last_only=True)[:, -1, :vocab_size].float()
+    one leaves (error None: finished normally). Between steps, ``admit(length, rows)`` may hand over new members
+    (with their rows' prompts, none longer than ``length``, the batch's padded length): they join the batch
+    (continuous batching), their prompts left-padded to that length."""
+    cache, logits = _prefill(model, prompts, max(map(len, prompts)), pad_id, device, vocab_size)
     active = list(members)
     while active:
         step_ids, keep, still = [], [], []
@@ -84,9 +93,16 @@ def decode_together(
                     keep.extend(range(rows.start, rows.stop))
                     still.append(member)
             first = rows.stop
-        if not still:
-            return
         if len(keep) < logits.size(0):
-            cache.reorder(torch.tensor(keep, device=device))
+            if not keep:
+                cache = None
+            else:
+                cache.reorder(torch.tensor(keep, device=device))
         active = still
-        logits = model(torch.cat(step_ids), kv_cache=cache, last_only=True)[:, -1, :vocab_size].float()
+        logits = model(torch.cat(step_ids), kv_cache=cache, last_only=True)[:, -1, :vocab_size].float() if still else None
+        joining = admit(cache.length, len(keep)) if admit is not None and still else []
+        if joining:
+            new_cache, new_logits = _prefill(model, [p for prompts_of, _ in joining for p in prompts_of], cache.length, pad_id, device, vocab_size)
+            cache.append_rows(new_cache)
+            logits = torch.cat([logits, new_logits])
+            active += [member for _, member in joining]

@@ -1,7 +1,9 @@
-"""The model's own thread: requests wait in a queue. A request alone runs through generate.py's decoder (KV cache,
-temperature, top-k, top-p, beams) with its seeding, so it gives exactly generate.py's text; requests that
-wait together are decoded in one batch (serving.batching), each with its own settings and seed. The ``n``
-completions of a prompt are rows of one batch, as generate.py's ``num_samples``.
+"""The model's own thread: requests wait in a queue and are decoded in batches (serving.batching): requests
+waiting together start one, and later ones join it between steps. Each keeps its own settings and seed and
+draws as generate.py's sampling loop draws, so a request alone gives exactly generate.py's text (the same
+operations) and in company the same text up to float noise. Requests a batch cannot take (several prompts,
+beams, a text past the window) run alone through generate.py's decoder itself. The ``n`` completions of a
+prompt are rows of one batch, as generate.py's ``num_samples``.
 
 Text is sent as it is produced: an event per new piece of a completion (held back while it could still
 become a stop string, or ends inside a character), then each completion whole. A request whose client has
@@ -71,7 +73,7 @@ class Engine:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.held: collections.deque[Job] = collections.deque()  # taken from the queue, not batchable now
         self.cancelled = 0  # jobs stopped because their client left (GET /health shows it)
-        self.batches = 0  # batches of more than one job (GET /health shows it)
+        self.batched = 0  # requests decoded in one batch with others (GET /health shows it)
         threading.Thread(target=self._serve_forever, name="gptlab-model", daemon=True).start()
 
     def submit(self, job: Job) -> None:
@@ -80,11 +82,10 @@ class Engine:
     def _serve_forever(self) -> None:
         while True:
             batch = self._next_batch()
-            if len(batch) == 1:
-                self._run_alone(batch[0])
+            if self._batchable(batch[0]):
+                self._run_together(batch)  # alone at first, maybe: later requests may join it
             else:
-                self.batches += 1
-                self._run_together(batch)
+                self._run_alone(batch[0])
 
     def _next_batch(self) -> list[Job]:
         """The next job, with the jobs waiting behind it that can be decoded with it."""
@@ -130,18 +131,25 @@ class Engine:
             job.on_done()
 
     def _run_together(self, jobs: list[Job]) -> None:
-        completions = {id(job): self._new_rows(job, 0) for job in jobs}
-        members = {}
-        for job in jobs:
-            rows = completions[id(job)]
-            members[id(job)] = Member(
+        """Decode ``jobs`` as one batch; jobs that arrive meanwhile and fit join it between steps."""
+        in_batch: list[Job] = []
+        completions: dict[int, list[Completion]] = {}
+        job_of: dict[int, Job] = {}
+        left: set[int] = set()
+
+        def member_for(job: Job) -> Member:
+            rows = completions[id(job)] = self._new_rows(job, 0)
+            member = Member(
                 job.n, job.max_tokens, job.temperature, job.top_k, job.top_p, self._generator(job),
-                on_tokens=lambda ids, job=job, rows=rows: self._take_step(job, rows, ids[:, 0].tolist()),
+                on_tokens=lambda ids: self._take_step(job, rows, ids[:, 0].tolist()),
             )
-        by_member = {id(members[id(job)]): job for job in jobs}
+            job_of[id(member)] = job
+            in_batch.append(job)
+            return member
 
         def on_leave(member: Member, error: BaseException | None) -> None:
-            job = by_member[id(member)]
+            job = job_of[id(member)]
+            left.add(id(job))
             try:
                 if isinstance(error, _Cancelled):
                     self.cancelled += 1
@@ -153,18 +161,37 @@ class Engine:
             finally:
                 job.on_done()
 
-        left = set()
+        def admit(length: int, rows: int) -> list[tuple[list[list[int]], Member]]:
+            joining = []
+            while rows < self.max_batch_rows:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                prompt = job.prompt_ids[0] if job.prompt_ids else []
+                if not (self._batchable(job) and len(prompt) <= length and rows + job.n <= self.max_batch_rows
+                        and length + job.max_tokens <= self.context_length):
+                    self.held.append(job)  # the next batch starts with it
+                    break
+                joining.append(([prompt] * job.n, member_for(job)))
+                rows += job.n
+            if joining:
+                self.batched += len(joining)
+            return joining
+
+        members = [member_for(job) for job in jobs]
+        if len(jobs) > 1:
+            self.batched += len(jobs)
         try:
             decode_together(
-                self.loaded.model, [job.prompt_ids[0] for job in jobs for _ in range(job.n)],
-                [members[id(job)] for job in jobs], self.tokenizer.eos_id, self.tokenizer.vocab_size,
-                pad_id=0, device=self.device,
-                on_leave=lambda member, error: (left.add(id(member)), on_leave(member, error)),
+                self.loaded.model, [job.prompt_ids[0] for job in jobs for _ in range(job.n)], members,
+                self.tokenizer.eos_id, self.tokenizer.vocab_size, pad_id=0, device=self.device,
+                on_leave=on_leave, admit=admit,
             )
         except Exception as err:  # the batch itself failed: every job still in it hears so
             traceback.print_exc()
-            for job in jobs:
-                if id(members[id(job)]) not in left:
+            for job in in_batch:
+                if id(job) not in left:
                     job.emit(("error", f"generation failed: {type(err).__name__}"))
                     job.on_done()
 
