@@ -164,15 +164,19 @@ class Engine:
         def admit(length: int, rows: int) -> list[tuple[list[list[int]], Member]]:
             joining = []
             while rows < self.max_batch_rows:
-                try:
-                    job = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
+                # First come, first joined: a request that did not fit blocks the others from joining, so the
+                # batch drains and the next one starts with it (else later joiners could keep it waiting).
+                if not self.held:
+                    try:
+                        self.held.append(self.jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                job = self.held[0]
                 prompt = job.prompt_ids[0] if job.prompt_ids else []
                 if not (self._batchable(job) and len(prompt) <= length and rows + job.n <= self.max_batch_rows
                         and length + job.max_tokens <= self.context_length):
-                    self.held.append(job)  # the next batch starts with it
                     break
+                self.held.popleft()
                 joining.append(([prompt] * job.n, member_for(job)))
                 rows += job.n
             if joining:
