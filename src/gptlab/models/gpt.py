@@ -63,11 +63,12 @@ class KVCache:
         """Take ``other``'s rows (same length, left-padded) into this batch: a request joins a running batch."""
         if other.length != self.length:
             raise ValueError(f"a cache of {other.length} positions cannot join one of {self.length}")
-        self.left_padding = torch.cat([self._padding(), other._padding()])
+        self.left_padding = torch.cat([self.padding(), other.padding()])
         self.keys = torch.cat([self.keys, other.keys], dim=1)
         self.values = torch.cat([self.values, other.values], dim=1)
 
-    def _padding(self) -> torch.Tensor:
+    def padding(self) -> torch.Tensor:
+        """Padding tokens before each row (zeros where none was given)."""
         if self.left_padding is not None:
             return self.left_padding
         return torch.zeros(self.keys.size(1), dtype=torch.long, device=self.keys.device)
