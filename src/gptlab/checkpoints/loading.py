@@ -145,7 +145,7 @@ def load_pretrained_causal_lm(
     """``model=hf_causal_lm model.pretrained=<folder>``: any transformers causal LM, read with the tokenizer
     ``data.tokenizer`` names (as train.py reads it), which must be the model's own."""
     from gptlab.data.tokenizers import tokenizer_from_setting
-    from gptlab.models.hf_causal_lm import HFCausalLM, check_tokenizer_agrees, load_pretrained_hf
+    from gptlab.models.hf_causal_lm import pretrained_reading
 
     pretrained = model_cfg.get("pretrained")
     if model_cfg.get("_target_") != "gptlab.models.hf_causal_lm.HFCausalLM" or not pretrained:
@@ -159,9 +159,7 @@ def load_pretrained_causal_lm(
             f"set data.tokenizer={pretrained}"
         )
     tokenizer = tokenizer_from_setting(tokenizer_setting)
-    model = HFCausalLM(model=load_pretrained_hf(str(pretrained)), context_length=model_cfg.get("context_length"))
-    check_tokenizer_agrees(str(pretrained), model, tokenizer)
-    model.vocab_size = tokenizer.vocab_size  # logits of padded embedding rows are cut off
+    model = pretrained_reading(str(pretrained), tokenizer, model_cfg.get("context_length"))
     model = model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model, tokenizer, model.context_length, str(pretrained))
 

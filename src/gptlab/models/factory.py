@@ -93,13 +93,12 @@ def load_pretrained_gpt2(cfg: DictConfig, datamodule: WindowDataModule) -> tuple
 
 def build_hf_causal_lm(model_cfg: dict, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:
     """`model=hf_causal_lm`: a transformers model, pretrained (`model.pretrained=`) or from `model.hf_config`."""
-    from gptlab.models.hf_causal_lm import HFCausalLM, check_tokenizer_agrees, load_pretrained_hf
+    from gptlab.models.hf_causal_lm import HFCausalLM, pretrained_reading
 
     pretrained = model_cfg.pop("pretrained", None)
     context_length = model_cfg.get("context_length")
     if pretrained:
-        model = HFCausalLM(model=load_pretrained_hf(str(pretrained)), context_length=context_length)
-        check_tokenizer_agrees(str(pretrained), model, datamodule.tokenizer)
+        model = pretrained_reading(str(pretrained), datamodule.tokenizer, context_length)
     else:
         model = HFCausalLM(hf_config=model_cfg.get("hf_config"), context_length=context_length)
         if model.embedding_rows < datamodule.vocab_size:

@@ -125,6 +125,15 @@ class HFCausalLM(LanguageModel):
         return self.hf(input_ids=idx, use_cache=False).logits[..., : self.vocab_size]
 
 
+def pretrained_reading(name_or_path: str, tokenizer, context_length: int | None = None) -> HFCausalLM:
+    """Pretrained weights that will read ``tokenizer``'s ids (checked to be the model's own); logits of
+    padded embedding rows are cut off at the tokenizer's vocabulary."""
+    model = HFCausalLM(model=load_pretrained_hf(name_or_path), context_length=context_length)
+    check_tokenizer_agrees(name_or_path, model, tokenizer)
+    model.vocab_size = tokenizer.vocab_size
+    return model
+
+
 def check_tokenizer_agrees(name_or_path: str, model: HFCausalLM, data_tokenizer) -> None:
     """The model must read the data's token ids as the tokens it was trained on: same tokenizer."""
     spec = data_tokenizer.spec()

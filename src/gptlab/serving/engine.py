@@ -99,14 +99,18 @@ class Engine:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 break
-            # The padded batch must fit the cache: the longest prompt plus the most new tokens.
-            fits = max(longest, len(job.prompt_ids[0]) if job.prompt_ids else 0) + max(reach, job.max_tokens)
-            if self._batchable(job) and rows + job.n <= self.max_batch_rows and fits <= self.context_length:
+            # The padded batch must fit the window: the longest prompt plus the most new tokens.
+            if self._batchable(job) and self._fits(job, rows, max(longest, len(job.prompt_ids[0])), reach):
                 batch.append(job)
                 rows, longest, reach = rows + job.n, max(longest, len(job.prompt_ids[0])), max(reach, job.max_tokens)
             else:
                 self.held.append(job)
         return batch
+
+    def _fits(self, job: Job, rows: int, length: int, reach: int = 0) -> bool:
+        """Whether ``job`` can join a batch of ``rows`` rows padded to ``length`` tokens whose members may
+        still add ``reach`` tokens."""
+        return rows + job.n <= self.max_batch_rows and length + max(reach, job.max_tokens) <= self.context_length
 
     def _batchable(self, job: Job) -> bool:
         # One prompt (several share one generator, in turn), no beams, no sliding window, a cache to pad.
@@ -172,9 +176,8 @@ class Engine:
                     except queue.Empty:
                         break
                 job = self.held[0]
-                prompt = job.prompt_ids[0] if job.prompt_ids else []
-                if not (self._batchable(job) and len(prompt) <= length and rows + job.n <= self.max_batch_rows
-                        and length + job.max_tokens <= self.context_length):
+                prompt = job.prompt_ids[0]
+                if not (self._batchable(job) and len(prompt) <= length and self._fits(job, rows, length)):
                     break
                 self.held.popleft()
                 joining.append(([prompt] * job.n, member_for(job)))
@@ -216,8 +219,7 @@ class Engine:
     def _finish(self, job: Job, rows: list[Completion]) -> None:
         """The completions whole, and the usage: the end of a one-prompt job."""
         for row in rows:
-            row.finish_reason = row.finish_reason or "length"
-            self._send(job, row, len(row.text))  # what was held back for a stop string that never came
+            self._close(job, row)
             job.emit(("choice", row.index, row.text, row.finish_reason))
         job.emit(("usage", len(job.prompt_ids[0]), sum(len(row.ids) for row in rows)))
 
@@ -246,8 +248,8 @@ class Engine:
             for row, new_ids in zip(rows, best[:, len(prompt) :].tolist(), strict=True):
                 ended = eos is not None and eos in new_ids
                 self._take(job, row, new_ids[: new_ids.index(eos)] if ended else new_ids, prefix)
-                row.finish_reason = row.finish_reason or ("stop" if ended else "length")
-                self._send(job, row, len(row.text))
+                row.finish_reason = row.finish_reason or ("stop" if ended else None)
+                self._close(job, row)
             return
 
         def on_tokens(new_ids: torch.Tensor) -> None:
@@ -257,8 +259,13 @@ class Engine:
         with contextlib.suppress(_AllFinished):
             generate(self.loaded.model, idx, job.max_tokens, on_tokens=on_tokens, **options)
         for row in rows:
-            row.finish_reason = row.finish_reason or "length"
-            self._send(job, row, len(row.text))  # what was held back for a stop string that never came
+            self._close(job, row)
+
+    def _close(self, job: Job, row: Completion) -> None:
+        """A completion ends: unfinished means cut by max_tokens; send what was held back for a stop string
+        that never came."""
+        row.finish_reason = row.finish_reason or "length"
+        self._send(job, row, len(row.text))
 
     def _take_step(self, job: Job, rows: list[Completion], tokens: list[int]) -> bool:
         """One step's new token of each row; True once every row is finished. A cancelled job raises."""
