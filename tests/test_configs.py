@@ -14,7 +14,7 @@ from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.factory import data_and_start_model
 from gptlab.training.loggers import build_loggers
 from gptlab.training.module import build_model
-from gptlab.training.run import build_callbacks, check_accelerator
+from gptlab.training.run import build_callbacks, check_accelerator, choose_precision
 from gptlab.training.schedules import build_scheduler
 
 CONF = REPO_ROOT / "conf"
@@ -59,6 +59,7 @@ def test_option_composes_and_instantiates(tmp_path, group, option):
         gpus = torch.cuda.device_count()
         on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
         fewer = {"devices": gpus} if on_gpu and isinstance(cfg.trainer.devices, int) and cfg.trainer.devices > gpus else {}
+        choose_precision(cfg)  # trainer.precision=auto becomes the machine's precision, as in train.py
         instantiate(cfg.trainer, logger=False, enable_checkpointing=False, **fewer)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from gptlab.config.ranges import at_least, fraction, one_of, positive
 from gptlab.core.errors import ConfigError
-from gptlab.core.precisions import MATMUL_DTYPES
+from gptlab.core.precisions import AUTO_PRECISION, MATMUL_DTYPES
 
 # matrices: not biases, LayerNorm or other vectors (GPT-2); all: every parameter (torch's AdamW default).
 DECAY_TARGETS = ("matrices", "all")
@@ -79,7 +79,7 @@ class TrainerConfig:
     devices: Any = 1  # a count, a list of ids, or auto
     num_nodes: int = 1
     strategy: Any = "auto"  # a name, or a strategy config with _target_ (trainer=ddp, trainer=fsdp)
-    precision: Any = "32-true"
+    precision: Any = "32-true"  # or auto: bf16-mixed where the device computes bf16, else 32-true
     max_epochs: int | None = 1
     max_steps: int = -1
     gradient_clip_val: float | None = 1.0
@@ -97,9 +97,9 @@ class TrainerConfig:
     enable_progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        if str(self.precision) not in MATMUL_DTYPES:
+        if str(self.precision) not in MATMUL_DTYPES and str(self.precision) != AUTO_PRECISION:
             raise ConfigError(
-                f"trainer.precision={self.precision} is not a precision Lightning knows; use 32-true, "
+                f"trainer.precision={self.precision} is not a precision Lightning knows; use auto, 32-true, "
                 "bf16-mixed, 16-mixed (GPU), bf16-true or 64-true"
             )
         if self.max_steps == 0:

@@ -15,5 +15,8 @@ MATMUL_DTYPES: dict[str, str] = {
     "64-true": "float64",
     "64": "float64",
 }
+# gptlab's own value, not Lightning's: train.py picks the fastest precision of the device it trains on
+# (gptlab.core.devices.fastest_precision) before the Trainer sees it.
+AUTO_PRECISION = "auto"
 # float16 needs a GPU: CPUs do not train in it.
 FLOAT16 = tuple(precision for precision, dtype in MATMUL_DTYPES.items() if dtype == "float16")

@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
-from gptlab.core.devices import available_gpu, require_device
+from gptlab.compat.torch import cpu_computes_bf16
+from gptlab.core.devices import available_gpu, fastest_precision, require_device
+from gptlab.core.precisions import AUTO_PRECISION, MATMUL_DTYPES
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
@@ -71,14 +73,35 @@ def check_accelerator(accelerator: str) -> None:
         require_device(kind, f"trainer.accelerator={accelerator}", "use trainer.accelerator=cpu or auto")
 
 
-def _device_type(cfg: DictConfig) -> str:
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    return "cuda" if available_gpu() == "cuda" and accelerator in ("auto", "gpu", "cuda") else "cpu"
-
-
 def check_trainer(cfg: DictConfig) -> None:
     # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
+    choose_precision(cfg)
+
+
+def training_device(cfg: DictConfig) -> str:
+    """"cuda", "mps" or "cpu": what Lightning will train on for ``trainer.accelerator``."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu"):
+        return available_gpu() or "cpu"
+    return accelerator if accelerator in ("cuda", "mps") else "cpu"
+
+
+def choose_precision(cfg: DictConfig) -> None:
+    """Replace ``trainer.precision=auto`` by the device's fastest precision, saying which and why; warn, in
+    one line, when bf16 was asked for on a CPU that would emulate it (many times slower than float32)."""
+    precision, device = str(cfg.trainer.get("precision")), training_device(cfg)
+    if precision == AUTO_PRECISION:
+        chosen, why = fastest_precision(device)
+        cfg.trainer.precision = chosen
+        print(f"trainer.precision=auto: {chosen} ({why})", flush=True)
+    elif device == "cpu" and MATMUL_DTYPES.get(precision) == "bfloat16" and not cpu_computes_bf16():
+        print(
+            f"warning: trainer.precision={precision} on a CPU without bfloat16 arithmetic (no AVX512-BF16 or "
+            "AMX) runs many times slower than float32; use trainer.precision=auto or 32-true",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
@@ -106,7 +129,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     if finetune and finetune.get("name") != "full":
         print(f"finetune={finetune['name']}: {parameter_summary(module.model)}", flush=True)
     if cfg.get("compile"):
-        compile_model(module.model, _device_type(cfg))
+        compile_model(module.model, "cuda" if training_device(cfg) == "cuda" else "cpu")
     if resume:
         check_resumable(resume.path, resume.checkpoint, module.state_dict(), module.hparams.tokenizer)
     launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep
@@ -121,7 +144,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
         best = _best_val_loss(trainer, module)
-        if cfg.get("validate_after_fit") and _best_checkpoint(trainer):
+        if cfg.get("validate_after_fit") and _best_checkpoint(trainer) and not best_is_last_validated(trainer, module):
             trainer.validate(
                 module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer), verbose=False, weights_only=True
             )
@@ -139,6 +162,19 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
         return callback.best_model_path
     return None
+
+
+def best_is_last_validated(trainer: L.Trainer, module: LanguageModelModule) -> bool:
+    """Whether best.ckpt holds the weights the run ended with, just validated: then validating it again
+    (validate_after_fit) would compute the very figure the run already logged, work done twice."""
+    last, callback = module.last_validation, trainer.checkpoint_callback
+    return (
+        last is not None
+        and last["step"] == trainer.global_step
+        and isinstance(callback, ModelCheckpoint)
+        and callback.best_model_score is not None
+        and float(callback.best_model_score) == last["val/loss"]
+    )
 
 
 def _last_checkpoint(trainer: L.Trainer) -> str | None:
