@@ -122,9 +122,34 @@ def test_train_loss_is_the_token_weighted_mean_of_the_accumulated_micro_batches(
     recorder = RecordStepLosses()
     # 3 micro-batches per step; the epoch's last step has fewer, and its last batch fewer windows.
     trainer = trainer_in(
-        tmp_path, max_epochs=1, accumulate_grad_batches=3, limit_val_batches=0, callbacks=[recorder]
+        tmp_path, max_epochs=1, accumulate_grad_batches=3, limit_val_batches=0, callbacks=[recorder],
+        log_every_n_steps=1,
     )
     trainer.fit(make_module(), datamodule=datamodule)
     assert len(recorder.pairs) == trainer.global_step > 1
     for logged, expected in recorder.pairs:
         assert logged == pytest.approx(expected, rel=1e-5)
+
+
+class RecordLoggedLosses(L.Callback):
+    """train/loss as the callbacks see it after each optimizer step."""
+
+    def __init__(self):
+        self.seen: list[float | None] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        value = trainer.callback_metrics.get("train/loss")
+        self.seen.append(None if value is None else value.item())
+
+
+def test_training_logs_only_the_steps_the_loggers_keep_and_the_last(tmp_path, datamodule):
+    """self.log on every step cost a tenth of a small model's step, for values Lightning then dropped:
+    only every log_every_n_steps-th step is logged, and the last step of a run cut by max_steps."""
+    recorder = RecordLoggedLosses()
+    trainer = trainer_in(tmp_path, max_steps=7, log_every_n_steps=3, limit_val_batches=0, callbacks=[recorder])
+    trainer.fit(make_module(), datamodule=datamodule)
+    seen = recorder.seen
+    assert seen[0] is None and seen[1] is None  # steps 1 and 2: nothing logged yet
+    assert seen[2] is not None and seen[3] == seen[2] and seen[4] == seen[2]  # step 3, kept through 4 and 5
+    assert seen[5] is not None and seen[5] != seen[2]  # step 6
+    assert seen[6] is not None and seen[6] != seen[5]  # step 7, the last

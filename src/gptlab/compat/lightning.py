@@ -43,6 +43,12 @@ def batches_that_stepped(trainer: L.Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
+def logs_this_step(trainer: L.Trainer) -> bool:
+    """Whether the loggers get this training step's logged values (every ``log_every_n_steps`` batches that
+    step, and when the run stops): the logger connector's own rule."""
+    return trainer._logger_connector.should_update_logs
+
+
 def validates_by_time(trainer: L.Trainer) -> bool:
     """Whether ``val_check_interval`` was given as a time (Lightning keeps that setting private)."""
     return getattr(trainer, "_val_check_time_interval", None) is not None

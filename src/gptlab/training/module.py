@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
-from gptlab.compat.lightning import optimizer_step_pending
+from gptlab.compat.lightning import attached_trainer, logs_this_step, optimizer_step_pending
 from gptlab.core.errors import ConfigError, TrainingDiverged
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.models.fused_loss import IGNORE_INDEX
@@ -139,12 +139,23 @@ class LanguageModelModule(L.LightningModule):
         step_loss = self._step_loss_sum / self._step_tokens
         if not optimizer_step_pending(self.trainer):
             self._step_loss_sum, self._step_tokens = 0.0, 0
-        run_loss = mean_over_ranks(self, step_loss)  # the run's loss, not rank zero's share of the batch
-        self.log("train/loss", run_loss, prog_bar=True)
-        self.log("train/ppl", torch.exp(run_loss))
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
-        self.log("tokens_seen", float(self.tokens_seen))
+        if self.logs_this_step():
+            run_loss = mean_over_ranks(self, step_loss)  # the run's loss, not rank zero's share of the batch
+            self.log("train/loss", run_loss, prog_bar=True)
+            self.log("train/ppl", torch.exp(run_loss))
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("tokens_seen", float(self.tokens_seen))
         return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether this step's values reach the loggers. Lightning keeps only those of every
+        ``log_every_n_steps``-th step; logging the others cost a tenth of a small model's step (each
+        ``self.log`` is Lightning bookkeeping, and under DDP the mean loss is a collective). The last step
+        of a run cut by ``max_steps`` logs too (Lightning logs when the run stops)."""
+        trainer = attached_trainer(self)
+        if trainer is None:
+            return True
+        return logs_this_step(trainer) or 0 < trainer.max_steps <= trainer.global_step + 1
 
     def validation_step(self, batch, batch_idx: int) -> None:
         # Weighted by the targets scored (ScoredWindows marks those an earlier window scored -100), so the
@@ -205,7 +216,8 @@ class LanguageModelModule(L.LightningModule):
                 "optimizer step; the last checkpoint is kept. Lower optim.lr or keep gradient clipping on "
                 "(trainer.gradient_clip_val=1.0); trainer.detect_anomaly=true finds the operation that overflows"
             )
-        self.log("grad_norm", norm)
+        if self.logs_this_step():
+            self.log("grad_norm", norm)
         if norm == 0 and not self._warned_zero_grad:
             self._warned_zero_grad = True
             warnings.warn(
