@@ -12,6 +12,7 @@ from tiny_models import TINY_GPT
 from gptlab.data.datamodule import TextDataModule
 from gptlab.hub.export import export_checkpoint
 from gptlab.training.module import LanguageModelModule
+from gptlab.training.run import best_is_last_validated
 
 
 class WorseningModule(LanguageModelModule):
@@ -19,6 +20,13 @@ class WorseningModule(LanguageModelModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self.val_loss.update(torch.tensor(float(self.global_step)))
+
+
+class ImprovingModule(LanguageModelModule):
+    """Reports a val/loss that falls with every validation: the last one is the best."""
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.val_loss.update(torch.tensor(100.0 - self.global_step))
 
 
 def checkpoint(path) -> dict:
@@ -61,15 +69,25 @@ def test_the_model_card_of_weights_never_validated_says_so(tmp_path, data_dir):
     assert "| val/loss | not measured at step 6; the last validation, at step 4 (other weights), gave 4.0000 |" in last
 
 
+@pytest.mark.parametrize("module_class, validate_again", [(ImprovingModule, False), (WorseningModule, True)])
+def test_the_best_checkpoint_is_validated_again_only_when_it_is_not_the_final_state(
+    tmp_path, data_dir, module_class, validate_again
+):
+    """validate_after_fit reports best.ckpt's loss; when best.ckpt is the state the run just validated at
+    its end, that figure is already logged and a second validation would only repeat it."""
+    module = train_worsening(tmp_path, data_dir, {"max_steps": 6, "val_check_interval": 2}, module_class)
+    assert best_is_last_validated(module.trainer, module) is not validate_again
+
+
 def model_card_of(ckpt_path, out_dir) -> str:
     return (export_checkpoint(str(ckpt_path), str(out_dir)) / "README.md").read_text()
 
 
-def train_worsening(tmp_path, data_dir, schedule: dict) -> WorseningModule:
+def train_worsening(tmp_path, data_dir, schedule: dict, module_class=None) -> WorseningModule:
     cfg = compose_train(tmp_path)
     callbacks = [instantiate(cfg.callbacks.model_checkpoint), instantiate(cfg.callbacks.last_checkpoint)]
     datamodule = TextDataModule(corpus="the-verdict", data_dir=str(data_dir), batch_size=2, max_length=32)
-    module = WorseningModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3})
+    module = (module_class or WorseningModule)(model=TINY_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3})
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,

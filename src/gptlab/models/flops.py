@@ -16,9 +16,11 @@ from torch import nn
 
 from gptlab.core.precisions import MATMUL_DTYPES
 
-# Matmul shapes of the CPU peak measurement: two square ones and one shaped like a transformer's
-# feed-forward (tokens x width @ width x 4 width); the best of them is the ceiling.
-PEAK_SHAPES = ((2048, 2048, 2048), (4096, 4096, 4096), (2048, 768, 3072))
+# Matmul shapes of the CPU peak measurement: a square one and one shaped like a transformer's
+# feed-forward (tokens x width @ width x 4 width); the best of them is the ceiling. A 4096 square, once
+# among them, cost 3.9 of the 5.1 seconds every training run spent measuring on a 2-core AVX2 EPYC and
+# did not reach higher (149 GFLOP/s against 166 for the 2048 square, run to run noise larger than that).
+PEAK_SHAPES = ((2048, 2048, 2048), (2048, 768, 3072))
 # A GPU reaches its ceiling only on large products (an H100 needs thousands of rows per side).
 GPU_PEAK_SHAPES = ((4096, 4096, 4096), (8192, 8192, 8192), (8192, 768, 3072))
 
@@ -92,11 +94,12 @@ def _architecture(model: nn.Module) -> tuple[nn.Module, int, int] | None:
     return None
 
 
-def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", repeats: int = 3) -> float:
+def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", repeats: int = 5) -> float:
     """The matmul ceiling on ``device`` in ``dtype``: the best FLOP/s seen over a few GEMM shapes.
 
-    Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes a few
-    seconds on two CPU cores (bf16 with AMX is the fast case; fp32 about four times longer). A GPU gets
+    Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes about a
+    second in fp32 on two CPU cores (bf16 with AMX is faster still); every training run that logs MFU pays
+    it once at start-up. A GPU gets
     larger shapes, and each timing spans several products, since one takes less than a millisecond there
     and the launch and synchronisation would count as much as the arithmetic.
     """
