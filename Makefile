@@ -66,9 +66,10 @@ bench: bench-generate bench-train bench-data bench-eval bench-serve
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)
 
-# Training throughput and MFU: our GPT under Lightning, in a bare loop, and transformers' GPT-2 (baseline).
+# Training throughput and MFU: our GPT under Lightning, in a bare loop, and transformers' GPT-2 (baseline);
+# with NANOGPT=path/to/nanoGPT also the small end: `make train` against nanoGPT's train.py, whole commands.
 bench-train: install
-	$(PY) bench/bench_train.py $(ARGS)
+	$(PY) bench/bench_train.py $(if $(NANOGPT),--nanogpt $(NANOGPT)) $(ARGS)
 
 # Serving: requests/s, p50/p99 latency and tokens/s of serve.py under 1, 4 and 16 concurrent clients, against
 # the same requests one after another through generate.py's code in process (the batching gain).

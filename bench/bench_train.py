@@ -9,6 +9,11 @@ measured in the same run, the speed-up over transformers, and Lightning's overhe
     python bench/bench_train.py --plain-loss        # adds our GPT with fused_loss=false (F.cross_entropy)
     python bench/bench_train.py --device cuda --window 1024 --shapes 124m --precisions bf16 --compile
     python bench/bench_train.py --profile           # then the top operators of one step of ours (bare loop)
+    python bench/bench_train.py --nanogpt ../nanoGPT  # adds the small end: `make train` vs nanoGPT's train.py
+
+bf16 is timed only where the device computes it natively (a CUDA GPU; a CPU with AVX512-BF16 or AMX): a CPU
+without either emulates bf16 matmuls many times slower than fp32, and train.py's trainer.precision=auto
+trains in fp32 there. ``--precisions bf16`` times it anyway.
 
 Every contender: AdamW (lr 3e-4, wd 0.1, torch's fused kernel, which is also transformers' Trainer default),
 gradient clipping 1.0, dropout 0, the same pre-made batches of random tokens. Ours is the repo's default
@@ -26,10 +31,12 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import platform
 import statistics
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -37,16 +44,27 @@ import torch.nn.functional as F
 import transformers
 from torch.utils.data import DataLoader
 
+from gptlab.core.devices import fastest_precision
 from gptlab.models.compile import compile_model
 from gptlab.models.flops import measure_peak_flops, model_flops_per_token, peak_flops
 from gptlab.models.gpt import GPT
 from gptlab.training.module import LanguageModelModule, decay_groups
 
+REPO = Path(__file__).resolve().parents[1]
 VOCAB = 50257
 SHAPES = {
     "124m": dict(n_embd=768, n_layer=12, n_head=12),
     "small": dict(n_embd=384, n_layer=6, n_head=6),
+    # `make train`'s model (nanoGPT's CPU setting): characters, block 64, batch 12, plain cross-entropy as
+    # experiment=shakespeare_char sets it; here per-step overhead weighs most.
+    "char": dict(n_embd=128, n_layer=4, n_head=4, vocab=65, window=64, batch=12, fused_loss=False),
 }
+ARCHITECTURE = ("n_embd", "n_layer", "n_head")
+
+
+def shape_window(shape: dict, args) -> tuple[int, int, int]:
+    """(vocabulary, window, batch) of a shape: its own, else GPT-2's vocabulary and --window, --batch."""
+    return shape.get("vocab", VOCAB), shape.get("window", args.window), shape.get("batch", args.batch)
 PRECISIONS = {"fp32": ("32-true", torch.float32), "bf16": ("bf16-mixed", torch.bfloat16)}
 
 
@@ -54,7 +72,7 @@ def our_model_config(shape: dict, window: int) -> dict:
     """The GPT config of train.py's model=gpt124m defaults, at GPT-2's shape (biases, tied head)."""
     return dict(
         _target_="gptlab.models.GPT",
-        vocab_size=VOCAB,
+        vocab_size=shape.get("vocab", VOCAB),
         context_length=window,
         emb_dim=shape["n_embd"],
         n_heads=shape["n_head"],
@@ -65,13 +83,14 @@ def our_model_config(shape: dict, window: int) -> dict:
         tie_weights=True,
         vocab_pad_multiple=64,
         attn_impl="sdpa",
-        fused_loss=True,
+        fused_loss=shape.get("fused_loss", True),
     )
 
 
 def hf_model(shape: dict, window: int) -> transformers.GPT2LMHeadModel:
     config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=window, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **shape
+        vocab_size=shape.get("vocab", VOCAB), n_positions=window, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        **{k: shape[k] for k in ARCHITECTURE},
     )
     return transformers.GPT2LMHeadModel(config)
 
@@ -182,16 +201,17 @@ def run_row(shape_name: str, precision_name: str, args, batches) -> dict[str, fl
     step and then timed steps: a slow spell of a shared machine lands on every contender, not on one.
     """
     shape = SHAPES[shape_name]
+    _, window, _ = shape_window(shape, args)
     lightning_precision, dtype = PRECISIONS[precision_name]
     device = torch.device(args.device)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else nullcontext
-    model_cfg = our_model_config(shape, args.window)
+    model_cfg = our_model_config(shape, window)
     gc.collect()  # free the previous row's models (Lightning keeps reference cycles)
     torch.manual_seed(0)
     contenders = {
         LIGHTNING: LightningRun(model_cfg, lightning_precision, device),
         "ours, bare loop": ours_bare(model_cfg, autocast, device),
-        "transformers, bare loop": hf_bare(shape, args.window, autocast, device),
+        "transformers, bare loop": hf_bare(shape, window, autocast, device),
     }
     if args.plain_loss:
         plain = {**model_cfg, "fused_loss": False}
@@ -199,7 +219,7 @@ def run_row(shape_name: str, precision_name: str, args, batches) -> dict[str, fl
     if args.compile:
         contenders[LIGHTNING_COMPILED] = LightningRun(model_cfg, lightning_precision, device, compile=True)
         contenders[BARE_COMPILED] = ours_bare(model_cfg, autocast, device, compile=True)
-        contenders["transformers, bare loop, compile"] = hf_bare(shape, args.window, autocast, device, compile=True)
+        contenders["transformers, bare loop, compile"] = hf_bare(shape, window, autocast, device, compile=True)
     times: dict[str, list[float]] = {name: [] for name in contenders}
     per_round = len(batches) // args.rounds
     for round_index in range(args.rounds):
@@ -226,6 +246,11 @@ def profile_steps(name: str, contender: BareLoop, batches, device: torch.device)
     print(prof.key_averages().table(sort_by=sort_by, row_limit=25, max_name_column_width=60), flush=True)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether train.py's trainer.precision=auto would train in bf16 here."""
+    return fastest_precision(device.type)[0] == "bf16-mixed"
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a step's time is its real duration (a no-op on CPU)."""
     if device.type == "cuda":
@@ -237,7 +262,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), help="default: fp32, and bf16 where native")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per contender, over all rounds")
@@ -248,7 +273,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time ours and transformers compiled")
     parser.add_argument("--plain-loss", action="store_true", help="also time ours with fused_loss=false")
     parser.add_argument("--profile", action="store_true", help="print the top operators of ours (bare loop)")
+    parser.add_argument("--nanogpt", type=Path, help="a nanoGPT checkout: adds `make train` against its train.py")
+    parser.add_argument("--small-rounds", type=int, default=1, help="runs of each at the small end (order alternates)")
+    parser.add_argument("--data-dir", default=os.environ.get("GPTLAB_DATA_DIR", str(REPO / "data")))
     args = parser.parse_args()
+    if not args.precisions:
+        args.precisions = ["fp32", "bf16"] if native_bf16(torch.device(args.device)) else ["fp32"]
     transformers.logging.set_verbosity_error()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
 
@@ -263,7 +293,7 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}, "
         f"lightning {L.__version__}, transformers {transformers.__version__}; window {args.window}, "
-        f"batch {args.batch}, median of {args.steps} steps in {args.rounds} rounds"
+        f"batch {args.batch} (char: 64, 12), median of {args.steps} steps in {args.rounds} rounds"
     )
     print("measured matmul peak: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in peaks.items()))
     if datasheet:
@@ -272,16 +302,15 @@ def main() -> None:
     with_datasheet = any(datasheet.values())
     print("| shape | precision | contender | tokens/s | MFU | " + ("MFU (datasheet) | " * with_datasheet) + "vs transformers |")
     print("|---|---|---|---:|---:|" + ("---:|" * with_datasheet) + "---:|")
-    tokens_per_step = args.window * args.batch
     for shape_name in args.shapes:
         torch.manual_seed(0)
+        vocab, window, batch = shape_window(SHAPES[shape_name], args)
+        tokens_per_step = window * batch
         batches = [
-            (lambda t: (t[:, :-1], t[:, 1:]))(
-                torch.randint(0, VOCAB, (args.batch, args.window + 1)).to(args.device)
-            )
+            (lambda t: (t[:, :-1], t[:, 1:]))(torch.randint(0, vocab, (batch, window + 1)).to(args.device))
             for _ in range(args.steps + args.rounds)  # one warm-up step per round
         ]
-        flops = model_flops_per_token(hf_model(SHAPES[shape_name], args.window), args.window)
+        flops = model_flops_per_token(hf_model(SHAPES[shape_name], window), window)
         for precision_name in args.precisions:
             seconds = run_row(shape_name, precision_name, args, batches)
             reference = seconds["transformers, bare loop"]
@@ -305,6 +334,22 @@ def main() -> None:
                         f"| {100 * overhead:+.1f}% |",
                         flush=True,
                     )
+    if args.nanogpt:
+        small_end(args, peaks.get("fp32"))
+    else:
+        print("\n(the small end, `make train` against nanoGPT's train.py, needs a nanoGPT checkout: --nanogpt PATH)")
+
+
+def small_end(args, fp32_peak: float | None) -> None:
+    """`make train` against nanoGPT's train.py with its CPU setting, whole commands (see nanogpt_small_end)."""
+    from nanogpt_small_end import compare  # bench/ is on sys.path when this script runs
+
+    flops = model_flops_per_token(hf_model(SHAPES["char"], 64), 64)
+    print(f"\nthe small end, whole commands, {args.small_rounds} run(s) each (medians):\n")
+    print("| shape | precision | contender | loss | wall time | step | MFU (whole run) | vs nanoGPT |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for row in compare(args.nanogpt, Path(args.data_dir), args.small_rounds, [], fp32_peak, flops):
+        print(row, flush=True)
 
 
 if __name__ == "__main__":
