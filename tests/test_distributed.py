@@ -184,7 +184,10 @@ def test_fsdp_logs_and_clips_by_the_norm_over_all_shards():
     strategy.model = ShardedRoot()
     logged = {}
     module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
-    module._trainer = SimpleNamespace(strategy=strategy, precision="32-true", global_step=0, precision_plugin=None)
+    module._trainer = SimpleNamespace(
+        strategy=strategy, precision="32-true", global_step=0, precision_plugin=None, max_steps=-1,
+        _logger_connector=SimpleNamespace(should_update_logs=True),  # Lightning's rule: this step is logged
+    )
     module.on_before_optimizer_step(optimizer=None)
     assert logged["grad_norm"] == 4.0 and strategy.model.asked == [float("inf")]  # measured, not clipped
     module.configure_gradient_clipping(optimizer=None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")

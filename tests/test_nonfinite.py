@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -49,6 +50,8 @@ class FakeTrainer:
     precision_plugin = None  # no loss scaling
     strategy = None  # one process, nothing sharded
     global_step = 5
+    max_steps = -1
+    _logger_connector = SimpleNamespace(should_update_logs=True)  # Lightning's rule: this step is logged
 
 
 def module_with_grads(value: float) -> LanguageModelModule:
