@@ -99,9 +99,8 @@ def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", r
 
     Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes about a
     second in fp32 on two CPU cores (bf16 with AMX is faster still); every training run that logs MFU pays
-    it once at start-up. A GPU gets
-    larger shapes, and each timing spans several products, since one takes less than a millisecond there
-    and the launch and synchronisation would count as much as the arithmetic.
+    it once at start-up. A GPU gets larger shapes, and each timing spans several products, since one takes
+    less than a millisecond there and the launch and synchronisation would count as much as the arithmetic.
     """
     device = torch.device(device)
     shapes, products = (GPU_PEAK_SHAPES, 20) if device.type == "cuda" else (PEAK_SHAPES, 1)

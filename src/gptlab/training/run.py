@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
-from gptlab.compat.torch import cpu_computes_bf16
 from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.precisions import AUTO_PRECISION, MATMUL_DTYPES
 from gptlab.core.redaction import scrub_saved_configs
@@ -95,7 +94,7 @@ def choose_precision(cfg: DictConfig) -> None:
         chosen, why = fastest_precision(device)
         cfg.trainer.precision = chosen
         print(f"trainer.precision=auto: {chosen} ({why})", flush=True)
-    elif device == "cpu" and MATMUL_DTYPES.get(precision) == "bfloat16" and not cpu_computes_bf16():
+    elif device == "cpu" and MATMUL_DTYPES.get(precision) == "bfloat16" and fastest_precision(device)[0] == "32-true":
         print(
             f"warning: trainer.precision={precision} on a CPU without bfloat16 arithmetic (no AVX512-BF16 or "
             "AMX) runs many times slower than float32; use trainer.precision=auto or 32-true",
