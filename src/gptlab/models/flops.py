@@ -19,8 +19,11 @@ from gptlab.core.precisions import MATMUL_DTYPES
 # Matmul shapes of the CPU peak measurement: a square one and one shaped like a transformer's
 # feed-forward (tokens x width @ width x 4 width); the best of them is the ceiling. A 4096 square, once
 # among them, cost 3.9 of the 5.1 seconds every training run spent measuring on a 2-core AVX2 EPYC and
-# did not reach higher (149 GFLOP/s against 166 for the 2048 square, run to run noise larger than that).
-PEAK_SHAPES = ((2048, 2048, 2048), (2048, 768, 3072))
+# did not reach higher (149 GFLOP/s against 166 for the 2048 square, run to run noise larger than that);
+# the 2048 shapes did not either (105-127 GFLOP/s in 1.9 s, against 111-143 in 0.5-0.8 s for the 1024 ones,
+# alternating in one process on a 2-core AVX2 EPYC): on a CPU short products reach the ceiling, and more
+# of them in the same time give the best-of more chances on a noisy machine.
+PEAK_SHAPES = ((1024, 1024, 1024), (1024, 768, 3072))
 # A GPU reaches its ceiling only on large products (an H100 needs thousands of rows per side).
 GPU_PEAK_SHAPES = ((4096, 4096, 4096), (8192, 8192, 8192), (8192, 768, 3072))
 
@@ -94,12 +97,12 @@ def _architecture(model: nn.Module) -> tuple[nn.Module, int, int] | None:
     return None
 
 
-def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", repeats: int = 5) -> float:
+def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", repeats: int = 8) -> float:
     """The matmul ceiling on ``device`` in ``dtype``: the best FLOP/s seen over a few GEMM shapes.
 
-    Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes about a
-    second in fp32 on two CPU cores (bf16 with AMX is faster still); every training run that logs MFU pays
-    it once at start-up. A GPU gets larger shapes, and each timing spans several products, since one takes
+    Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes about
+    half a second in fp32 on two AVX2 cores (bf16 with AMX is faster still); every training run that logs
+    MFU pays it once at start-up. A GPU gets larger shapes, and each timing spans several products, since one takes
     less than a millisecond there and the launch and synchronisation would count as much as the arithmetic.
     """
     device = torch.device(device)
