@@ -70,6 +70,7 @@ OUT_OF_RANGE = {
     "data.tokenizer=''": "data.tokenizer is empty",
     "data.num_workers=-1": "data.num_workers must be >= 0",
     "model.attn_impl=flash": "model.attn_impl must be one of ('sdpa', 'manual')",
+    "model.gelu=relu": "model.gelu must be one of ('tanh', 'exact')",
     "model.drop_rate=1.0": "model.drop_rate must be in [0, 1)",
     "trainer.accumulate_grad_batches=0": "trainer.accumulate_grad_batches must be >= 1",
     "trainer.max_epochs=0": "trainer.max_epochs=0 trains nothing",

@@ -126,8 +126,8 @@ def test_export_then_import_is_exact(ours, tmp_path):
 
 @pytest.mark.parametrize(
     "tied, fast_options",
-    [(True, {}), (False, {}), (False, {"vocab_pad_multiple": 64, "bias": False})],
-    ids=["tied", "untied", "padded-no-bias"],
+    [(True, {}), (False, {}), (False, {"vocab_pad_multiple": 64, "bias": False, "gelu": "exact"})],
+    ids=["tied", "untied", "padded-no-bias-exact-gelu"],
 )
 def test_exported_folder_runs_in_transformers(tmp_path, tied, fast_options):
     torch.manual_seed(0)
@@ -160,6 +160,8 @@ def test_exported_folder_runs_in_transformers(tmp_path, tied, fast_options):
     assert ids.tolist() == [[6109, 3626, 6100, 345]]  # the same ids as our GPT-2 tokenizer
     with torch.no_grad():
         assert torch.allclose(hf(ids).logits, model.eval()(ids), atol=1e-4, rtol=0)
+    again, _ = load_pretrained_gpt(str(folder))
+    assert again.cfg.gelu == model.cfg.gelu  # GPT-2's "gelu_new" is our tanh, its "gelu" our exact
 
 
 def test_export_without_qkv_bias_writes_zero_biases():

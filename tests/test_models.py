@@ -124,6 +124,14 @@ def test_unknown_gpt_setting_is_named():
         tiny_gpt(n_embd=32)
 
 
+def test_gpt_gelu_is_gpt2s_tanh_approximation_or_the_exact_one():
+    x = torch.linspace(-4, 4, 101)
+    tanh, exact = tiny_gpt().blocks[0].ff.gelu, tiny_gpt(gelu="exact").blocks[0].ff.gelu
+    assert torch.allclose(tanh(x), 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3))), atol=1e-6)
+    assert torch.allclose(exact(x), 0.5 * x * (1 + torch.erf(x / 2**0.5)), atol=1e-6)
+    assert not torch.allclose(tanh(x), exact(x), atol=1e-4, rtol=0)
+
+
 def test_gpt_init_gpt2_or_the_books_pytorch_defaults():
     gpt2, book = tiny_gpt(emb_dim=64), tiny_gpt(emb_dim=64, init="pytorch")
     assert gpt2.tok_emb.weight.std().item() == pytest.approx(0.02, rel=0.1)

@@ -64,7 +64,7 @@ def hf_config_from_gpt(model: GPT, tokenizer_spec: dict | None = None) -> dict:
         "n_head": cfg.n_heads,
         "n_layer": cfg.n_layers,
         "n_inner": None,
-        "activation_function": "gelu_new",
+        "activation_function": "gelu_new" if cfg.gelu == "tanh" else "gelu",  # transformers' names
         "resid_pdrop": cfg.drop_rate,
         "embd_pdrop": cfg.drop_rate,
         "attn_pdrop": cfg.drop_rate,

@@ -57,7 +57,8 @@ def gpt_config_from_hf(hf_config: Mapping, drop_rate: float | None = None) -> di
         raise GptlabError(f"only GPT-2 models can be imported, this one is model_type={model_type!r}")
     emb_dim = int(hf.get("n_embd", 768))
     unsupported = []
-    if hf.get("activation_function", "gelu_new") not in _TANH_GELU:
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in (*_TANH_GELU, "gelu"):
         unsupported.append(f"activation_function={hf['activation_function']!r}")
     if hf.get("n_inner") not in (None, 4 * emb_dim):
         unsupported.append(f"n_inner={hf['n_inner']}")
@@ -81,6 +82,7 @@ def gpt_config_from_hf(hf_config: Mapping, drop_rate: float | None = None) -> di
         "drop_rate": float(hf.get("resid_pdrop", 0.1) if drop_rate is None else drop_rate),
         "qkv_bias": True,
         "tie_weights": bool(hf.get("tie_word_embeddings", True)),
+        "gelu": "tanh" if activation in _TANH_GELU else "exact",
     }
 
 

@@ -2,7 +2,7 @@
 
 token + learned position embeddings -> dropout -> N blocks -> final LayerNorm -> linear head.
 Each block: x + Attention(LN(x)), then x + FeedForward(LN(x)), with causal multi-head self-attention
-and a 4x-wide tanh-GELU feed-forward, as in OpenAI's GPT-2.
+and a 4x-wide GELU feed-forward (GELU's tanh approximation, as in OpenAI's GPT-2, or the exact one).
 """
 
 from __future__ import annotations
@@ -161,8 +161,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim, bias=cfg.bias)
-        # GPT-2 was trained with the tanh approximation of GELU; exact GELU would not match its weights.
-        self.gelu = nn.GELU(approximate="tanh")
+        # GPT-2 was trained with the tanh approximation of GELU (exact GELU would not match its weights);
+        # a model trained from scratch may take the exact one, which is cheaper on CPU.
+        self.gelu = nn.GELU(approximate="tanh" if cfg.gelu == "tanh" else "none")
         self.proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
