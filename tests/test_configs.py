@@ -111,6 +111,14 @@ def test_experiment_overrides_only_what_differs(tmp_path):
     assert cfg.trainer.precision == "32-true" and cfg.model.n_layers == 12  # untouched defaults stay
 
 
+def test_make_trains_samples_fit_its_window_so_they_decode_through_the_kv_cache(tmp_path):
+    """Past the window every position shifts and each new character re-runs the whole window (10x the time
+    of a cached step); `make train` samples at each of its 8 validations."""
+    cfg = compose_train(tmp_path, "experiment=shakespeare_char")
+    sample = cfg.callbacks.text_sample
+    assert len(sample.prompt) + sample.max_new_tokens <= cfg.data.max_length == cfg.model.context_length
+
+
 @pytest.mark.parametrize(
     "experiment, key, value, typed",
     [
