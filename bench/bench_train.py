@@ -346,8 +346,9 @@ def small_end(args, fp32_peak: float | None) -> None:
 
     flops = model_flops_per_token(hf_model(SHAPES["char"], 64), 64)
     print(f"\nthe small end, whole commands, {args.small_rounds} run(s) each (medians):\n")
-    print("| shape | precision | contender | loss | wall time | step | MFU (whole run) | vs nanoGPT |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| shape | precision | contender | val loss (whole split) | best val (its own) | wall time | step | "
+          "MFU (whole run) | vs nanoGPT |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for row in compare(args.nanogpt, Path(args.data_dir), args.small_rounds, [], fp32_peak, flops):
         print(row, flush=True)
 
