@@ -11,7 +11,12 @@ import transformers
 from gptlab.core.errors import GptlabError
 from gptlab.generation.decoding import generate
 from gptlab.hub.export import export_to_hf, hf_state_dict_from_gpt, push_to_hub
-from gptlab.hub.gpt2_import import gpt_from_hf_model, load_pretrained_gpt, tokenizer_for_pretrained
+from gptlab.hub.gpt2_import import (
+    gpt_config_from_hf,
+    gpt_from_hf_model,
+    load_pretrained_gpt,
+    tokenizer_for_pretrained,
+)
 from gptlab.models import GPT
 
 VOCAB, CONTEXT = 97, 24
@@ -162,6 +167,18 @@ def test_exported_folder_runs_in_transformers(tmp_path, tied, fast_options):
         assert torch.allclose(hf(ids).logits, model.eval()(ids), atol=1e-4, rtol=0)
     again, _ = load_pretrained_gpt(str(folder))
     assert again.cfg.gelu == model.cfg.gelu  # GPT-2's "gelu_new" is our tanh, its "gelu" our exact
+
+
+@pytest.mark.parametrize(
+    "activation, gelu", [("gelu_new", "tanh"), ("gelu_pytorch_tanh", "tanh"), ("gelu_fast", "tanh"), ("gelu", "exact")]
+)
+def test_gpt2_activation_names_read_as_our_gelu(activation, gelu):
+    assert gpt_config_from_hf({"activation_function": activation})["gelu"] == gelu
+
+
+def test_a_gpt2_activation_we_lack_is_refused_by_name():
+    with pytest.raises(GptlabError, match="differs from ours: activation_function='relu'"):
+        gpt_config_from_hf({"activation_function": "relu"})
 
 
 def test_export_without_qkv_bias_writes_zero_biases():

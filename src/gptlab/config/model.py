@@ -10,7 +10,7 @@ from gptlab.config.ranges import drop_rate, heads_divide, one_of, positive_ints
 
 ATTENTION_IMPLS = ("sdpa", "manual")
 # tanh: GELU's tanh approximation, which GPT-2 was trained with (its weights need it). exact: the erf GELU
-# (nanoGPT's nn.GELU()), 2-3x cheaper than tanh on CPUs whose tanh is slow (AVX2: 0.19 against 0.72 ms
+# (nanoGPT's nn.GELU()), 3-4x cheaper than tanh on CPUs whose tanh is slow (AVX2: 0.19 against 0.72 ms
 # for a 768x512 activation), which matters in a small model.
 GELUS = ("tanh", "exact")
 # gpt2: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layers) (GPT-2, nanoGPT).

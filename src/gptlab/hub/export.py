@@ -14,7 +14,7 @@ from torch import nn
 
 from gptlab.core.errors import ConfigError, GptlabError, first_line
 from gptlab.data.tokenizers import tokenizer_from_spec
-from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_BUFFERS
+from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_ACTIVATION, HF_BUFFERS
 from gptlab.models.compile import without_compile_prefix
 from gptlab.models.gpt import GPT
 from gptlab.models.language_model import language_model
@@ -64,7 +64,7 @@ def hf_config_from_gpt(model: GPT, tokenizer_spec: dict | None = None) -> dict:
         "n_head": cfg.n_heads,
         "n_layer": cfg.n_layers,
         "n_inner": None,
-        "activation_function": "gelu_new" if cfg.gelu == "tanh" else "gelu",  # transformers' names
+        "activation_function": HF_ACTIVATION[cfg.gelu],
         "resid_pdrop": cfg.drop_rate,
         "embd_pdrop": cfg.drop_rate,
         "attn_pdrop": cfg.drop_rate,

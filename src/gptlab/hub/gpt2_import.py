@@ -43,8 +43,10 @@ BLOCK_LINEAR = {
 BLOCK_NORM = {"norm1": "ln_1", "norm2": "ln_2"}
 # Buffers that old GPT-2 checkpoints store (the causal mask and a constant): not weights.
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
-# Activations that are GELU's tanh approximation under another name.
-_TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# transformers' activation_function names for our model.gelu values (what an export writes), and every
+# name that reads back as one of them (GELU's tanh approximation goes by several).
+HF_ACTIVATION = {"tanh": "gelu_new", "exact": "gelu"}
+_OUR_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "exact"}
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -58,8 +60,8 @@ def gpt_config_from_hf(hf_config: Mapping, drop_rate: float | None = None) -> di
     emb_dim = int(hf.get("n_embd", 768))
     unsupported = []
     activation = hf.get("activation_function", "gelu_new")
-    if activation not in (*_TANH_GELU, "gelu"):
-        unsupported.append(f"activation_function={hf['activation_function']!r}")
+    if activation not in _OUR_GELU:
+        unsupported.append(f"activation_function={activation!r}")
     if hf.get("n_inner") not in (None, 4 * emb_dim):
         unsupported.append(f"n_inner={hf['n_inner']}")
     if not hf.get("scale_attn_weights", True):
@@ -82,7 +84,7 @@ def gpt_config_from_hf(hf_config: Mapping, drop_rate: float | None = None) -> di
         "drop_rate": float(hf.get("resid_pdrop", 0.1) if drop_rate is None else drop_rate),
         "qkv_bias": True,
         "tie_weights": bool(hf.get("tie_word_embeddings", True)),
-        "gelu": "tanh" if activation in _TANH_GELU else "exact",
+        "gelu": _OUR_GELU.get(activation),
     }
 
 

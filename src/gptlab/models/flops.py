@@ -100,9 +100,9 @@ def _architecture(model: nn.Module) -> tuple[nn.Module, int, int] | None:
 def measure_peak_flops(dtype: torch.dtype, device: str | torch.device = "cpu", repeats: int = 8) -> float:
     """The matmul ceiling on ``device`` in ``dtype``: the best FLOP/s seen over a few GEMM shapes.
 
-    Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes about
-    half a second in fp32 on two AVX2 cores (bf16 with AMX is faster still); every training run that logs
-    MFU pays it once at start-up. A GPU gets larger shapes, and each timing spans several products, since one takes
+    Best-of rather than mean, since a noisy shared machine only ever makes a matmul slower. Takes under a
+    second in fp32 on two AVX2 cores (bf16 with AMX is faster still); every training run that logs MFU pays
+    it once at start-up. A GPU gets larger shapes, and each timing spans several products, since one takes
     less than a millisecond there and the launch and synchronisation would count as much as the arithmetic.
     """
     device = torch.device(device)
