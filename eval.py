@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from gptlab.core.collector import imports_without_collection
 from gptlab.core.entrypoint import command
 
 
 @command("eval")
 def main(cfg: DictConfig) -> None:
-    from gptlab.evaluation.command import data_named, evaluate_from_config, output_folder
+    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+        from gptlab.evaluation.command import data_named, evaluate_from_config, output_folder
 
     evaluate_from_config(cfg, output_folder(), data_given=data_named())
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from gptlab.core.collector import imports_without_collection
 from gptlab.core.entrypoint import command
 
 
 @command("export")
 def main(cfg: DictConfig) -> None:
-    from gptlab.hub.command import export_from_config
+    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+        from gptlab.hub.command import export_from_config
 
     export_from_config(OmegaConf.to_container(cfg, resolve=True))
 

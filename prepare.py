@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from gptlab.core.collector import imports_without_collection
 from gptlab.core.entrypoint import command
 
 
 @command("prepare")
 def main(cfg: DictConfig) -> None:
-    from gptlab.data.prepare_command import prepare_from_config
+    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+        from gptlab.data.prepare_command import prepare_from_config
 
     prepare_from_config(cfg)
 

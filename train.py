@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 from omegaconf import DictConfig
 
 import gptlab.core.resolvers  # noqa: F401  (registers the resolvers that conf/ uses)
+from gptlab.core.collector import imports_without_collection
 from gptlab.core.entrypoint import command
 
 
@@ -23,7 +24,8 @@ def main(cfg: DictConfig) -> float | None:
     from gptlab.training.preflight import check_config
 
     checked = check_config(cfg)  # fails in a second, before Lightning is even imported
-    from gptlab.training.run import train
+    with imports_without_collection():  # Lightning's import costs seconds; the collector finds nothing in it
+        from gptlab.training.run import train
 
     return train(cfg, checked)
 

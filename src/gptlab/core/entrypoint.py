@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from gptlab.core.collector import exit_without_collection
 from gptlab.core.errors import GptlabError
 from gptlab.core.redaction import guard_outputs, load_dotenv
 
@@ -133,8 +134,11 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
         @functools.wraps(task)
         def main() -> Any:
             load_dotenv(os.environ.get("GPTLAB_DOTENV", ".env"))  # its keys and tokens never reach an output
-            with one_line_hydra_errors(lambda: started):
-                return hydra_main()
+            try:
+                with one_line_hydra_errors(lambda: started):
+                    return hydra_main()
+            finally:
+                exit_without_collection()  # ~0.8 s less at exit (gptlab.core.collector)
 
         return main
 
