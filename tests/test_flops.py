@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -95,6 +97,24 @@ def test_transformers_gpt2_matches_our_gpt_of_the_same_shape():
     assert model_flops_per_token(ours, T) == expected
     assert model_flops_per_token(hf, T) == expected
     assert model_flops_per_token(HFCausalLM(model=hf), T) == expected
+
+
+def test_counting_our_model_loads_no_transformers_modules():
+    """torchmetrics imports the transformers package wherever it is installed; reading its lazy
+    PreTrainedModel to rule a transformers model out loaded 0.2 s of modules at every run's start."""
+    code = (
+        "import sys, transformers\n"
+        "from gptlab.models.flops import model_flops_per_token\n"
+        "from gptlab.models.gpt import GPT\n"
+        "from torch import nn\n"
+        "model = GPT(vocab_size=10, context_length=8, emb_dim=4, n_heads=2, n_layers=1)\n"
+        "wrapped = nn.ModuleDict({'model': model})  # as the LightningModule holds it: looked at first\n"
+        "assert model_flops_per_token(wrapped, 3) > 0\n"
+        "print('transformers.modeling_utils' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_layers_and_width_are_read_under_either_family_of_config_names():

@@ -85,11 +85,13 @@ def _architecture(model: nn.Module) -> tuple[nn.Module, int, int] | None:
     from gptlab.models.hf_causal_lm import hf_layers_and_width
     from gptlab.models.language_model import LanguageModel
 
-    transformers = sys.modules.get("transformers")  # not imported: no transformers model can exist
+    # Not loaded: no transformers model can exist. Its modeling module, not the package: torchmetrics imports
+    # the package wherever it is installed, and reading its lazy PreTrainedModel would load 0.2 s of modules.
+    modeling = sys.modules.get("transformers.modeling_utils")
     for module in model.modules():  # outermost first: past the LightningModule, peft and compile wrappers
         if isinstance(module, LanguageModel):
             shape = module.attention_shape()
-        elif transformers is not None and isinstance(module, transformers.PreTrainedModel):
+        elif modeling is not None and isinstance(module, modeling.PreTrainedModel):
             shape = hf_layers_and_width(module.config)
         else:
             continue
