@@ -15,7 +15,7 @@ from gptlab.core.entrypoint import command
 
 @command("eval")
 def main(cfg: DictConfig) -> None:
-    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+    with imports_without_collection():
         from gptlab.evaluation.command import data_named, evaluate_from_config, output_folder
 
     evaluate_from_config(cfg, output_folder(), data_given=data_named())

@@ -14,7 +14,7 @@ from gptlab.core.entrypoint import command
 
 @command("export")
 def main(cfg: DictConfig) -> None:
-    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+    with imports_without_collection():
         from gptlab.hub.command import export_from_config
 
     export_from_config(OmegaConf.to_container(cfg, resolve=True))

@@ -14,7 +14,7 @@ from gptlab.core.entrypoint import command
 
 @command("generate")
 def main(cfg: DictConfig) -> None:
-    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+    with imports_without_collection():
         from gptlab.generation.command import generate_from_config
 
     generate_from_config(OmegaConf.to_container(cfg, resolve=True))

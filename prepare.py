@@ -14,7 +14,7 @@ from gptlab.core.entrypoint import command
 
 @command("prepare")
 def main(cfg: DictConfig) -> None:
-    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+    with imports_without_collection():
         from gptlab.data.prepare_command import prepare_from_config
 
     prepare_from_config(cfg)

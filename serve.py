@@ -14,7 +14,7 @@ from gptlab.core.entrypoint import command
 
 @command("serve")
 def main(cfg: DictConfig) -> None:
-    with imports_without_collection():  # their import costs seconds; the collector finds nothing in it
+    with imports_without_collection():
         from gptlab.serving.command import serve_from_config
 
     serve_from_config(OmegaConf.to_container(cfg, resolve=True))
