@@ -82,6 +82,38 @@ def test_weight_decay_on_every_parameter_as_the_book():
     assert group["weight_decay"] == 0.1 and len(group["params"]) == len(list(model.parameters()))
 
 
+def test_the_gradient_norm_and_clipping_list_the_parameters_once_a_fit(tmp_path, datamodule):
+    """Walking the module tree for them at every step, for the norm and again for clipping, cost 0.17 ms
+    of make train's 38 ms step."""
+    module = make_module()
+    walks, walk = [], module.parameters
+    module.parameters = lambda *args, **kwargs: walks.append(1) or walk(*args, **kwargs)
+    after_each_step = []
+
+    class CountWalks(L.Callback):
+        def on_train_batch_end(self, *_):
+            after_each_step.append(len(walks))
+
+    trainer_in(tmp_path, max_steps=4, limit_val_batches=0, gradient_clip_val=1.0, callbacks=[CountWalks()]).fit(
+        module, datamodule=datamodule
+    )
+    assert len(after_each_step) == 4 and after_each_step[0] == after_each_step[-1]
+
+
+def test_clipping_covers_a_layer_put_in_between_fits(tmp_path, datamodule):
+    module = make_module()
+    trainer_in(tmp_path, max_steps=1, limit_val_batches=0).fit(module, datamodule=datamodule)
+    old = module.model.out_head
+    module.model.out_head = torch.nn.Linear(old.in_features, old.out_features, bias=False)
+    trainer_in(tmp_path / "second", max_steps=1, limit_val_batches=0, gradient_clip_val=1e-3).fit(
+        module, datamodule=datamodule
+    )
+    # The step's gradients stay after it: clipped as one, the new layer's with the rest.
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    assert module.model.out_head.weight.grad is not None
+    assert torch.nn.utils.get_total_norm(grads).item() == pytest.approx(1e-3, rel=1e-3)
+
+
 def test_grad_norm_is_the_unscaled_norm_under_float16_loss_scaling(tmp_path, datamodule):
     """16-mixed scales the loss by 65536; fused AdamW unscales inside step(), after the norm is logged."""
     from lightning.pytorch.plugins import MixedPrecision

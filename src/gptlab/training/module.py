@@ -98,6 +98,8 @@ class LanguageModelModule(L.LightningModule):
         self.last_validation: dict | None = None
         self._warned_zero_grad = False
         self._grad_norm: torch.Tensor | None = None
+        self._listed_params: list[nn.Parameter] | None = None  # listed once a fit: see on_train_start
+        self._grad_params: list[nn.Parameter] = []  # this step's parameters that have a gradient
         # The micro-batches of the optimizer step under way (gradient accumulation): loss x tokens, tokens.
         self._step_loss_sum: torch.Tensor | float = 0.0
         self._step_tokens = 0
@@ -193,18 +195,30 @@ class LanguageModelModule(L.LightningModule):
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and self._grad_norm is not None:
             # The norm was just measured in on_before_optimizer_step (under FSDP: over every rank's shard):
             # clip with it instead of a second pass over every gradient (what clip_grad_norm_ would do).
-            with_grads = [p for p in self.parameters() if p.grad is not None]
-            torch.nn.utils.clip_grads_with_norm_(with_grads, gradient_clip_val, self._grad_norm)
+            torch.nn.utils.clip_grads_with_norm_(self._grad_params, gradient_clip_val, self._grad_norm)
             return
         if clip_sharded_gradients(self, gradient_clip_val):  # FSDP, no norm measured yet: FSDP's own
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def on_train_start(self) -> None:
+        # The parameters are listed again at each fit, after the strategy has set the model up (FSDP puts
+        # flat shards in their place). Walking the module tree for them at every step, twice (the norm,
+        # then clipping), cost 0.17 ms of make train's 38 ms step.
+        self._listed_params = None
+
+    def _params_with_grads(self) -> list[nn.Parameter]:
+        if self._listed_params is None:
+            self._listed_params = list(self.parameters())
+        # Checked at every step: a frozen layer, or one the step did not reach, has no gradient.
+        return [p for p in self._listed_params if p.grad is not None]
+
     def on_before_optimizer_step(self, optimizer) -> None:
         """Log the gradient norm (before clipping); stop on non-finite gradients, warn when none flow."""
+        self._grad_params = self._params_with_grads()
         norm = sharded_grad_norm(self)  # FSDP: over every rank's shard, not this rank's alone
         if norm is None:
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            grads = [p.grad for p in self._grad_params]
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
         self._grad_norm = norm  # reused for clipping: the gradients as they are now (still scaled, if so)
         norm = norm / pending_loss_scale(self.trainer, optimizer)
