@@ -26,6 +26,7 @@ from gptlab.training.finetune import parameter_summary
 from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
 from gptlab.training.module import LanguageModelModule
 from gptlab.training.preflight import Checked, check_config
+from gptlab.training.progress import training_progress_bar
 from gptlab.training.resume import (
     ContinueLogs,
     ResumeAfterValidation,
@@ -37,7 +38,12 @@ from gptlab.training.shutdown import GracefulShutdown
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    return [*configured, ValidateAtMaxSteps(), *resume_callbacks(resume_command(cfg))]
+    return [
+        *configured,
+        *training_progress_bar(cfg, configured),
+        ValidateAtMaxSteps(),
+        *resume_callbacks(resume_command(cfg)),
+    ]
 
 
 def resume_callbacks(resume_command: str | None) -> list[Callback]:
