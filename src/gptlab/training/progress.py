@@ -34,21 +34,21 @@ class SteadyProgressBar(RichProgressBar):
         self._updated_at, self._skipped = now, None
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-    def show_skipped(self) -> None:
+    def _show_skipped(self) -> None:
         if self._skipped is not None:
             skipped, self._skipped = self._skipped, None
             super().on_train_batch_end(*skipped)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.show_skipped()
+        self._show_skipped()
         super().on_validation_start(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        self.show_skipped()
+        self._show_skipped()
         super().on_train_epoch_end(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        self.show_skipped()
+        self._show_skipped()
         super().on_train_end(trainer, pl_module)
 
 
