@@ -46,8 +46,11 @@ SWEEP ?= $(shell ls -td multirun/*/* 2>/dev/null | head -n 1)
 report: install
 	$(PY) report.py sweep_dir=$(SWEEP) $(ARGS)
 
+# One pytest worker per core (pytest-xdist; at most 4): most of the suite's time is train.py subprocesses
+# starting up, one core each. The GPU tests share one worker (their xdist_group), not the one GPU at once.
+TEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadgroup
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(TEST_WORKERS) $(ARGS)
 
 # Unit tests only (no train.py / generate.py subprocesses).
 test-fast: install

@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 from repo import DATA_DIR
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): each then computes on one thread, and so do
+    # the train.py subprocesses it starts (they copy os.environ), instead of two workers' four threads
+    # taking turns on two cores. Tiny models gain nothing from a second thread.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _token_cache_in_tmp(tmp_path_factory):

@@ -26,6 +26,8 @@ from gptlab.training.throughput import ThroughputLogger
 
 pytestmark = [
     pytest.mark.gpu,
+    # `make test` runs tests on several workers at once (pytest-xdist): these stay on one, one at a time on the GPU
+    pytest.mark.xdist_group("gpu"),
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 

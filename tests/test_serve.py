@@ -23,7 +23,9 @@ from repo import REPO_ROOT
 
 from gptlab.generation.command import SEPARATOR
 
-pytestmark = pytest.mark.e2e
+# One worker takes the whole module under `make test` (pytest-xdist), so
+# its module fixtures (a trained run, a GPT-2 folder, the server) run once, not once a worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("serve")]
 
 
 class Server:
