@@ -13,6 +13,8 @@ from repo import DATA_DIR, REPO_ROOT
 
 # Small enough for seconds per run on two CPU cores; every e2e run starts from these.
 TINY_RUN = ["debug=fast", "data.batch_size=4", "data.max_length=32"]
+# The tiny GPT on the smallest corpus: for runs whose subject is not the model (config, start-up, errors).
+TINY_GPT_RUN = ["model=gpt_tiny", "data=verdict", *TINY_RUN]
 TINY_DECODER = ["model=decoder", "model.emb_dim=32", "model.n_heads=2", "model.context_length=64"]
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import TINY_RUN, assert_ok, run_script, run_train
+from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
 # the 33 runs of its module fixture run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
-BASE = ["model=gpt_tiny", "data=verdict", *TINY_RUN, "logger=csv"]
+BASE = [*TINY_GPT_RUN, "logger=csv"]
 
 
 class Payload:

@@ -9,11 +9,8 @@ import sys
 import textwrap
 
 import pytest
-from cli_runner import TINY_RUN, clean_env
+from cli_runner import TINY_GPT_RUN, clean_env
 from repo import REPO_ROOT
-
-# The tiny model: what is watched here (imports, collections, exit) does not depend on the model's size.
-TINY = ["model=gpt_tiny", "data=verdict", *TINY_RUN]
 
 
 def run_python(code: str) -> str:
@@ -96,7 +93,7 @@ def test_train_imports_lightning_without_full_collections_and_exits_without_one(
     """Before: 8 full collections while importing Lightning (0.85 s on a 2-core EPYC), and one more over the
     same ~580,000 objects at exit (~0.8 s). Now the import makes none and the exit's finds them frozen."""
     result = subprocess.run(
-        [sys.executable, "-c", GC_WATCH, "train.py", *TINY, "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-c", GC_WATCH, "train.py", *TINY_GPT_RUN, "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=REPO_ROOT, env=clean_env(), timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -121,7 +118,7 @@ def test_wandb_is_imported_before_lightning_only_when_the_run_logs_to_it(tmp_pat
     """wandb's start walks every loaded module for each of its pydantic models: after Lightning's ~6,000
     modules it took 0.3 s longer (gptlab.training.wandb_first). A CSV-only run never imports wandb."""
     result = subprocess.run(
-        [sys.executable, "-c", IMPORT_ORDER, "train.py", *TINY, f"logger={logger}", f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-c", IMPORT_ORDER, "train.py", *TINY_GPT_RUN, f"logger={logger}", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=REPO_ROOT, env=clean_env(), timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runner import TINY_RUN, assert_ok, run_train
+from cli_runner import TINY_GPT_RUN, assert_ok, run_train
 
 import gptlab.compat.torch as torch_compat
 from gptlab.core.devices import fastest_precision
@@ -26,7 +26,7 @@ def cpu_flags() -> set[str]:
 
 # What is chosen and said does not depend on the model: the tiny one keeps the bf16 run (emulated on an AVX2
 # CPU) to seconds; the default model took 47 s there.
-TINY = ["model=gpt_tiny", "data=verdict", *TINY_RUN, "trainer.accelerator=cpu", "logger=csv"]
+TINY = [*TINY_GPT_RUN, "trainer.accelerator=cpu", "logger=csv"]
 
 
 def native_bf16() -> bool:
