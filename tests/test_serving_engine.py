@@ -1,0 +1,137 @@
+"""serving.engine without HTTP: the model's thread, its queue and its batches, driven by jobs as the server
+makes them (a character tokenizer of the-verdict, a tiny GPT). A client that leaves while its request is
+decoded in a batch stops only its own request, and requests join a running batch in the order they came, so
+one that cannot join yet is not overtaken by later ones that could."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from tiny_models import tiny_gpt
+
+from gptlab.checkpoints.loading import LoadedModel
+from gptlab.data.tokenizers import CharTokenizer
+from gptlab.serving.engine import Engine, Job
+
+WINDOW = 64
+
+
+@pytest.fixture(scope="module")
+def loaded(verdict_text: str) -> LoadedModel:
+    tokenizer = CharTokenizer.from_text(verdict_text)
+    torch.manual_seed(0)
+    model = tiny_gpt(vocab_size=tokenizer.vocab_size, context_length=WINDOW).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, trained_window=WINDOW, source="a tiny GPT")
+
+
+class Jobs:
+    """Makes jobs as the server does and records, in the model thread's order, every event each one emits."""
+
+    def __init__(self, tokenizer: CharTokenizer):
+        self.tokenizer = tokenizer
+        self.events: list[tuple[str, tuple]] = []
+        self.done: dict[str, threading.Event] = {}
+        self.done_calls: dict[str, int] = {}
+        self.jobs: dict[str, Job] = {}
+
+    def make(self, name: str, prompts: list[str], max_tokens: int, *, temperature: float = 0.0,
+             seed: int | None = None, on_event=None) -> Job:
+        self.done[name], self.done_calls[name] = threading.Event(), 0
+
+        def emit(event: tuple) -> None:
+            self.events.append((name, event))
+            if on_event is not None:
+                on_event(event)
+
+        def on_done() -> None:
+            self.done_calls[name] += 1
+            self.done[name].set()
+
+        job = self.jobs[name] = Job(
+            prompt_ids=[self.tokenizer.encode(p) for p in prompts], prefixes=[""] * len(prompts), n=1,
+            max_tokens=max_tokens, temperature=temperature, top_k=None, top_p=None, num_beams=1, seed=seed,
+            stops=[], emit=emit, on_done=on_done,
+        )
+        return job
+
+    def wait(self, *names: str) -> None:
+        for name in names:
+            assert self.done[name].wait(60), f"{name} never finished"
+
+    def text(self, name: str) -> str:
+        return "".join(event[2] for who, event in self.events if who == name and event[0] == "delta")
+
+    def kinds(self, name: str) -> list[str]:
+        return [event[0] for who, event in self.events if who == name]
+
+    def first_delta(self, name: str) -> int:
+        return next(i for i, (who, event) in enumerate(self.events) if who == name and event[0] == "delta")
+
+
+def hold_the_model(engine: Engine, jobs: Jobs) -> threading.Event:
+    """Keep the model's thread busy (a two-prompt job runs alone and waits at its first token) until the
+    returned event is set: what is submitted meanwhile waits in the queue together, as under load."""
+    release = threading.Event()
+    engine.submit(jobs.make("gate", ["I", "H"], 2, on_event=lambda event: release.wait(60)))
+    return release
+
+
+def alone(loaded: LoadedModel, prompt: str, max_tokens: int, **settings) -> str:
+    jobs = Jobs(loaded.tokenizer)
+    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    engine.submit(jobs.make("alone", [prompt], max_tokens, **settings))
+    jobs.wait("alone")
+    return jobs.text("alone")
+
+
+def test_a_client_leaving_mid_batch_stops_its_request_only(loaded):
+    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    jobs = Jobs(loaded.tokenizer)
+    release = hold_the_model(engine, jobs)
+    leaver: list[Job] = []
+
+    def leave_after_two_tokens(event: tuple) -> None:
+        if event[0] == "delta" and jobs.kinds("leaver").count("delta") == 2:
+            leaver[0].cancelled.set()  # what the server does when the client's connection closes
+
+    leaver.append(jobs.make("leaver", ["I HAD always"], 20, on_event=leave_after_two_tokens))
+    requests = {"greedy": ("Gisburn", 20, {}), "sampled": ("I had", 16, {"temperature": 0.9, "seed": 7})}
+    engine.submit(leaver[0])
+    for name, (prompt, max_tokens, settings) in requests.items():
+        engine.submit(jobs.make(name, [prompt], max_tokens, **settings))
+    release.set()
+    jobs.wait("gate", "leaver", *requests)
+
+    assert engine.batched == 3  # the three waited together and were decoded as one batch
+    assert engine.cancelled == 1
+    assert jobs.kinds("leaver") == ["delta", "delta"]  # no completion and no usage for a client that left
+    assert all(calls == 1 for calls in jobs.done_calls.values()), jobs.done_calls  # every slot freed, once
+    for name, (prompt, max_tokens, settings) in requests.items():
+        assert jobs.kinds(name)[-2:] == ["choice", "usage"]
+        assert jobs.text(name) == alone(loaded, prompt, max_tokens, **settings), name
+
+
+def test_a_request_that_cannot_join_yet_is_not_overtaken_by_later_ones(loaded):
+    """The running batch's padded length is short of the long prompt: it waits, and the short request behind
+    it, which could join at once, waits with it; they join together once the batch is long enough."""
+    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    jobs = Jobs(loaded.tokenizer)
+    arrivals = {"long prompt": "I HAD always thought Jack Gisburn", "short prompt": "I"}
+
+    def two_more_arrive(event: tuple) -> None:
+        if event[0] == "delta" and jobs.kinds("running").count("delta") == 2:
+            for name, prompt in arrivals.items():
+                engine.submit(jobs.make(name, [prompt], 5))
+
+    engine.submit(jobs.make("running", ["rather"], 40, on_event=two_more_arrive))
+    jobs.wait("running", *arrivals)
+
+    long_first, short_first = jobs.first_delta("long prompt"), jobs.first_delta("short prompt")
+    assert long_first < short_first, "the later, shorter request overtook the one before it"
+    # Both joined the running batch (it ran 40 tokens, long past the long prompt's length) in one step.
+    assert engine.batched == 2
+    assert jobs.events[long_first + 1] == ("short prompt", jobs.events[short_first][1])
+    for name, prompt in arrivals.items():
+        assert jobs.text(name) == alone(loaded, prompt, 5), name
