@@ -2,7 +2,8 @@
 by transformers and a checkpoint of a tiny train.py run. Completions equal generate.py's (greedy and seeded
 sampling), streaming gives the same text, OpenAI's own client works, every bad request gets its 4xx and the
 next good one succeeds, 16 clients at once all get their answers, a client that leaves frees its slot, and
-the API key rule holds. The page is driven in a real headless Chromium (test_serve_page.py)."""
+the API key rule holds. The page is driven in a real headless Chromium: it streams a completion, and its
+Stop button ends one and frees its slot."""
 
 from __future__ import annotations
 
@@ -312,6 +313,52 @@ def test_the_page_streams_a_completion_in_a_real_browser(trained_run, tmp_path):
         report.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(report / "serve-page.png"))
         print(f"screenshot: {report / 'serve-page.png'}")
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == [], errors
+    finally:
+        driver.quit()
+        served.stop()
+
+
+def test_the_pages_stop_button_ends_the_generation_and_frees_its_slot(trained_run, tmp_path):
+    """Stop in the browser aborts the stream; the server hears the client leave, stops decoding at the next
+    token and frees the slot (limits.max_concurrent=1: the next Generate needs it); the text so far stays."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    served = Server(tmp_path, f"ckpt_path={trained_run}", "limits.max_concurrent=1", "limits.max_tokens=1000000")
+    driver = chrome(tmp_path)
+    try:
+        driver.get(served.url + "/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: "trained steps" in d.find_element(By.ID, "facts").text)  # the slider's max is set
+        produced = "return (document.getElementById('produced') || {}).textContent || ''"
+
+        def set_sliders(**values) -> None:
+            for slider, value in values.items():
+                driver.execute_script(
+                    "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
+                    "s.dispatchEvent(new Event('input'));", slider, value)
+
+        set_sliders(temperature=0, max_tokens=1000000)  # greedy: no end-of-text drawn by chance
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: len(d.execute_script(produced)) > 40)  # it is streaming
+        driver.find_element(By.ID, "stop").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text == "stopped")
+        shown = driver.execute_script(produced)
+        assert driver.find_element(By.ID, "generate").is_enabled()
+        assert not driver.find_element(By.ID, "stop").is_enabled()
+
+        deadline = time.monotonic() + 60
+        while (health := httpx.get(f"{served.url}/health").json())["active_requests"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health["active_requests"] == 0 and health["cancelled_requests"] == 1, health
+        assert driver.execute_script(produced) == shown  # nothing arrived after the stop
+
+        set_sliders(max_tokens=5)
+        driver.find_element(By.ID, "generate").click()  # the one slot is free again
+        wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(("done", "error")))
+        assert driver.find_element(By.ID, "status").text.startswith("done (length)")
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == [], errors
     finally:
