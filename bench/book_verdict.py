@@ -57,7 +57,7 @@ def run_ours(run_dir: Path, overrides: list[str]) -> tuple[dict[int, float], dic
                 train[int(row["step"]) + 1] = float(row["train/loss"])  # the row of step s logs update s+1
             if row.get("val/loss"):
                 val[int(row["step"]) + 1] = float(row["val/loss"])  # likewise: after update step+1
-    # A row past the last update is validate_after_fit's (the best checkpoint validated again).
+    # A row past the last update: validate_after_fit's, in runs from before it logged best/val_loss.
     return train, {updates: loss for updates, loss in val.items() if updates <= max(train)}
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
+from cli_runner import TINY_GPT_RUN, read_metrics
 from compose import compose_train
 from hydra.utils import instantiate
 from tiny_models import TINY_GPT
@@ -100,3 +103,35 @@ def train_worsening(tmp_path, data_dir, schedule: dict, module_class=None) -> Wo
     )
     trainer.fit(module, datamodule=datamodule)
     return module
+
+
+class WearingModule(LanguageModelModule):
+    """Its validation loss is the true loss plus 10 for every training step the weights have taken (a buffer,
+    so checkpoints keep it): every validation is worse than the one before, and best.ckpt's loss, validated
+    again, is the very figure logged when it was saved."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("wear", torch.zeros(()))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.wear += 1
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.val_loss.update(self.loss(batch) + 10 * self.wear)
+
+
+def test_the_best_checkpoints_second_validation_is_logged_apart_from_the_val_curve(tmp_path, monkeypatch):
+    """validate_after_fit validates best.ckpt (step 2) after the run (step 4): its loss is best/val_loss,
+    not one more val/loss point after the last one, where charts drew it as the final weights' loss."""
+    import gptlab.training.run as run
+
+    monkeypatch.setattr(run, "LanguageModelModule", WearingModule)
+    run.train(compose_train(tmp_path, *TINY_GPT_RUN, "logger=csv", "callbacks.text_sample.max_new_tokens=2"))
+    rows = read_metrics(tmp_path)
+    val = {int(r["step"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
+    best = [float(r["best/val_loss"]) for r in rows if r.get("best/val_loss")]
+    last_train_step = max(int(r["step"]) for r in rows if r.get("train/loss"))
+    assert sorted(val) == [1, 3] and last_train_step == 3  # Lightning logs step 2's validation at index 1
+    assert val[3] > val[1] and best == [pytest.approx(val[1], rel=1e-6)]
+    assert [float(r["best/val_ppl"]) for r in rows if r.get("best/val_ppl")] == [pytest.approx(math.exp(best[0]), rel=1e-5)]

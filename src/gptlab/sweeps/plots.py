@@ -39,8 +39,9 @@ def curves_from_rows(rows: list[dict[str, str]]) -> Curves:
     """Train and validation loss against tokens seen.
 
     Validation rows carry no tokens_seen: they get the count of the last training step at or before
-    their step. Rows after the last training step (the re-validation of the best checkpoint that
-    train.py runs after fitting) would repeat an earlier point at the wrong x, so they are left out.
+    their step. Rows after the last training step (in runs from before best/val_loss, train.py's
+    re-validation of the best checkpoint was logged as val/loss) would repeat an earlier point at the wrong
+    x, so they are left out.
     """
     tokens_at_step: dict[int, float] = {}
     curves = Curves()

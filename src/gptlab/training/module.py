@@ -96,6 +96,9 @@ class LanguageModelModule(L.LightningModule):
         self.best_val_loss = math.inf
         # The latest validation: what the model card of a checkpoint taken at that step reports.
         self.last_validation: dict | None = None
+        # Set by train.py for its validation of best.ckpt after fitting (validate_after_fit): logged as
+        # best/val_loss and best/val_ppl, not as one more val/loss point past the end of the curve.
+        self.validating_best_checkpoint = False
         self._warned_zero_grad = False
         self._grad_norm: torch.Tensor | None = None
         self._listed_params: list[nn.Parameter] | None = None  # listed once a fit: see on_train_start
@@ -170,6 +173,11 @@ class LanguageModelModule(L.LightningModule):
             return
         val_loss = self.val_loss.compute()
         self.val_loss.reset()
+        if self.validating_best_checkpoint:
+            # Drawn as val/loss it read as the final weights' loss, one step after the last validation.
+            self.log("best/val_loss", val_loss, sync_dist=True)
+            self.log("best/val_ppl", torch.exp(val_loss), sync_dist=True)
+            return
         self.best_val_loss = min(self.best_val_loss, val_loss.item())
         self.last_validation = {"step": self.global_step, "val/loss": val_loss.item()}
         # The MeanMetric already combined all ranks, so every rank holds the same value; sync_dist only

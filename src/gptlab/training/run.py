@@ -150,6 +150,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
         best = _best_val_loss(trainer, module)
         if cfg.get("validate_after_fit") and _best_checkpoint(trainer) and not best_is_last_validated(trainer, module):
+            module.validating_best_checkpoint = True
             trainer.validate(
                 module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer), verbose=False, weights_only=True
             )
