@@ -203,3 +203,30 @@ def test_bad_sources_raise_clear_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(GptlabError, match="HF_TOKEN"):
         push_to_hub(tmp_path, "someone/model")
+
+
+@pytest.mark.e2e
+def test_a_checkpoint_trained_on_shorter_windows_exports_only_the_positions_it_trained(tmp_path):
+    """gpt_tiny has 64 positions; trained on windows of 32 (data.max_length), rows 32-63 of its position table
+    are as initialised. export.py writes n_positions=32 with the 32 trained rows, a tokenizer whose
+    model_max_length is 32 and a card that says so; transformers' logits over a full window equal ours."""
+    from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
+
+    from gptlab.checkpoints.loading import load_checkpoint_model
+
+    run, folder = tmp_path / "run", tmp_path / "hf"
+    assert_ok(run_train(run, *TINY_GPT_RUN, "logger=csv", "data.max_length=32", "model.context_length=64"))
+    assert_ok(run_script("export.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"out_dir={folder}"))
+
+    ours, _, _ = load_checkpoint_model(run / "checkpoints" / "last.ckpt")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert ours.cfg.context_length == 64 and hf.config.n_positions == 32
+    assert torch.equal(hf.transformer.wpe.weight, ours.pos_emb.weight[:32])
+    assert transformers.AutoTokenizer.from_pretrained(folder).model_max_length == 32
+    ids = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, ours(ids), atol=1e-4, rtol=0)
+    card = (folder / "README.md").read_text()
+    assert "| context_length | 32 (trained on windows of 32 tokens; the model's table had 64 positions) |" in card
+    again, _ = load_pretrained_gpt(str(folder))  # and back: a GPT of the 32 positions it was trained on
+    assert again.cfg.context_length == 32

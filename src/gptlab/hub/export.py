@@ -20,11 +20,12 @@ from gptlab.models.gpt import GPT
 from gptlab.models.language_model import language_model
 
 
-def hf_state_dict_from_gpt(model: GPT) -> dict[str, torch.Tensor]:
+def hf_state_dict_from_gpt(model: GPT, positions: int | None = None) -> dict[str, torch.Tensor]:
     """A ``GPT2LMHeadModel`` state dict holding our GPT's weights.
 
     GPT-2 always has biases: where ours has none (``qkv_bias=False``, ``bias=False``) zeros stand in, which
     change nothing. Padded vocabulary rows (``vocab_pad_multiple``) are cut off: the export has vocab_size.
+    ``positions``: the first rows of the position table to export (default: all of them).
     """
     cfg = model.cfg
     ours = {key: value.detach() for key, value in without_compile_prefix(model.state_dict()).items()}
@@ -36,7 +37,7 @@ def hf_state_dict_from_gpt(model: GPT) -> dict[str, torch.Tensor]:
 
     hf = {
         "transformer.wte.weight": ours["tok_emb.weight"][: cfg.vocab_size],
-        "transformer.wpe.weight": ours["pos_emb.weight"],
+        "transformer.wpe.weight": ours["pos_emb.weight"][: positions or cfg.context_length],
     }
     for i in range(cfg.n_layers):
         for our_name, hf_name in BLOCK_NORM.items():
@@ -52,14 +53,14 @@ def hf_state_dict_from_gpt(model: GPT) -> dict[str, torch.Tensor]:
     return hf
 
 
-def hf_config_from_gpt(model: GPT, tokenizer_spec: dict | None = None) -> dict:
+def hf_config_from_gpt(model: GPT, tokenizer_spec: dict | None = None, positions: int | None = None) -> dict:
     """``GPT2Config`` arguments for our GPT; the tokenizer spec rides along so we can re-import it."""
     cfg = model.cfg
     eos = 50256 if (tokenizer_spec or {}).get("kind") == "gpt2" else None
     config = {
         "architectures": ["GPT2LMHeadModel"],
         "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.context_length,
+        "n_positions": positions or cfg.context_length,
         "n_embd": cfg.emb_dim,
         "n_head": cfg.n_heads,
         "n_layer": cfg.n_layers,
@@ -117,13 +118,14 @@ def hf_tokenizer_from_spec(spec: dict):
     raise ConfigError(f"cannot export tokenizer kind {kind!r}")
 
 
-def gpt2_lm_head_model(model: GPT, tokenizer_spec: dict | None) -> nn.Module:
-    """A transformers ``GPT2LMHeadModel`` holding our GPT's weights (``GPT.transformers_model``)."""
+def gpt2_lm_head_model(model: GPT, tokenizer_spec: dict | None, positions: int | None = None) -> nn.Module:
+    """A transformers ``GPT2LMHeadModel`` holding our GPT's weights (``GPT.transformers_model``), with the
+    first ``positions`` positions (default: all)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config_dict = hf_config_from_gpt(model, tokenizer_spec)
+    config_dict = hf_config_from_gpt(model, tokenizer_spec, positions)
     hf_model = GPT2LMHeadModel(GPT2Config(**config_dict))
-    state = {key: value.to(torch.float32) for key, value in hf_state_dict_from_gpt(model).items()}
+    state = {key: value.to(torch.float32) for key, value in hf_state_dict_from_gpt(model, positions).items()}
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     missing = [key for key in missing if not key.endswith(HF_BUFFERS)]
     if missing or unexpected:
@@ -140,20 +142,31 @@ def export_to_hf(
     tokenizer_spec: dict | None = None,
     card: dict | None = None,
     name: str | None = None,
+    window: int | None = None,
 ) -> Path:
     """Write ``model`` as a Hugging Face folder: config.json, model.safetensors, tokenizer, README.md.
 
     ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` loads it. ``card`` adds facts to the
     model card: ``dataset``, ``val_loss``, ``tokens_seen``, ``global_step``, ``source``; ``name`` is the
-    model's name in it (the Hub repo id when pushing; the folder name by default).
+    model's name in it (the Hub repo id when pushing; the folder name by default). ``window``: the longest
+    sequence it was trained on (None: its whole context). A GPT trained on shorter windows than its position
+    table exports only the trained positions (n_positions = window), since the rest are as initialised; the
+    tokenizer's ``model_max_length`` is the window for any model.
     """
-    hf_model = language_model(model).transformers_model(tokenizer_spec)  # refuses before writing
+    context = language_model(model).context_length
+    window = min(window, context) if window else context
+    hf_model = language_model(model).transformers_model(tokenizer_spec, window)  # refuses before writing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(out_dir)
     if tokenizer_spec is not None:
-        hf_tokenizer_from_spec(tokenizer_spec).save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(model_card(model, tokenizer_spec, card or {}, name or out_dir.name))
+        tokenizer = hf_tokenizer_from_spec(tokenizer_spec)
+        tokenizer.model_max_length = window  # what transformers' tokenizers and pipelines truncate to
+        tokenizer.save_pretrained(out_dir)
+    # What the folder holds: n_positions for GPT-2 (transformers maps the name), the model's own otherwise.
+    positions = getattr(hf_model.config, "max_position_embeddings", None) or context
+    card = {**(card or {}), "window": window, "positions": positions}
+    (out_dir / "README.md").write_text(model_card(model, tokenizer_spec, card, name or out_dir.name))
     return out_dir
 
 
@@ -174,6 +187,13 @@ def _results_rows(card: dict) -> str:
 
 def model_card(model: nn.Module, tokenizer_spec: dict | None, card: dict, name: str) -> str:
     cfg = language_model(model).card_config()
+    window, positions = card.get("window"), card.get("positions")
+    if window and positions and window < cfg.get("context_length", window):
+        cfg["context_length"] = (
+            f"{positions} (trained on windows of {window} tokens; the model's table had "
+            f"{cfg['context_length']} positions)" if positions == window
+            else f"{positions} (trained on windows of {window} tokens: later positions were never trained)"
+        )
     n_params = sum(p.numel() for p in model.parameters())
     tokenizer_kind = (tokenizer_spec or {}).get("kind", "unknown")
     tokenizer_text = {
@@ -257,14 +277,14 @@ def checkpoint_card(checkpoint: dict) -> dict:
 def export_checkpoint(
     ckpt_path: str, out_dir: str, dataset: str | None = None, name: str | None = None
 ) -> Path:
-    from gptlab.checkpoints.loading import load_checkpoint_model
+    from gptlab.checkpoints.loading import load_checkpoint_model, trained_window
 
     model, tokenizer, checkpoint = load_checkpoint_model(ckpt_path)
     card = checkpoint_card(checkpoint)
     card["source"] = Path(ckpt_path).name
     if dataset:
         card["dataset"] = dataset
-    return export_to_hf(model, out_dir, tokenizer.spec(), card, name)
+    return export_to_hf(model, out_dir, tokenizer.spec(), card, name, trained_window(checkpoint, model))
 
 
 def hub_token() -> str:

@@ -265,10 +265,10 @@ class GPT(LanguageModel):
         self.head_adapted = False  # called once peft's wrapper has folded the adapters in
         return self
 
-    def transformers_model(self, tokenizer_spec: dict | None) -> nn.Module:
+    def transformers_model(self, tokenizer_spec: dict | None, positions: int | None = None) -> nn.Module:
         from gptlab.hub.export import gpt2_lm_head_model  # transformers is slow to import: only here
 
-        return gpt2_lm_head_model(self, tokenizer_spec)
+        return gpt2_lm_head_model(self, tokenizer_spec, positions)
 
     def new_kv_cache(self, left_padding: torch.Tensor | None = None) -> KVCache:
         """An empty cache for one batch of sequences (batch size and dtype are set by the first forward);

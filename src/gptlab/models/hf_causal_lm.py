@@ -117,8 +117,8 @@ class HFCausalLM(LanguageModel):
             self.hf = self.hf.merge_and_unload()
         return self
 
-    def transformers_model(self, tokenizer_spec: dict | None) -> nn.Module:
-        return self.hf
+    def transformers_model(self, tokenizer_spec: dict | None, positions: int | None = None) -> nn.Module:
+        return self.hf  # whole: its positions may not be a table to cut (rotary); the tokenizer says the window
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         check_window(idx.size(1), self.context_length)

@@ -77,8 +77,9 @@ class LanguageModel(nn.Module):
         by the caller)."""
         return self
 
-    def transformers_model(self, tokenizer_spec: dict | None) -> nn.Module:
-        """A transformers model holding these weights (what export.py saves)."""
+    def transformers_model(self, tokenizer_spec: dict | None, positions: int | None = None) -> nn.Module:
+        """A transformers model holding these weights (what export.py saves); ``positions``: the positions
+        trained, where the model can keep only those (a position table); None: all."""
         raise GptlabError(
             "only the GPT (model=gpt124m, gpt_small, ...) and model=hf_causal_lm export to Hugging Face; "
             f"this is {type(self).__name__}"
