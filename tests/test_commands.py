@@ -1,5 +1,5 @@
 """One wrapper for every command (gptlab.core.entrypoint.command): the same start, one-line errors and exit
-codes for train.py, generate.py, export.py and report.py."""
+codes for train.py, generate.py, export.py, report.py and serve.py."""
 
 from __future__ import annotations
 
@@ -95,6 +95,10 @@ CASES = {
     "report-unknown-key": (["report.py", "sweep=x"], ["sweep", "--cfg job"]),
     "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
     "generate-two-sources": (["generate.py", "ckpt_path=x", "init_from=gpt2"], ["ckpt_path", "init_from"]),
+    # The schemas' ranges hold for every command, before its model loads (ckpt_path=x is never read).
+    "serve-port-out-of-range": (["serve.py", "ckpt_path=x", "port=99999"], ["port must be between 0 and 65535", "99999"]),
+    "serve-no-batch-rows": (["serve.py", "ckpt_path=x", "max_batch_rows=0"], ["max_batch_rows must be >= 1, got 0"]),
+    "serve-no-tokens": (["serve.py", "ckpt_path=x", "limits.max_tokens=0"], ["limits.max_tokens must be >= 1"]),
 }
 
 

@@ -111,7 +111,8 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
             main()
 
     Before Hydra starts: the .env file (or GPTLAB_DOTENV) is read, and Hydra's errors become one line. Inside
-    the task: secrets are masked in every output, user mistakes become one line and exit code 2, and a
+    the task: the config is built into its schemas (their range checks run), secrets are masked in every
+    output, user mistakes become one line and exit code 2, and a
     closed pipe (``| head``) ends the command quietly. ``config_path`` is relative to the task's own file,
     as in ``hydra.main``.
     """
@@ -123,10 +124,14 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
 
         @functools.wraps(task)  # Hydra finds conf/ from the task's own file, through __wrapped__
         def run_task(cfg: DictConfig) -> Any:
+            from gptlab.config.validate import validate_config
+
             nonlocal started
             started = True
             guard_outputs()  # no API key or token reaches the console or a log file
             with report_user_errors(), quiet_when_the_reader_leaves():
+                # Every command's ranges and cross-key rules (its schema's checks), before any of its work.
+                validate_config(cfg)
                 return task(cfg)
 
         hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(run_task)
