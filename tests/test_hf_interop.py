@@ -209,7 +209,8 @@ def test_bad_sources_raise_clear_errors(tmp_path, monkeypatch):
 def test_a_checkpoint_trained_on_shorter_windows_exports_only_the_positions_it_trained(tmp_path):
     """gpt_tiny has 64 positions; trained on windows of 32 (data.max_length), rows 32-63 of its position table
     are as initialised. export.py writes n_positions=32 with the 32 trained rows, a tokenizer whose
-    model_max_length is 32 and a card that says so; transformers' logits over a full window equal ours."""
+    model_max_length is 32 and a card that says so; transformers' logits over a full window equal ours. An
+    out_dir that cannot be made is one line."""
     from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 
     from gptlab.checkpoints.loading import load_checkpoint_model
@@ -230,3 +231,9 @@ def test_a_checkpoint_trained_on_shorter_windows_exports_only_the_positions_it_t
     assert "| context_length | 32 (trained on windows of 32 tokens; the model's table had 64 positions) |" in card
     again, _ = load_pretrained_gpt(str(folder))  # and back: a GPT of the 32 positions it was trained on
     assert again.cfg.context_length == 32
+
+    (tmp_path / "a-file").write_text("where the export would go")
+    refused = run_script("export.py", f"ckpt_path={run}", f"out_dir={tmp_path / 'a-file' / 'hf'}")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert len(errors) == 1 and "cannot create out_dir=" in errors[0], refused.stderr[-2000:]

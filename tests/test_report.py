@@ -56,3 +56,11 @@ def test_report_on_a_folder_without_jobs_says_what_to_give(tmp_path):
         report_from_config({"sweep_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="missing sweep_dir="):
         report_from_config({"sweep_dir": None})
+
+
+def test_a_report_folder_that_cannot_be_made_is_one_line(sweep_dir, tmp_path):
+    from gptlab.sweeps.report import write_report
+
+    (tmp_path / "a-file").write_text("where the report would go")
+    with pytest.raises(ConfigError, match=r"cannot create out_dir=.*a-file/report \(Not a directory\)"):
+        write_report(sweep_dir, tmp_path / "a-file" / "report")

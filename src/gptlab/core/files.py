@@ -1,4 +1,4 @@
-"""Files written atomically: checkpoints, token caches, metrics, corpora.
+"""Files written atomically: checkpoints, token caches, metrics, corpora; and the folders users name.
 
 A file is written to a temporary file in the same folder, flushed and fsynced, then renamed over the old
 one: a crash or a kill at any moment leaves either the previous file or the new one, never half a file.
@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from gptlab.core.errors import ConfigError
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -70,3 +72,14 @@ def csv_text(fieldnames: list[str], rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+def output_folder(path: str | Path, key: str) -> Path:
+    """The folder the user named with ``key=`` (out_dir, ...), created if need be; one clear line when it
+    cannot be (a file in the way, no permission)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create {key}={folder} ({err.strerror or err}); choose a folder you can write to") from None
+    return folder

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from gptlab.core.errors import ConfigError, GptlabError, first_line
+from gptlab.core.files import output_folder
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_ACTIVATION, HF_BUFFERS
 from gptlab.models.compile import without_compile_prefix
@@ -156,8 +157,7 @@ def export_to_hf(
     context = language_model(model).context_length
     window = min(window, context) if window else context
     hf_model = language_model(model).transformers_model(tokenizer_spec, window)  # refuses before writing
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir, "out_dir")
     hf_model.save_pretrained(out_dir)
     if tokenizer_spec is not None:
         tokenizer = hf_tokenizer_from_spec(tokenizer_spec)

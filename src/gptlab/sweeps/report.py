@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from gptlab.core.errors import ConfigError
-from gptlab.core.files import csv_text
+from gptlab.core.files import csv_text, output_folder
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_sweep, read_rows
 
 COLUMNS = ["job", "overrides", "best val/loss", "val/ppl", "steps", "tokens seen", "time (s)", "status"]
@@ -126,7 +126,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     # Best first; jobs without a validation loss last, in job order.
     results.sort(key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0))
     rows = [r.row() for r in results]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, "out_dir")
     paths = {
         "markdown": out_dir / "report.md",
         "csv": out_dir / "report.csv",
