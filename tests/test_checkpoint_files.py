@@ -99,3 +99,17 @@ def test_plain_checkpoint_loads(tmp_path):
     path = tmp_path / "ok.ckpt"
     torch.save({"state_dict": {"w": torch.ones(2)}, "global_step": 3}, path)
     assert load_checkpoint_safely(path)["global_step"] == 3
+
+
+@pytest.mark.parametrize("mmap", [False, True], ids=["read", "mapped"])
+@pytest.mark.parametrize(
+    "content",
+    [b"root:x:0:0:root:/root:/bin/bash\n", b"not a checkpoint at all\n" * 100, bytes(range(256)) * 8],
+    ids=["a-text-file", "repeated-text", "binary-noise"],
+)
+def test_a_file_that_is_no_checkpoint_is_one_clear_refusal(tmp_path, content, mmap):
+    """Whatever bytes the weights-only unpickler chokes on (its errors differ by content), one message."""
+    path = tmp_path / "passwd"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="is truncated or not a PyTorch checkpoint"):
+        load_checkpoint_safely(path, mmap=mmap)

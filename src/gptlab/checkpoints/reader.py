@@ -50,7 +50,9 @@ def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu", mmap: bo
                 "dict of a file you trust"
             ) from None
         raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch checkpoint; use an earlier checkpoint, or {hint}") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+    # Bytes that are no checkpoint make the weights-only unpickler fail in ways that depend on them (an
+    # IndexError for a text file such as /etc/passwd): any of them means the same to the user.
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as err:
         raise CheckpointError(
             f"checkpoint {path} is truncated or not a PyTorch checkpoint ({first_line(err)}); "
             f"use an earlier checkpoint, or {hint}"
