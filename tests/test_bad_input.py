@@ -14,7 +14,7 @@ from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
-# the 33 runs of its module fixture run once, not once a worker.
+# the 35 runs of its module fixture run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
 BASE = [*TINY_GPT_RUN, "logger=csv"]
@@ -88,6 +88,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["trainer.accelerator=gpu but PyTorch sees no CUDA GPU", "trainer.accelerator=cpu"],
     ),
     "no-mps": (["trainer.accelerator=mps"], ["no Apple GPU", "trainer.accelerator=cpu"]),
+    "fsdp-on-cpu": (["trainer.strategy=fsdp", "trainer.accelerator=cpu"], ["CUDA GPUs only", "trainer=ddp"]),
     "float16-on-cpu": (
         ["trainer.precision=16-true", "trainer.accelerator=cpu"],
         ["trainer.precision=16-true needs a GPU", "bf16-mixed"],

@@ -16,6 +16,7 @@ from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.core.devices import available_gpu, fastest_precision, require_device
+from gptlab.core.errors import ConfigError
 from gptlab.core.precisions import AUTO_PRECISION, MATMUL_DTYPES
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.models.compile import compile_model
@@ -81,7 +82,19 @@ def check_accelerator(accelerator: str) -> None:
 def check_trainer(cfg: DictConfig) -> None:
     # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
+    check_strategy(cfg)
     choose_precision(cfg)
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Lightning refuses FSDP off CUDA, in a message Hydra's instantiate wraps in its own: say it first."""
+    strategy = cfg.trainer.get("strategy")
+    name = str(strategy.get("_target_", "")) if isinstance(strategy, DictConfig) else str(strategy)
+    if "fsdp" in name.lower() and training_device(cfg) != "cuda":
+        raise ConfigError(
+            "trainer.strategy=fsdp (trainer=fsdp) shards the model over CUDA GPUs only (Lightning's FSDP); "
+            "on a CPU use trainer=ddp, or one device with trainer.strategy=auto"
+        )
 
 
 def training_device(cfg: DictConfig) -> str:
