@@ -74,6 +74,11 @@ OUT_OF_RANGE = {
     "model.drop_rate=1.0": "model.drop_rate must be in [0, 1)",
     "trainer.accumulate_grad_batches=0": "trainer.accumulate_grad_batches must be >= 1",
     "trainer.max_epochs=0": "trainer.max_epochs=0 trains nothing",
+    # Lightning divided by these: a ZeroDivisionError traceback after the run had started.
+    "trainer.val_check_interval=0": "trainer.val_check_interval must be >= 1, got 0",
+    "trainer.val_check_interval=0.0": "trainer.val_check_interval=0.0 is a fraction of an epoch",
+    "trainer.val_check_interval=1.5": "so it must be in (0, 1]",
+    "trainer.check_val_every_n_epoch=0": "trainer.check_val_every_n_epoch must be >= 1",
 }
 
 

@@ -109,7 +109,14 @@ class TrainerConfig:
         at_least("trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1)
         at_least("trainer.log_every_n_steps", self.log_every_n_steps, 1)
         at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)
+        at_least("trainer.check_val_every_n_epoch", self.check_val_every_n_epoch, 1)
         interval, accumulate = self.val_check_interval, self.accumulate_grad_batches
+        if isinstance(interval, float) and not 0.0 < interval <= 1.0:
+            raise ConfigError(
+                f"trainer.val_check_interval={interval} is a fraction of an epoch, so it must be in (0, 1]; "
+                "e.g. trainer.val_check_interval=0.25, or an integer number of training batches (=250)"
+            )
+        at_least("trainer.val_check_interval", interval if isinstance(interval, int) else None, 1)
         if isinstance(interval, int) and not isinstance(interval, bool) and interval % accumulate:
             raise ConfigError(validation_inside_accumulation(interval, interval, accumulate))
 
