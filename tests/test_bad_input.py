@@ -38,7 +38,9 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 # id -> (overrides; "{run}" is the existing run folder, "{tmp}" a scratch folder), words the message must hold
 CASES: dict[str, tuple[list[str], list[str]]] = {
-    "unknown-option": (["model=gpt_huge"], ["Could not find 'model/gpt_huge'", "gpt_tiny", "model=NAME"]),
+    "unknown-option": (
+        ["model=gpt_huge"], ["Could not find 'model/gpt_huge'", "gpt_tiny, hf_causal_lm (pick one with model=NAME)"]
+    ),
     "unknown-key": (["model.emb_dims=64"], ["model.emb_dims", "+model.emb_dims=64", "--cfg job"]),
     "unknown-top-level-key": (["learning_rate=0.1"], ["learning_rate", "--cfg job"]),
     "wrong-type-int": (["trainer.max_steps=abc"], ["trainer.max_steps must be an integer", "'abc'"]),

@@ -61,6 +61,7 @@ def hydra_message(err: BaseException) -> str:
     if "Could not find" in text and "Available options" in text:
         head, _, options = text.partition("Available options in")
         group, _, names = options.partition(":")
+        names = names.split("Config search path")[0]  # Hydra lists its search path after the options
         group = group.strip().strip("'")
         choices = ", ".join(n.strip() for n in names.split() if n.strip())
         missing = head.split("Could not find", 1)[1].strip().split()[0]
