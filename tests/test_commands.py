@@ -66,11 +66,15 @@ def test_an_oserror_is_the_run_folders_only_before_the_task_starts(run_command, 
     assert "run folder" not in capsys.readouterr().err
 
 
-def test_a_closed_pipe_ends_the_command_like_a_unix_tool(run_command):
+def test_a_closed_pipe_ends_the_command_like_a_unix_tool(run_command, tmp_path, monkeypatch):
     def writes_to_a_closed_pipe(cfg):
         raise BrokenPipeError
 
-    assert exit_code(run_command, writes_to_a_closed_pipe) == 141
+    # The command points its stdout's descriptor at /dev/null: give it one of its own, not pytest's capture
+    # file (pytest 9.1 reads that back after the test and failed on every later test of the worker).
+    with (tmp_path / "stdout.txt").open("w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert exit_code(run_command, writes_to_a_closed_pipe) == 141
 
 
 def test_the_env_file_is_read_and_the_task_gets_its_return_value_through(run_command, tmp_path, monkeypatch):
