@@ -6,7 +6,6 @@ from __future__ import annotations
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.mixture_datamodule import MixtureDataModule
 from gptlab.data.prepare_parts import prepare_parts
@@ -14,7 +13,6 @@ from gptlab.data.prepared_datamodule import PreparedDataModule
 
 
 def prepare_from_config(cfg: DictConfig) -> None:
-    validate_config(cfg)  # ranges and cross-key rules (types were checked as Hydra composed)
     datamodule = instantiate(cfg.data)
     if cfg.parts > 1:
         return prepare_parts(cfg, datamodule)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.paths import check_fresh_run_folder
-from gptlab.config.validate import validate_config
 from gptlab.core.devices import available_gpu
 from gptlab.core.errors import ConfigError
 from gptlab.core.precisions import FLOAT16
@@ -30,7 +29,7 @@ class Checked:
 
 
 def check_config(cfg: DictConfig) -> Checked:
-    validate_config(cfg)  # types were checked as Hydra composed; ranges and cross-key rules here
+    # The schema's ranges and cross-key rules ran before (the command wrapper, or train() in process).
     check_float16_device(cfg)
     resume = None
     output_dir = _get(cfg, "paths.output_dir")

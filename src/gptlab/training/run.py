@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
+from gptlab.config.validate import validate_config
 from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.errors import ConfigError
 from gptlab.core.precisions import AUTO_PRECISION, MATMUL_DTYPES
@@ -126,9 +127,11 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     """Train as configured; return the best validation loss (what a Hydra sweeper minimises).
 
     ``checked``: what preflight's :func:`check_config` returned, when it already ran (train.py runs it
-    before importing this module); else it runs here.
+    before importing this module, after the command wrapper checked the schema); else both run here.
     """
-    checked = checked or check_config(cfg)
+    if checked is None:
+        validate_config(cfg)
+        checked = check_config(cfg)
     resume = checked.resume
     check_trainer(cfg)
     scrub_saved_configs(cfg.paths.output_dir)
