@@ -60,6 +60,13 @@ class Server:
     def complete(self, **body) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/completions", json=body, timeout=120)
 
+    def health_when_idle(self, seconds: float = 60) -> dict:
+        """GET /health once no request is active (a cancelled one stops at its next token), or at the deadline."""
+        deadline = time.monotonic() + seconds
+        while (health := httpx.get(f"{self.url}/health").json())["active_requests"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return health
+
 
 @pytest.fixture(scope="module")
 def gpt2_folder(tmp_path_factory) -> Path:
@@ -223,9 +230,7 @@ def test_a_client_that_leaves_frees_its_slot(gpt2_folder, tmp_path):
             busy = served.complete(prompt="Me too", max_tokens=2)
             assert busy.status_code == 429 and busy.json()["error"]["type"] == "rate_limit_error"
         # The stream is closed: the generation stops at its next token and the slot is free again.
-        deadline = time.monotonic() + 60
-        while (health := httpx.get(f"{served.url}/health").json())["active_requests"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        health = served.health_when_idle()
         assert health == {**health, "active_requests": 0, "cancelled_requests": 1}
         assert served.complete(prompt="Me too", max_tokens=2).status_code == 200
     finally:
@@ -283,6 +288,14 @@ def chrome(tmp_path: Path):
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
 
+def set_sliders(driver, **values) -> None:
+    """Move the page's sliders as a user drags them (the input event updates the shown value)."""
+    for slider, value in values.items():
+        driver.execute_script(
+            "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
+            "s.dispatchEvent(new Event('input'));", slider, value)
+
+
 def test_the_page_streams_a_completion_in_a_real_browser(trained_run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -300,10 +313,7 @@ def test_the_page_streams_a_completion_in_a_real_browser(trained_run, tmp_path):
         prompt = driver.find_element(By.ID, "prompt")
         prompt.clear()
         prompt.send_keys("I HAD always")
-        for slider, value in (("temperature", 0), ("max_tokens", 30)):  # greedy: the API's own answer
-            driver.execute_script(
-                "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
-                "s.dispatchEvent(new Event('input'));", slider, value)
+        set_sliders(driver, temperature=0, max_tokens=30)  # greedy: the API's own answer
         driver.find_element(By.ID, "generate").click()
         wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(("done", "error")))
         assert driver.find_element(By.ID, "status").text.startswith("done (length)")
@@ -333,14 +343,7 @@ def test_the_pages_stop_button_ends_the_generation_and_frees_its_slot(trained_ru
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: "trained steps" in d.find_element(By.ID, "facts").text)  # the slider's max is set
         produced = "return (document.getElementById('produced') || {}).textContent || ''"
-
-        def set_sliders(**values) -> None:
-            for slider, value in values.items():
-                driver.execute_script(
-                    "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
-                    "s.dispatchEvent(new Event('input'));", slider, value)
-
-        set_sliders(temperature=0, max_tokens=1000000)  # greedy: no end-of-text drawn by chance
+        set_sliders(driver, temperature=0, max_tokens=1000000)  # greedy: no end-of-text drawn by chance
         driver.find_element(By.ID, "generate").click()
         wait.until(lambda d: len(d.execute_script(produced)) > 40)  # it is streaming
         driver.find_element(By.ID, "stop").click()
@@ -349,13 +352,11 @@ def test_the_pages_stop_button_ends_the_generation_and_frees_its_slot(trained_ru
         assert driver.find_element(By.ID, "generate").is_enabled()
         assert not driver.find_element(By.ID, "stop").is_enabled()
 
-        deadline = time.monotonic() + 60
-        while (health := httpx.get(f"{served.url}/health").json())["active_requests"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        health = served.health_when_idle()
         assert health["active_requests"] == 0 and health["cancelled_requests"] == 1, health
         assert driver.execute_script(produced) == shown  # nothing arrived after the stop
 
-        set_sliders(max_tokens=5)
+        set_sliders(driver, max_tokens=5)
         driver.find_element(By.ID, "generate").click()  # the one slot is free again
         wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(("done", "error")))
         assert driver.find_element(By.ID, "status").text.startswith("done (length)")

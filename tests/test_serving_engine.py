@@ -34,7 +34,6 @@ class Jobs:
         self.events: list[tuple[str, tuple]] = []
         self.done: dict[str, threading.Event] = {}
         self.done_calls: dict[str, int] = {}
-        self.jobs: dict[str, Job] = {}
 
     def make(self, name: str, prompts: list[str], max_tokens: int, *, temperature: float = 0.0,
              seed: int | None = None, on_event=None) -> Job:
@@ -49,12 +48,11 @@ class Jobs:
             self.done_calls[name] += 1
             self.done[name].set()
 
-        job = self.jobs[name] = Job(
+        return Job(
             prompt_ids=[self.tokenizer.encode(p) for p in prompts], prefixes=[""] * len(prompts), n=1,
             max_tokens=max_tokens, temperature=temperature, top_k=None, top_p=None, num_beams=1, seed=seed,
             stops=[], emit=emit, on_done=on_done,
         )
-        return job
 
     def wait(self, *names: str) -> None:
         for name in names:
