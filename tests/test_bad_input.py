@@ -14,7 +14,7 @@ from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
-# the 35 runs of its module fixture run once, not once a worker.
+# the 39 runs of its module fixture run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
 BASE = [*TINY_GPT_RUN, "logger=csv"]
@@ -41,8 +41,22 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "unknown-option": (
         ["model=gpt_huge"], ["Could not find 'model/gpt_huge'", "gpt_tiny, hf_causal_lm (pick one with model=NAME)"]
     ),
-    "unknown-key": (["model.emb_dims=64"], ["model.emb_dims", "+model.emb_dims=64", "--cfg job"]),
-    "unknown-top-level-key": (["learning_rate=0.1"], ["learning_rate", "--cfg job"]),
+    # Hydra's own advice, to add the key with +, would have it read by nothing: the closest key instead.
+    "unknown-key": (["model.emb_dims=64"], ["model.emb_dims is not a setting of model; did you mean model.emb_dim?"]),
+    "unknown-top-level-key": (["learning_rate=0.1"], ["learning_rate is not a setting of train.py", "--cfg job"]),
+    "added-key-read-by-nothing": (["+optim.lr_max=3"], ["optim.lr_max is not a setting of optim", "read by nothing"]),
+    "trainer-argument-lightning-lacks": (
+        ["+trainer.profilr=simple"],
+        ["trainer.profilr is not a setting of Trainer; did you mean trainer.profiler?"],
+    ),
+    "wandb-setting-misspelt": (
+        ["logger=wandb", "+logger.wandb.entitiy=my-team"],
+        ["logger.wandb.entitiy is not a setting of WandbLogger or wandb.init; did you mean logger.wandb.entity?"],
+    ),
+    "override-hydra-cannot-read": (
+        ["callbacks.text_sample.prompt=€"],
+        ["Hydra cannot read the override", "'callbacks.text_sample.prompt=\"€\"'"],
+    ),
     "wrong-type-int": (["trainer.max_steps=abc"], ["trainer.max_steps must be an integer", "'abc'"]),
     "wrong-type-float": (["optim.lr=fast"], ["optim.lr must be a number", "'fast'"]),
     "heads": (

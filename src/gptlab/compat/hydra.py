@@ -8,13 +8,22 @@ which type a schema wanted. All of it is undocumented.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
+import re
+import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hydra
+from omegaconf import DictConfig, OmegaConf
 
 from gptlab.compat import warn_if_untested
+from gptlab.config.unknown_keys import open_to, unknown_key_message
+from gptlab.core.errors import ConfigError
 
 WRITTEN_FOR = "1.3.8"
 warn_if_untested("hydra-core", hydra.__version__, WRITTEN_FOR, "the one-line configuration errors")
@@ -52,11 +61,60 @@ def _wrong_type(err: BaseException) -> str | None:
     return None
 
 
+def _causes(err: BaseException | None) -> Iterator[BaseException]:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _unknown_key(err: BaseException) -> str | None:
+    """'trainer.max_step is not a setting of trainer; did you mean trainer.max_steps?' from Hydra's "Could
+    not override" (whose advice, to add the key with +, is right only where something reads such a key)."""
+    override = re.search(r"To append to your config use (\+\S+)", str(err))
+    for cause in _causes(err):
+        parent, path = getattr(cause, "parent_node", None), getattr(cause, "full_key", None)
+        if override and path and isinstance(parent, DictConfig) and "not in" in str(cause):
+            schema = OmegaConf.get_type(parent)
+            receiver = open_to(schema) if dataclasses.is_dataclass(schema) else parent.get("_target_")
+            pass_on = f"; to pass {receiver} one it does not list: {override[1]}" if receiver else ""
+            command = Path(sys.argv[0]).name
+            message = unknown_key_message(path, parent.keys(), path.rpartition(".")[0] or command, if_none_close=pass_on)
+            return f"{message} (python {command} --cfg job prints every key)"
+    return None
+
+
+def _unreadable_override(err: BaseException) -> str | None:
+    """An override Hydra's grammar cannot read (``prompt=€``, ``prompt=a(b``): which one, and the same value
+    quoted, which the grammar reads whatever its characters."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    if not any(isinstance(cause, OverrideParseException) for cause in _causes(err)):
+        return None
+    parser = OverridesParser.create()
+    for override in sys.argv[1:]:
+        try:
+            parser.parse_override(override)
+        except HydraException:  # the grammar's error, which parse_overrides re-raises as OverrideParseException
+            key, _, value = override.partition("=")
+            quoted = f"{key}='{value}'" if '"' in value else f'{key}="{value}"'
+            return (
+                f"Hydra cannot read the override {override}: put its value in quotes, inside the shell's: "
+                f"{shlex.quote(quoted)} (https://hydra.cc/docs/1.3/advanced/override_grammar/basic)"
+            )
+    return None
+
+
 def hydra_message(err: BaseException) -> str:
     """Hydra's multi-line composition errors as one line that says what to do."""
     wrong_type = _wrong_type(err)
     if wrong_type:
         return wrong_type
+    specific = _unknown_key(err) or _unreadable_override(err)
+    if specific:
+        return specific
     text = str(err).strip()
     if "Could not find" in text and "Available options" in text:
         head, _, options = text.partition("Available options in")
@@ -78,3 +136,23 @@ def hydra_message(err: BaseException) -> str:
     if "is not in struct" in message or "Could not override" in message:
         message += f" (python {Path(sys.argv[0]).name} --cfg job prints every key)"
     return message
+
+
+def instantiate_config(node: Any, where: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)``; a key of ``node`` that its target does not take (a key
+    added with +, e.g. ``+trainer.profilr=simple``) becomes one line naming it and the closest argument
+    instead of Hydra's InstantiationException around the target's TypeError (Hydra 1.3 wraps it)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_object, instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        for cause in _causes(err):
+            unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+            if isinstance(cause, TypeError) and unexpected and unexpected[1] in node:
+                target = str(node["_target_"])
+                known = inspect.signature(get_object(target)).parameters
+                message = unknown_key_message(f"{where}.{unexpected[1]}", known, target.rpartition(".")[2])
+                raise ConfigError(message) from err
+        raise

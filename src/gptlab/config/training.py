@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from gptlab.config.ranges import at_least, fraction, one_of, positive
 from gptlab.core.errors import ConfigError
@@ -73,6 +73,7 @@ class TrainerConfig:
     """conf/trainer/: the Lightning Trainer arguments gptlab sets. Any other Trainer argument can be added
     with ``+trainer.NAME=VALUE``; Lightning checks those itself."""
 
+    OTHER_KEYS_GO_TO: ClassVar[str] = "Lightning's Trainer"  # gptlab.config.unknown_keys
     _target_: str = "lightning.pytorch.Trainer"
     default_root_dir: str | None = None
     accelerator: str = "auto"  # auto | cpu | gpu | mps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import netrc
 import os
 import re
@@ -10,11 +11,13 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gptlab.compat.hydra import instantiate_config
 from gptlab.compat.lightning import AppendingCSVLogger, offline_wandb_started
+from gptlab.config.unknown_keys import unknown_key_message
+from gptlab.core.errors import ConfigError
 from gptlab.core.redaction import redact_config
 
 
@@ -46,11 +49,12 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
         if not logger_cfg or "_target_" not in logger_cfg:
             continue
         if name == "wandb":
+            check_wandb_keys(logger_cfg)
             logger_cfg = _wandb_settings(logger_cfg, resume_run_id(cfg))
         if logger_cfg._target_ in ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger"):
             logger_cfg = logger_cfg.copy()
             logger_cfg._target_ = f"{AppendingCSVLogger.__module__}.AppendingCSVLogger"
-        loggers.append(instantiate(logger_cfg))
+        loggers.append(instantiate_config(logger_cfg, f"logger.{name}"))
     return loggers
 
 
@@ -67,6 +71,21 @@ def resume_run_id(cfg: DictConfig) -> str | None:
         return None
     newest = max(runs, key=lambda d: d.stat().st_mtime)
     return _WANDB_RUN_DIR.match(newest.name)["id"]
+
+
+def check_wandb_keys(logger_cfg: DictConfig) -> None:
+    """WandbLogger hands the keys it does not take to wandb.init, which refuses a misspelt one only when
+    the run starts (a TypeError traceback after the model is built): check them against both first."""
+    takes = set(inspect.signature(WandbLogger).parameters) - {"kwargs"}
+    others = [str(key) for key in logger_cfg if key != "_target_" and key not in takes]
+    if not others:
+        return
+    import wandb  # the run imports it anyway; a logger config without such keys need not
+
+    takes |= set(inspect.signature(wandb.init).parameters)
+    for key in others:
+        if key not in takes:
+            raise ConfigError(unknown_key_message(f"logger.wandb.{key}", takes, "WandbLogger or wandb.init"))
 
 
 def _wandb_settings(logger_cfg: DictConfig, run_id: str | None = None) -> DictConfig:

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
+from gptlab.compat.hydra import instantiate_config
 from gptlab.config.validate import validate_config
 from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.errors import ConfigError
@@ -39,7 +39,11 @@ from gptlab.training.shutdown import GracefulShutdown
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    configured = [
+        instantiate_config(c, f"callbacks.{name}")
+        for name, c in (cfg.get("callbacks") or {}).items()
+        if c and "_target_" in c
+    ]
     return [
         *configured,
         *training_progress_bar(cfg, configured),
@@ -156,8 +160,8 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)]
+    trainer: L.Trainer = instantiate_config(
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)]
     )
     log_full_config(loggers, cfg)
 
