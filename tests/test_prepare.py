@@ -15,7 +15,7 @@ from gptlab.data import documents, prepare
 from gptlab.data.documents import TextFiles, held_out
 from gptlab.data.prepare import prepare_shards
 from gptlab.data.shards import open_shard
-from gptlab.data.tokenizers import ENDOFTEXT, GPT2Tokenizer, gpt2_encoding
+from gptlab.data.tokenizers import ENDOFTEXT, GPT2Tokenizer, gpt2_encoding, tokenizer_from_setting
 
 
 @pytest.fixture
@@ -126,7 +126,10 @@ def test_an_interrupted_prepare_resumes_after_its_last_shard_and_ends_the_same(t
 
 
 def test_an_unchanged_source_is_found_at_once_and_a_changed_one_prepared_again(tmp_path, folder, monkeypatch):
+    built = []
+    monkeypatch.setattr(prepare, "tokenizer_from_setting", lambda kind: built.append(kind) or tokenizer_from_setting(kind))
     first = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cache", progress=False)
+    assert built == ["gpt2"]  # once, for the key and the shards both (a Hugging Face one reads its files)
 
     def no_encoding(spec, items):
         raise AssertionError("tokenised again")

@@ -37,7 +37,7 @@ from gptlab.core.errors import DataError
 from gptlab.core.files import atomic_write_bytes
 from gptlab.data.documents import Piece
 from gptlab.data.shards import token_dtype, write_shard
-from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_setting, tokenizer_from_spec
+from gptlab.data.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_setting, tokenizer_from_spec
 
 INDEX_FORMAT = 1
 INDEX = "index.json"
@@ -76,10 +76,14 @@ def prepare_shards(
     ``tokenizer_kind``: found in ``cache_dir`` when prepared before, else made (or finished) there.
     ``max_tokens`` stops after that many training tokens (a sample of a corpus too large to take whole)."""
     fingerprint = source.fingerprint()
-    key = _key(fingerprint, tokenizer_kind, shard_tokens, max_tokens)
+    # A character vocabulary is the source's own (its fingerprint covers it), taken from the corpus when it
+    # is prepared; any other tokenizer is built once, here (a Hugging Face one reads its files).
+    tokenizer = None if tokenizer_kind == "char" else tokenizer_from_setting(tokenizer_kind)
+    identity = tokenizer.identity() if tokenizer else tokenizer_kind
+    key = _key(fingerprint, identity, shard_tokens, max_tokens)
     # The parts of one dataset (prepare.py parts=N) are folders of the dataset's own folder.
     whole = {name: value for name, value in fingerprint.items() if name != "part"}
-    whole_key = _key(whole, tokenizer_kind, shard_tokens, max_tokens)
+    whole_key = _key(whole, identity, shard_tokens, max_tokens)
     folder = Path(cache_dir).expanduser() / "shards" / f"{fingerprint['kind']}-{whole_key[:16]}"
     if "part" in fingerprint:
         folder = folder / part_folder(*fingerprint["part"])
@@ -87,7 +91,7 @@ def prepare_shards(
     with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
         index = _read_index(folder, key)
         if index is None or not index["complete"]:
-            preparer = _Preparer(source, fingerprint, tokenizer_kind, folder, key, shard_tokens, max_tokens, index)
+            preparer = _Preparer(source, fingerprint, tokenizer, folder, key, shard_tokens, max_tokens, index)
             index = preparer.run(num_proc, progress)
     return PreparedShards(folder, index)
 
@@ -96,12 +100,10 @@ def part_folder(index: int, count: int) -> str:
     return f"part-{index:05d}-of-{count:05d}"
 
 
-def _key(fingerprint: dict, tokenizer_kind: str, shard_tokens: int, max_tokens: int | None) -> str:
-    identity = {"format": INDEX_FORMAT, "source": fingerprint, "tokenizer": tokenizer_kind, "shard": shard_tokens}
+def _key(fingerprint: dict, tokenizer: str | dict, shard_tokens: int, max_tokens: int | None) -> str:
+    identity = {"format": INDEX_FORMAT, "source": fingerprint, "tokenizer": tokenizer, "shard": shard_tokens}
     if max_tokens is not None:
         identity["max_tokens"] = max_tokens
-    if tokenizer_kind != "char":  # a character vocabulary is the source's own: its fingerprint covers it
-        identity["tokenizer"] = tokenizer_from_setting(tokenizer_kind).identity()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -135,7 +137,7 @@ class _Preparer:
         self,
         source,
         fingerprint: dict,
-        tokenizer_kind: str,
+        tokenizer: Tokenizer | None,
         folder: Path,
         key: str,
         shard_tokens: int,
@@ -146,7 +148,7 @@ class _Preparer:
         for stale in folder.glob(".*.tmp"):  # what a killed run left of a shard it was writing
             stale.unlink()
         if index is None:
-            tokenizer = _tokenizer(source, tokenizer_kind)
+            tokenizer = tokenizer or _char_tokenizer(source)
             index = {
                 "format": INDEX_FORMAT,
                 "key": key,
@@ -233,9 +235,7 @@ class _Preparer:
         _write_index(self.folder, self.index)  # after the shard: the index never names a missing one
 
 
-def _tokenizer(source, kind: str):
-    if kind != "char":
-        return tokenizer_from_setting(kind)
+def _char_tokenizer(source) -> CharTokenizer:
     # A character vocabulary is the corpus's own characters: one pass over it first.
     chars: set[str] = set()
     for _, piece in source.documents():
