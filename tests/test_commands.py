@@ -101,6 +101,11 @@ CASES = {
     "generate-misspelt-key": (["generate.py", "temprature=0.5"], ["did you mean temperature?"]),
     # Added with + (Hydra's advice for a key it does not know), the key was read by nothing: no error.
     "generate-added-key": (["generate.py", "+temprature=0.5"], ["did you mean temperature?", "read by nothing"]),
+    # In a list, Hydra names no options, only its search path: the group's files are the options.
+    "eval-unknown-task-in-a-list": (
+        ["eval.py", "init_from=gpt2", "tasks=[perplexity,nope]"],
+        ["Could not find 'tasks/nope'; available options in 'tasks': lambada, multiple_choice, perplexity"],
+    ),
     "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
     "generate-two-sources": (["generate.py", "ckpt_path=x", "init_from=gpt2"], ["ckpt_path", "init_from"]),
     # The schemas' ranges hold for every command, before its model loads (ckpt_path=x is never read).

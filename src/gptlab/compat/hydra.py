@@ -107,8 +107,21 @@ def _unreadable_override(err: BaseException) -> str | None:
     return None
 
 
-def hydra_message(err: BaseException) -> str:
-    """Hydra's multi-line composition errors as one line that says what to do."""
+def _missing_from_a_list(text: str, conf_dir: Path | None) -> str | None:
+    """'tasks=[nope]': Hydra says it "Could not load 'tasks/nope'" and, unlike for tasks=nope, lists no
+    options but its search path; the options are the group's files in conf/."""
+    missing = re.search(r"Could not load '([\w/.-]+)/([\w.-]+)'", text)
+    if not missing or conf_dir is None or not (conf_dir / missing[1]).is_dir():
+        return None
+    group = missing[1]
+    choices = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
+    name = group.split("/")[-1]
+    return f"Could not find '{group}/{missing[2]}'; available options in '{group}': {choices} (pick with {name}=[NAME,...])"
+
+
+def hydra_message(err: BaseException, conf_dir: Path | None = None) -> str:
+    """Hydra's multi-line composition errors as one line that says what to do; ``conf_dir``, the command's
+    config folder, lets it list a group's options where Hydra does not."""
     wrong_type = _wrong_type(err)
     if wrong_type:
         return wrong_type
@@ -116,6 +129,9 @@ def hydra_message(err: BaseException) -> str:
     if specific:
         return specific
     text = str(err).strip()
+    from_a_list = _missing_from_a_list(text, conf_dir)
+    if from_a_list:
+        return from_a_list
     if "Could not find" in text and "Available options" in text:
         head, _, options = text.partition("Available options in")
         group, _, names = options.partition(":")

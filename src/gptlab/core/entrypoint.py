@@ -4,10 +4,12 @@ line on stderr and exit code 2, whichever command and whichever stage they come 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptlab.core.collector import exit_without_collection
@@ -68,7 +70,7 @@ def quiet_when_the_reader_leaves() -> Iterator[None]:
 
 
 @contextmanager
-def one_line_hydra_errors(task_started: Callable[[], bool]) -> Iterator[None]:
+def one_line_hydra_errors(task_started: Callable[[], bool], conf_dir: Path | None = None) -> Iterator[None]:
     """Hydra's own errors (unknown option or key, bad override, run folder not writable) as one line.
 
     Hydra prints them over several lines, or as a traceback; it re-raises them when HYDRA_FULL_ERROR=1,
@@ -86,7 +88,7 @@ def one_line_hydra_errors(task_started: Callable[[], bool]) -> Iterator[None]:
     except (HydraException, OmegaConfBaseException) as err:
         if wants_full_error:
             raise
-        print(f"error: {hydra_message(err)}", file=sys.stderr, flush=True)
+        print(f"error: {hydra_message(err, conf_dir)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except OSError as err:
         if wants_full_error or task_started():
@@ -135,12 +137,13 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
                 return task(cfg)
 
         hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(run_task)
+        conf_dir = Path(inspect.getfile(task)).parent / config_path
 
         @functools.wraps(task)
         def main() -> Any:
             load_dotenv(os.environ.get("GPTLAB_DOTENV", ".env"))  # its keys and tokens never reach an output
             try:
-                with one_line_hydra_errors(lambda: started):
+                with one_line_hydra_errors(lambda: started, conf_dir):
                     return hydra_main()
             finally:
                 exit_without_collection()  # ~0.8 s less at exit (gptlab.core.collector)
