@@ -14,7 +14,7 @@ from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
-# the 39 runs of its module fixture run once, not once a worker.
+# the 40 runs of its module fixture run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
 BASE = [*TINY_GPT_RUN, "logger=csv"]
@@ -124,6 +124,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "validation-fraction-inside-accumulation": (
         ["trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=5", "trainer.val_check_interval=0.6"],
         ["trainer.val_check_interval=0.6 validates every 3 training batches", "a multiple of 2"],
+    ),
+    # Lightning refused it only inside fit, in a ValueError traceback (debug=fast's interval on a small corpus).
+    "validation-interval-past-the-epoch": (
+        ["trainer.val_check_interval=5"],
+        ["validates every 5 training batches, but an epoch here has 4 (trainer.limit_train_batches=4)", "=null"],
     ),
     "output-not-writable": (
         ["hydra.run.dir={tmp}/a-file/run"],

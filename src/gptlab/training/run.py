@@ -20,6 +20,7 @@ from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.errors import ConfigError
 from gptlab.core.precisions import AUTO_PRECISION, MATMUL_DTYPES
 from gptlab.core.redaction import scrub_saved_configs
+from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import ValidateAtMaxSteps
@@ -102,6 +103,23 @@ def check_strategy(cfg: DictConfig) -> None:
         )
 
 
+def check_validation_interval(trainer: L.Trainer, datamodule: WindowDataModule) -> None:
+    """Lightning refuses an integer trainer.val_check_interval longer than an epoch only inside fit, in a
+    ValueError traceback (a small corpus, or debug=fast's interval on one): say it first, in one line."""
+    interval, limit = trainer.val_check_interval, trainer.limit_train_batches
+    if not isinstance(interval, int) or trainer.check_val_every_n_epoch is None:
+        return  # a fraction of an epoch, or batches counted across epochs: any value fits
+    whole = len(datamodule.make_train_sampler(0, trainer.world_size)) // datamodule.batch_size
+    batches = min(whole, int(limit)) if isinstance(limit, int) else int(whole * limit)
+    if interval > batches:
+        cut = f" (trainer.limit_train_batches={limit})" if batches < whole else ""
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} validates every {interval} training batches, but an epoch "
+            f"here has {batches}{cut}; lower it, or set trainer.check_val_every_n_epoch=null to count batches "
+            "across epochs"
+        )
+
+
 def training_device(cfg: DictConfig) -> str:
     """"cuda", "mps" or "cpu": what Lightning will train on for ``trainer.accelerator``."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -163,6 +181,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     trainer: L.Trainer = instantiate_config(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)]
     )
+    check_validation_interval(trainer, datamodule)
     log_full_config(loggers, cfg)
 
     failed = True
