@@ -51,6 +51,17 @@ def test_a_character_model_of_any_corpus_gets_the_vocabulary_of_its_characters(t
     assert_generates(run_dir / "checkpoints" / "last.ckpt", "Every effort")
 
 
+def test_debug_overfit_trains_one_batch_until_its_loss_falls_and_checkpoints(tmp_path):
+    # Lightning rebuilds the training loader over the first batches in order (a SequentialSampler), which
+    # had no resume position: the first checkpoint ended the run in an AttributeError.
+    run_dir = tmp_path / "run"
+    overfit = ["debug=overfit", "trainer.max_epochs=20", "optim.lr=3e-3", "data.batch_size=4", "data.max_length=32"]
+    assert_ok(run_train(run_dir, "model=gpt_tiny", "data=verdict", *overfit, "logger=csv"))
+    losses = [float(r["train/loss"]) for r in read_metrics(run_dir) if r.get("train/loss")]
+    assert len(losses) == 20 and losses[-1] < 0.9 * losses[0], losses
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
 def assert_generates(ckpt, prompt: str) -> None:
     result = run_script("generate.py", f"ckpt_path={ckpt}", f"prompt={prompt}", "max_new_tokens=12", "temperature=0")
     assert_ok(result)

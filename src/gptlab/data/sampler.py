@@ -74,6 +74,10 @@ class ResumableDataLoader(DataLoader):
         self.consumed_batches = consumed_batches
 
     def state_dict(self) -> dict:
+        if not isinstance(self.sampler, ResumableRandomSampler):
+            # trainer.overfit_batches (debug=overfit): Lightning rebuilt this loader over the same first
+            # batches in order (a SequentialSampler), every epoch: no position of ours to keep.
+            return {}
         return {"epoch": self.sampler.epoch, "consumed_samples": self.consumed_batches() * self.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
