@@ -111,7 +111,7 @@ def check_validation_interval(trainer: L.Trainer, datamodule: WindowDataModule) 
         return  # a fraction of an epoch, or batches counted across epochs: any value fits
     whole = len(datamodule.make_train_sampler(0, trainer.world_size)) // datamodule.batch_size
     batches = min(whole, int(limit)) if isinstance(limit, int) else int(whole * limit)
-    if interval > batches:
+    if 0 < batches < interval:  # no batch at all: Lightning's own line names trainer.limit_train_batches
         cut = f" (trainer.limit_train_batches={limit})" if batches < whole else ""
         raise ConfigError(
             f"trainer.val_check_interval={interval} validates every {interval} training batches, but an epoch "
