@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -237,3 +238,47 @@ def test_a_checkpoint_trained_on_shorter_windows_exports_only_the_positions_it_t
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
     assert len(errors) == 1 and "cannot create out_dir=" in errors[0], refused.stderr[-2000:]
+
+
+CHARS = {"kind": "char", "chars": "".join(map(chr, range(32, 32 + VOCAB)))}
+
+
+def test_an_export_never_overwrites_files_it_did_not_write(ours, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "README.md").write_text("my own notes\n")
+    (folder / "config.json").write_text('{"mine": true}\n')
+    with pytest.raises(GptlabError, match=r"already holds files that are no gptlab export \(README.md, config.json\)"):
+        export_to_hf(ours, folder, tokenizer_spec=CHARS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # nothing written beside it either
+    assert (folder / "README.md").read_text() == "my own notes\n" and len(list(folder.iterdir())) == 2
+
+
+def test_an_export_replaces_an_earlier_one_whole_and_a_failed_one_leaves_it_as_it_was(ours, tmp_path, monkeypatch):
+    folder = tmp_path / "export"
+    export_to_hf(ours, folder, tokenizer_spec=CHARS)
+    # A file an earlier export wrote and this one does not (transformers 4 wrote special_tokens_map.json).
+    (folder / "special_tokens_map.json").write_text('{"eos_token": "<|endoftext|>"}')
+    export_to_hf(ours, folder, tokenizer_spec=CHARS)
+    assert not (folder / "special_tokens_map.json").exists()
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def card_fails(*args):
+        raise OSError("disk full")
+
+    retrained = copy.deepcopy(ours)
+    with torch.no_grad():
+        retrained.tok_emb.weight.add_(1.0)
+    monkeypatch.setattr("gptlab.hub.export.model_card", card_fails)  # the last file an export writes
+    with pytest.raises(OSError, match="disk full"):
+        export_to_hf(retrained, folder, tokenizer_spec=CHARS)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # not the new weights with the old card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the half-written folder is gone
+
+
+def test_an_export_is_never_put_in_place_of_the_current_folder(ours, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out_dir in (".", str(tmp_path.parent)):
+        with pytest.raises(GptlabError, match="holds the current folder; name a folder of its own"):
+            export_to_hf(ours, out_dir, tokenizer_spec=CHARS)
+    assert list(tmp_path.iterdir()) == []

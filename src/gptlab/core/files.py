@@ -6,11 +6,13 @@ one: a crash or a kill at any moment leaves either the previous file or the new 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -83,3 +85,23 @@ def output_folder(path: str | Path, key: str) -> Path:
     except OSError as err:
         raise ConfigError(f"cannot create {key}={folder} ({err.strerror or err}); choose a folder you can write to") from None
     return folder
+
+
+@contextlib.contextmanager
+def folder_written_whole(path: Path) -> Iterator[Path]:
+    """Yield a new folder beside ``path`` to write into; when the block ends without an error it takes
+    ``path``'s place (an earlier folder there is removed), else it is removed. A crash or an error while
+    writing leaves ``path`` as it was: an earlier export stays whole, never half old and half new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        os.chmod(fresh, 0o777 & ~_umask())  # mkdtemp makes it private; give it the usual permissions
+        yield fresh
+        old = fresh.with_suffix(".old")
+        if path.exists():
+            path.rename(old)
+        fresh.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)  # only left there when writing failed

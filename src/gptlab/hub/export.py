@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gptlab.core.errors import ConfigError, GptlabError, first_line
-from gptlab.core.files import output_folder
+from gptlab.core.files import folder_written_whole, output_folder
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_ACTIVATION, HF_BUFFERS
 from gptlab.models.compile import without_compile_prefix
@@ -158,16 +158,40 @@ def export_to_hf(
     window = min(window, context) if window else context
     hf_model = language_model(model).transformers_model(tokenizer_spec, window)  # refuses before writing
     out_dir = output_folder(out_dir, "out_dir")
-    hf_model.save_pretrained(out_dir)
-    if tokenizer_spec is not None:
-        tokenizer = hf_tokenizer_from_spec(tokenizer_spec)
-        tokenizer.model_max_length = window  # what transformers' tokenizers and pipelines truncate to
-        tokenizer.save_pretrained(out_dir)
-    # What the folder holds: n_positions for GPT-2 (transformers maps the name), the model's own otherwise.
-    positions = getattr(hf_model.config, "max_position_embeddings", None) or context
-    card = {**(card or {}), "window": window, "positions": positions}
-    (out_dir / "README.md").write_text(model_card(model, tokenizer_spec, card, name or out_dir.name))
+    check_export_folder(out_dir)
+    # Written beside out_dir, then put in its place: an earlier export there is replaced whole (no stale
+    # weight shards of it left), and a failure leaves it as it was.
+    with folder_written_whole(out_dir) as folder:
+        hf_model.save_pretrained(folder)
+        if tokenizer_spec is not None:
+            tokenizer = hf_tokenizer_from_spec(tokenizer_spec)
+            tokenizer.model_max_length = window  # what transformers' tokenizers and pipelines truncate to
+            tokenizer.save_pretrained(folder)
+        # What the folder holds: n_positions for GPT-2 (transformers maps the name), the model's own otherwise.
+        positions = getattr(hf_model.config, "max_position_embeddings", None) or context
+        card = {**(card or {}), "window": window, "positions": positions}
+        (folder / "README.md").write_text(model_card(model, tokenizer_spec, card, name or out_dir.name))
     return out_dir
+
+
+def check_export_folder(out_dir: Path) -> None:
+    """An export replaces the folder it is written to: refuse one holding anything but an earlier export
+    (a user's README.md or config.json would be overwritten, their other files mixed with the model's)."""
+    if out_dir.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise ConfigError(f"out_dir={out_dir} holds the current folder; name a folder of its own, e.g. out_dir=my-model")
+    held = sorted(p.name for p in out_dir.iterdir())
+    if not held or _is_an_export(out_dir):
+        return
+    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    raise ConfigError(
+        f"out_dir={out_dir} already holds files that are no gptlab export ({shown}); export to a new or empty "
+        "folder (an earlier export there is replaced)"
+    )
+
+
+def _is_an_export(folder: Path) -> bool:
+    card = folder / "README.md"
+    return card.is_file() and "\n- gptlab\n---\n" in card.read_text(errors="replace")[:500]
 
 
 def _results_rows(card: dict) -> str:
