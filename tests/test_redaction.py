@@ -86,9 +86,10 @@ def test_no_secret_reaches_the_run_folder_or_the_console(tmp_path):
         WANDB_API_KEY=WANDB_KEY, WANDB_MODE="offline", HF_TOKEN=HF_TOKEN, GPTLAB_DOTENV=str(env_file)
     )
     run_dir = tmp_path / "run"
-    # The default wandb logger (offline) plus the CSV copy; the token is also asked for by the config.
+    # The default wandb logger (offline) plus the CSV copy; the token is also asked for by the config (a path
+    # of the user's own: paths takes any key, as a URL with a token in it, say).
     result = run_train(
-        run_dir, "model=gpt_tiny", "data=verdict", *TINY_RUN, "+notes=${oc.env:HF_TOKEN}", env=env
+        run_dir, "model=gpt_tiny", "data=verdict", *TINY_RUN, "+paths.notes=${oc.env:HF_TOKEN}", env=env
     )
     assert_ok(result)
     assert list((run_dir / "wandb").glob("offline-run-*"))
@@ -101,4 +102,4 @@ def test_no_secret_reaches_the_run_folder_or_the_console(tmp_path):
     # The logged config keeps its ordinary values (the CSV logger's copy of what wandb receives).
     logged = OmegaConf.load(run_dir / "csv" / "hparams.yaml")
     assert logged.data.tokenizer == "gpt2" and logged.callbacks.text_sample.max_new_tokens == 8  # debug=fast
-    assert logged.notes == MASK
+    assert logged.paths.notes == MASK
