@@ -16,7 +16,7 @@ from gptlab.checkpoints.loading import load_for_generation
 from gptlab.core.errors import DataError
 from gptlab.data.tokenizers import GPT2Tokenizer
 from gptlab.evaluation.loglikelihood import encode_pair, loglikelihoods
-from gptlab.evaluation.tasks import lambada, multiple_choice
+from gptlab.evaluation.tasks import lambada, multiple_choice, read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,17 @@ def test_a_malformed_task_file_names_the_line(tmp_path, lines, task, words):
     path.write_text("\n".join(lines))
     with pytest.raises(DataError, match=words):
         task(None, GPT2Tokenizer(), {"path": str(path)}, 128, 4, "cpu")
+
+
+def test_a_task_file_from_any_editor_is_read_or_refused_in_one_line(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "one two three"}).encode() + b"\r\n")  # Notepad's UTF-8
+    assert read_jsonl(str(path), "lambada") == [(1, {"text": "one two three"})]  # was "line 1 is not JSON"
+    path.write_bytes('{"text": "café au lait"}'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"items.jsonl is not UTF-8 text \(byte offset 13"):
+        read_jsonl(str(path), "lambada")  # was a UnicodeDecodeError traceback
+    with pytest.raises(DataError, match="is a folder; name a text file"):
+        read_jsonl(str(tmp_path), "lambada")
 
 
 @pytest.mark.e2e

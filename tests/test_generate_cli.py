@@ -94,6 +94,18 @@ def test_read_prompts(tmp_path):
         read_prompts("a", str(tmp_path / "p.txt"))
 
 
+def test_a_prompt_file_from_any_editor_is_read_or_refused_in_one_line(tmp_path):
+    (tmp_path / "windows.txt").write_bytes(b"\xef\xbb\xbfROMEO:\r\n")  # Notepad's UTF-8: a byte order mark first
+    assert read_prompts(None, str(tmp_path / "windows.txt")) == ["ROMEO:\n"]  # and its line ends as the corpora's
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.txt is not UTF-8 text \(byte offset 3"):
+        read_prompts(None, str(tmp_path / "latin1.txt"))  # was a UnicodeDecodeError traceback
+    with pytest.raises(ConfigError, match="is a folder; name a text file"):
+        read_prompts(None, str(tmp_path))
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_prompts(None, str(tmp_path / "missing.txt"))
+
+
 # --- end to end -------------------------------------------------------------------------------------
 
 

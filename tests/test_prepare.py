@@ -64,6 +64,16 @@ def test_files_read_in_pieces_give_the_whole_files_tokens(tmp_path, monkeypatch,
     assert sum((encoding.encode_ordinary(p.text) for p in pieces), []) == encoding.encode_ordinary(shakespeare_text)
 
 
+def test_a_byte_order_mark_is_no_part_of_a_documents_text(tmp_path, verdict_text):
+    # Windows editors begin UTF-8 files with one: it would be a token (three, in GPT-2's BPE) at every
+    # document's start, which the model learns to emit after <|endoftext|>.
+    path = tmp_path / "notepad.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + verdict_text.encode("utf-8"))
+    pieces = list(documents.read_pieces(path, "strict"))
+    assert "".join(p.text for p in pieces) == verdict_text
+    assert sum(p.nbytes for p in pieces) == path.stat().st_size  # every byte of the file counted as read
+
+
 def test_one_file_is_split_at_a_line_break_near_one_minus_val_ratio(tmp_path, shakespeare_text):
     path = tmp_path / "one.txt"
     path.write_text(shakespeare_text, encoding="utf-8")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gptlab.core.errors import ConfigError
+from gptlab.core.errors import ConfigError, GptlabError
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -74,6 +74,21 @@ def csv_text(fieldnames: list[str], rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+def read_user_text(path: str | Path, key: str, error: type[GptlabError] = ConfigError) -> str:
+    """The text of a file the user named with ``key=`` (a prompt, a task's items): UTF-8, without the byte
+    order mark Windows editors begin such files with; one line (``error``) when it is missing, a folder or
+    not UTF-8."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise error(f"{key}={path} is a folder; name a text file")
+    if not file.is_file():
+        raise error(f"{key}={path} does not exist")
+    try:
+        return file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{key}={path} is not UTF-8 text (byte offset {err.start}: {err.reason}); convert it to UTF-8") from None
 
 
 def output_folder(path: str | Path, key: str) -> Path:

@@ -144,7 +144,10 @@ def read_pieces(path: Path, errors: str, start: int = 0, end: int | None = None)
                 pending = data
                 continue
             piece, pending = data[:cut], data[cut:]
-            yield Piece(_decode(piece, path, offset, errors), len(piece), ends_document=at_end)
+            text = _decode(piece, path, offset, errors)
+            if offset == 0:  # the byte order mark Windows editors begin UTF-8 files with is no text
+                text = text.removeprefix("\ufeff")
+            yield Piece(text, len(piece), ends_document=at_end)
             offset += cut
             if at_end:
                 return

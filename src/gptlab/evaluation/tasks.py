@@ -15,22 +15,19 @@ import json
 import math
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 
 from gptlab.core.errors import DataError
+from gptlab.core.files import read_user_text
 from gptlab.evaluation.loglikelihood import loglikelihoods
 
 
 def read_jsonl(path: str | None, task: str) -> list[dict]:
     if not path:
         raise DataError(f"tasks.{task}.path is not set; name the task's jsonl file (tasks.{task}.path=items.jsonl)")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"tasks.{task}.path={path} is not a file")
     rows = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path, f"tasks.{task}.path", DataError).splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import torch
 
 from gptlab.checkpoints.loading import require_one_model_source
 from gptlab.core.errors import ConfigError
+from gptlab.core.files import read_user_text
 from gptlab.generation.decoding import check_sampling_args, generate
 
 
@@ -97,10 +97,7 @@ def read_prompts(prompt: object, prompt_file: str | None) -> list[str | None]:
     if prompt is not None and prompt_file:
         raise ConfigError("pass either prompt= or prompt_file=, not both")
     if prompt_file:
-        path = Path(prompt_file).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"prompt_file={prompt_file} does not exist")
-        prompts = [path.read_text(encoding="utf-8")]
+        prompts = [read_user_text(prompt_file, "prompt_file")]
     elif prompt is None:
         return [None]
     elif isinstance(prompt, str):
