@@ -4,6 +4,7 @@ codes for train.py, generate.py, export.py, report.py and serve.py."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -132,3 +133,17 @@ def test_every_command_answers_bad_input_with_one_line_and_exit_code_2(tmp_path)
         for words in CASES[case][1]:
             assert words in errors[0], f"{case}: {errors[0]}"
     assert list(tmp_path.iterdir()) == []  # nothing written: no export folder, no report files
+
+
+def test_serve_says_which_part_of_host_and_port_cannot_be_listened_on():
+    from gptlab.serving.command import bind
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^127.0.0.1:{port} cannot be listened on \(.*in use\); choose another with port=N"):
+            bind("127.0.0.1", port)
+    # An address of another machine (a documentation range, TEST-NET-1) or a name that resolves to none: the
+    # host is wrong, not the port (the message had said to choose another port).
+    for host in ("192.0.2.1", "no-such-host.invalid"):
+        with pytest.raises(ConfigError, match=rf"^host={host} is not an address of this machine; use 127.0.0.1"):
+            bind(host, 0)

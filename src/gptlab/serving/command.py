@@ -3,6 +3,7 @@ port, print where it serves, and run the server until stopped."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import socket
@@ -60,10 +61,11 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.create_server((host, port), family=family)
-    except socket.gaierror:
-        raise ConfigError(f"host={host} is not an address of this machine; use 127.0.0.1 (or 0.0.0.0 with an API key)") from None
     except OSError as err:
-        raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); choose another with port=N (port=0: any free port)") from None
+        not_here = isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL
+        fix = "use 127.0.0.1 (or 0.0.0.0 with an API key)" if not_here else "choose another with port=N (port=0: any free port)"
+        why = "is not an address of this machine" if not_here else f"cannot be listened on ({os.strerror(err.errno)})"
+        raise ConfigError(f"{'host=' + host if not_here else f'{host}:{port}'} {why}; {fix}") from None
     return sock
 
 
