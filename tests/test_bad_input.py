@@ -14,7 +14,7 @@ from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
-# the 40 runs of its module fixture run once, not once a worker.
+# the 42 runs of its module fixture run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
 BASE = [*TINY_GPT_RUN, "logger=csv"]
@@ -129,6 +129,14 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "validation-interval-past-the-epoch": (
         ["trainer.val_check_interval=5"],
         ["validates every 5 training batches, but an epoch here has 4 (trainer.limit_train_batches=4)", "=null"],
+    ),
+    "several-nodes-without-a-launcher": (
+        ["trainer.num_nodes=2", "trainer.accelerator=cpu"],
+        ["trainer.num_nodes=2 waits for 2 machines", "trainer.devices=N"],
+    ),
+    "split-smaller-than-a-batch-for-each-rank": (
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=4", "data.train_ratio=0.05"],
+        ["8 windows, 2 for each of 4 ranks, fewer than one batch of data.batch_size=4", "fewer trainer.devices"],
     ),
     "output-not-writable": (
         ["hydra.run.dir={tmp}/a-file/run"],

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from cli_runner import TINY_DECODER, assert_ok, read_metrics, run_script, run_train
+from cli_runner import TINY_DECODER, assert_ok, clean_env, read_metrics, run_script, run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from repo import REPO_ROOT
 from tiny_models import tiny_gpt_config
 
-from gptlab.training.distributed import transformer_block_types, validation_sampler
+from gptlab.core.errors import ConfigError
+from gptlab.training.distributed import check_nodes, transformer_block_types, validation_sampler
 from gptlab.training.module import build_model
 
 # 5% of "The Verdict" in windows of 32 tokens is 8 training windows: one global batch of 8 is the whole
@@ -36,16 +42,38 @@ def column(rows: list[dict[str, str]], key: str) -> list[float]:
     return [float(r[key]) for r in rows if r.get(key)]
 
 
+@pytest.fixture(scope="module")
+def single_dir(tmp_path_factory) -> Path:
+    """The reference: one process with the whole global batch of 8, on the CPU (on a machine with a GPU,
+    accelerator=auto would put it there)."""
+    run_dir = tmp_path_factory.mktemp("single") / "single"
+    assert_ok(run_train(run_dir, *SAME_GLOBAL_BATCH, "data.batch_size=8", "logger=csv", "trainer.accelerator=cpu"))
+    return run_dir
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """last.ckpt loaded into a fresh model."""
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    model = build_model(checkpoint["hyper_parameters"]["model"])
+    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
+    return model.state_dict()
+
+
+def assert_same_weights(run_dir: Path, reference_dir: Path) -> None:
+    weights, reference = final_weights(run_dir), final_weights(reference_dir)
+    for key, value in reference.items():
+        assert torch.allclose(weights[key], value, atol=1e-5), key
+
+
 @pytest.mark.e2e
-def test_ddp_on_two_processes_trains_like_one_process_with_the_same_global_batch(tmp_path):
-    single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
-    # Both on the CPU (on a machine with a GPU, accelerator=auto would put the single process there).
-    assert_ok(run_train(single_dir, *SAME_GLOBAL_BATCH, "data.batch_size=8", "logger=csv", "trainer.accelerator=cpu"))
+@pytest.mark.xdist_group("single_process_reference")  # one worker runs the reference once
+def test_ddp_on_two_processes_trains_like_one_process_with_the_same_global_batch(tmp_path, single_dir):
+    ddp_dir = tmp_path / "ddp"
     result = run_train(ddp_dir, *SAME_GLOBAL_BATCH, "data.batch_size=4", *DDP_CPU)  # default logger: wandb
     assert_ok(result)
 
     # One run folder, one config, one logger run: rank 1 writes only its own log file there.
-    assert sorted(p.name for p in ddp_dir.parent.iterdir()) == ["ddp", "single"]
+    assert sorted(p.name for p in ddp_dir.parent.iterdir()) == ["ddp"]
     assert len(list(ddp_dir.rglob("metrics.csv"))) == 1
     assert len(list(ddp_dir.rglob(".hydra"))) == 1
     assert len(list((ddp_dir / "wandb").glob("offline-run-*"))) == 1
@@ -63,14 +91,39 @@ def test_ddp_on_two_processes_trains_like_one_process_with_the_same_global_batch
     assert column(ddp, "val/loss")[-1] < column(ddp, "val/loss")[0] - 1e-3  # it did train
 
     # The checkpoint loads into a fresh model and holds the same weights as the single-process run.
-    weights = {}
-    for name, run_dir in (("single", single_dir), ("ddp", ddp_dir)):
-        checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-        model = build_model(checkpoint["hyper_parameters"]["model"])
-        model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
-        weights[name] = model.state_dict()
-    for key, value in weights["single"].items():
-        assert torch.allclose(weights["ddp"][key], value, atol=1e-5), key
+    assert_same_weights(ddp_dir, single_dir)
+
+
+@pytest.mark.e2e
+@pytest.mark.xdist_group("single_process_reference")  # one worker runs the reference once
+def test_two_machines_started_by_hand_train_like_one_process(tmp_path, single_dir):
+    """The README's launch without a cluster manager: train.py on each machine with MASTER_ADDR, MASTER_PORT
+    and NODE_RANK (here two "machines" on this one, a device each)."""
+    with socket.socket() as probe:  # a free port for node 0's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "train.py", f"hydra.run.dir={tmp_path / f'node{rank}'}", *SAME_GLOBAL_BATCH,
+             "data.batch_size=4", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2"],
+            cwd=REPO_ROOT,
+            env=clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, NODE_RANK=str(rank)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-3000:]
+    assert "MEMBER: 2/2" in outputs[1]
+    assert (tmp_path / "node0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "node1" / "checkpoints").exists()  # global rank zero alone checkpoints
+    assert column(read_metrics(tmp_path / "node0"), "val/loss") == pytest.approx(
+        column(read_metrics(single_dir), "val/loss"), abs=1e-4
+    )
+    assert_same_weights(tmp_path / "node0", single_dir)
 
 
 @pytest.mark.e2e
@@ -102,6 +155,24 @@ def test_multirun_with_ddp_runs_each_job_once_with_its_own_ranks(tmp_path):
         assert (sweep_dir / job / "train_ddp_process_1.log").is_file()  # its rank 1 ran in its folder
         tokens = column(read_metrics(sweep_dir / job), "tokens_seen")
         assert tokens[-1] == 4 * 2 * 2 * 32  # 4 steps of 2 ranks x 2 windows of 32 tokens
+
+
+def test_several_nodes_need_a_launcher_or_the_rendezvous_variables(monkeypatch):
+    for name in ("MASTER_ADDR", "NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    check_nodes(1)
+    with pytest.raises(ConfigError, match="trainer.num_nodes=2 waits for 2 machines"):
+        check_nodes(2)  # Lightning would wait in init_process_group for ranks nobody starts
+    with monkeypatch.context() as by_hand:
+        by_hand.setenv("MASTER_ADDR", "10.0.0.1")
+        with pytest.raises(ConfigError):
+            check_nodes(2)  # every node would take itself for node 0
+        by_hand.setenv("NODE_RANK", "1")
+        check_nodes(2)
+    with monkeypatch.context() as slurm:
+        slurm.setenv("SLURM_NTASKS", "8")
+        slurm.setenv("SLURM_JOB_NAME", "train")
+        check_nodes(2)  # SLURM starts every node's tasks
 
 
 def test_validation_windows_are_split_across_ranks_without_repeats():

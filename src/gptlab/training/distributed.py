@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from gptlab.compat.lightning import attached_trainer, set_rank_command
+from gptlab.core.errors import ConfigError
 
 
 def validation_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Sampler | None:
@@ -43,6 +44,29 @@ def mean_over_ranks(module: L.LightningModule, value: torch.Tensor) -> torch.Ten
     if trainer is None or trainer.world_size <= 1:
         return value
     return trainer.strategy.reduce(value, reduce_op="mean")
+
+
+def check_nodes(num_nodes: int) -> None:
+    """Several nodes need someone to start train.py on each: a cluster launcher (SLURM, torchrun, LSF, MPI)
+    or the user, with MASTER_ADDR and NODE_RANK set on every node. Without either, rank zero waits for
+    the other nodes' ranks in init_process_group, silently, until torch's 30-minute timeout."""
+    if num_nodes <= 1 or all(name in os.environ for name in ("MASTER_ADDR", "NODE_RANK")):
+        return
+    from lightning.fabric.plugins.environments import (
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    if any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment, MPIEnvironment)):
+        return
+    raise ConfigError(
+        f"trainer.num_nodes={num_nodes} waits for {num_nodes} machines, but nothing starts train.py on the "
+        "others (no SLURM, torchrun, LSF or MPI launch; MASTER_ADDR and NODE_RANK unset); on one machine use "
+        "trainer.devices=N; across machines run train.py on each with MASTER_ADDR, MASTER_PORT and NODE_RANK set "
+        "(README: Several processes)"
+    )
 
 
 def is_multirun_job() -> bool:

@@ -24,7 +24,7 @@ from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import ValidateAtMaxSteps
-from gptlab.training.distributed import end_process_group, launch_ranks_as_single_runs
+from gptlab.training.distributed import check_nodes, end_process_group, launch_ranks_as_single_runs
 from gptlab.training.finetune import parameter_summary
 from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
 from gptlab.training.module import LanguageModelModule
@@ -89,6 +89,7 @@ def check_trainer(cfg: DictConfig) -> None:
     # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     check_strategy(cfg)
+    check_nodes(int(cfg.trainer.get("num_nodes", 1)))
     choose_precision(cfg)
 
 
@@ -103,13 +104,29 @@ def check_strategy(cfg: DictConfig) -> None:
         )
 
 
+def batches_per_epoch(trainer: L.Trainer, datamodule: WindowDataModule) -> int:
+    """Training batches of one rank in one epoch (before trainer.limit_train_batches), the same on every
+    rank. The datamodule's setup already refused a split of less than one batch; with several ranks each
+    takes only its share of the windows, which Lightning does not check: with no batch it goes on to a
+    zero-length run (the cosine schedule then blamed the run length), so it is said here, before fit."""
+    windows = len(datamodule.make_train_sampler(0, trainer.world_size))
+    batches = windows // datamodule.batch_size
+    if batches == 0:
+        raise ConfigError(
+            f"the train split gives {len(datamodule.train_set)} windows, {windows} for each of "
+            f"{trainer.world_size} ranks, fewer than one batch of data.batch_size={datamodule.batch_size} per "
+            "rank; lower data.batch_size, data.max_length or data.stride, or use fewer trainer.devices"
+        )
+    return batches
+
+
 def check_validation_interval(trainer: L.Trainer, datamodule: WindowDataModule) -> None:
     """Lightning refuses an integer trainer.val_check_interval longer than an epoch only inside fit, in a
     ValueError traceback (a small corpus, or debug=fast's interval on one): say it first, in one line."""
     interval, limit = trainer.val_check_interval, trainer.limit_train_batches
     if not isinstance(interval, int) or trainer.check_val_every_n_epoch is None:
         return  # a fraction of an epoch, or batches counted across epochs: any value fits
-    whole = len(datamodule.make_train_sampler(0, trainer.world_size)) // datamodule.batch_size
+    whole = batches_per_epoch(trainer, datamodule)
     batches = min(whole, int(limit)) if isinstance(limit, int) else int(whole * limit)
     if 0 < batches < interval:  # no batch at all: Lightning's own line names trainer.limit_train_batches
         cut = f" (trainer.limit_train_batches={limit})" if batches < whole else ""
@@ -181,6 +198,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     trainer: L.Trainer = instantiate_config(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)]
     )
+    batches_per_epoch(trainer, datamodule)
     check_validation_interval(trainer, datamodule)
     log_full_config(loggers, cfg)
 
