@@ -74,6 +74,16 @@ def test_a_byte_order_mark_is_no_part_of_a_documents_text(tmp_path, verdict_text
     assert sum(p.nbytes for p in pieces) == path.stat().st_size  # every byte of the file counted as read
 
 
+def test_shards_of_an_earlier_format_are_prepared_again_not_reused(tmp_path, folder, monkeypatch):
+    # Format 1 kept a byte order mark's tokens: its shards must not be found as this format's.
+    with monkeypatch.context() as before:
+        before.setattr(prepare, "INDEX_FORMAT", 1)
+        earlier = prepare_shards(TextFiles(str(folder)), "char", tmp_path / "cache", progress=False)
+    current = prepare_shards(TextFiles(str(folder)), "char", tmp_path / "cache", progress=False)
+    assert current.folder != earlier.folder
+    assert (earlier.index["format"], current.index["format"]) == (1, prepare.INDEX_FORMAT)
+
+
 def test_one_file_is_split_at_a_line_break_near_one_minus_val_ratio(tmp_path, shakespeare_text):
     path = tmp_path / "one.txt"
     path.write_text(shakespeare_text, encoding="utf-8")

@@ -39,7 +39,9 @@ from gptlab.data.documents import Piece
 from gptlab.data.shards import token_dtype, write_shard
 from gptlab.data.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_setting, tokenizer_from_spec
 
-INDEX_FORMAT = 1
+# What the shards hold, in the cache key: a change of it prepares every corpus again instead of reusing
+# shards made the old way. 2: a UTF-8 byte order mark at a file's start is no longer tokenised.
+INDEX_FORMAT = 2
 INDEX = "index.json"
 SPLITS = ("train", "val")
 BATCH_BYTES = 1 << 20
