@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -274,6 +276,18 @@ def test_an_export_replaces_an_earlier_one_whole_and_a_failed_one_leaves_it_as_i
         export_to_hf(retrained, folder, tokenizer_spec=CHARS)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # not the new weights with the old card
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the half-written folder is gone
+
+
+def test_every_file_of_an_export_is_readable_as_the_umask_allows(ours, tmp_path):
+    # safetensors 0.8 made model.safetensors 0600 while config.json and the rest follow the umask.
+    previous = os.umask(0o022)
+    try:
+        folder = export_to_hf(ours, tmp_path / "export", tokenizer_spec=CHARS)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
 
 
 def test_an_export_is_never_put_in_place_of_the_current_folder(ours, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual permissions
+        give_usual_permissions(Path(tmp))  # mkstemp makes it private
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -35,6 +35,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def give_usual_permissions(path: Path) -> None:
+    """The mode a new file gets from open() (0o666 less the umask), for a file a library wrote private."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gptlab.core.errors import ConfigError, GptlabError, first_line
-from gptlab.core.files import folder_written_whole, output_folder
+from gptlab.core.files import folder_written_whole, give_usual_permissions, output_folder
 from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_ACTIVATION, HF_BUFFERS
 from gptlab.models.compile import without_compile_prefix
@@ -163,6 +163,10 @@ def export_to_hf(
     # weight shards of it left), and a failure leaves it as it was.
     with folder_written_whole(out_dir) as folder:
         hf_model.save_pretrained(folder)
+        # safetensors 0.8 writes its files through a private temporary file (mode 0600, safetensors#782):
+        # an export others on the machine (a server's user, a container) cannot read.
+        for weights in folder.glob("*.safetensors"):
+            give_usual_permissions(weights)
         if tokenizer_spec is not None:
             tokenizer = hf_tokenizer_from_spec(tokenizer_spec)
             tokenizer.model_max_length = window  # what transformers' tokenizers and pipelines truncate to
