@@ -36,6 +36,11 @@ def test_train_writes_checkpoints_metrics_and_samples(tmp_path, model, data):
     assert (run_dir / "samples.txt").read_text().count("Every effort moves you") >= 1
     assert f"run folder: {run_dir}" in result.stdout
     assert "best val/loss:" in result.stdout
+    # Each of Lightning's lines once (it has a console of its own beside Hydra's), and no warning about
+    # Lightning's own code.
+    output = result.stdout + result.stderr
+    assert output.count("Seed set to") == 1 and output.count("`Trainer.fit` stopped") == 1, output[-3000:]
+    assert "LeafSpec" not in output
     if data == "shakespeare_char":  # the character vocabulary travels with the checkpoint
         assert_generates(run_dir / "checkpoints" / "last.ckpt", "ROMEO:")
 

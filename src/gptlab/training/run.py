@@ -24,6 +24,7 @@ from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import ValidateAtMaxSteps
+from gptlab.training.console import hide_lightnings_pytree_deprecation, one_console_for_lightning
 from gptlab.training.distributed import check_nodes, end_process_group, launch_ranks_as_single_runs
 from gptlab.training.finetune import parameter_summary
 from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
@@ -168,6 +169,8 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     ``checked``: what preflight's :func:`check_config` returned, when it already ran (train.py runs it
     before importing this module, after the command wrapper checked the schema); else both run here.
     """
+    one_console_for_lightning()
+    hide_lightnings_pytree_deprecation()
     if checked is None:
         validate_config(cfg)
         checked = check_config(cfg)

@@ -1,0 +1,39 @@
+"""What a run prints: each of Lightning's lines once, and no warning about Lightning's own code.
+
+``import lightning`` gives the ``lightning`` logger a console handler of its own (stderr, "INFO: ...") and
+lets its records propagate as well. Under Hydra, whose root logger prints to the console (stdout) and writes
+the run's train.log, every Lightning line ("Seed set to", "GPU available", the model summary, "Trainer.fit
+stopped") was printed twice (Lightning issue #4621, Hydra issue #2898). Where the root logger has a console,
+Lightning's own is dropped: its lines are printed once, and still reach train.log.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def one_console_for_lightning() -> None:
+    if not any(_is_console(handler) for handler in logging.getLogger().handlers):
+        return  # logging left unconfigured (hydra/job_logging=disabled): Lightning's console is the only one
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        if _is_console(handler):
+            lightning_logger.removeHandler(handler)
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    # A FileHandler is a StreamHandler too (train.log); a console handler writes to stdout or stderr.
+    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+
+
+def hide_lightnings_pytree_deprecation() -> None:
+    """Lightning 2.6.6 builds torch's deprecated ``LeafSpec()`` (Lightning issue #21326) and torch 2.13 warns
+    once a run, a FutureWarning about Lightning's code that a user cannot act on. Only that warning, only
+    from that module, is hidden."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
