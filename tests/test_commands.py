@@ -108,6 +108,10 @@ CASES = {
         ["Could not find 'tasks/nope'; available options in 'tasks': lambada, multiple_choice, perplexity"],
     ),
     "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
+    "generate-seed-past-torchs": (
+        ["generate.py", "init_from=gpt2", "seed=99999999999999999999999"],
+        ["seed must be between -9223372036854775808 and 18446744073709551615"],
+    ),
     "generate-two-sources": (["generate.py", "ckpt_path=x", "init_from=gpt2"], ["ckpt_path", "init_from"]),
     # The schemas' ranges hold for every command, before its model loads (ckpt_path=x is never read).
     "serve-port-out-of-range": (["serve.py", "ckpt_path=x", "port=99999"], ["port must be between 0 and 65535", "99999"]),

@@ -176,6 +176,7 @@ BAD_REQUESTS = [
     ({"prompt": "Hi", "n": 99}, 400, "'n' must be between 1 and this server's limit 8"),
     ({"prompt": "Hi", "num_beams": 2, "stream": True}, 400, "'num_beams' > 1"),
     ({"prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "'stop' takes up to 4"),
+    ({"prompt": "Hi", "seed": 2**70}, 400, "'seed' must be between"),  # its batch failed for every request in it
     ({"prompt": "Hi", "model": "../../etc/passwd"}, 404, "is not served here"),
     (b'{"prompt": "Hi",', 400, "not valid JSON"),
     (b"[1, 2]", 400, "must be a JSON object"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gptlab.config.ranges import at_least, one_of
+from gptlab.config.ranges import TORCH_SEEDS, TRAIN_SEEDS, at_least, one_of, seed_within
 from gptlab.core.errors import ConfigError
 
 
@@ -29,6 +29,7 @@ class TrainConfig:
     paths: Any = None
 
     def __post_init__(self) -> None:
+        seed_within("seed", self.seed, TRAIN_SEEDS)
         # (ckpt_path with init_from is allowed: a run started from GPT-2 resumes with its own overrides.)
         max_length = getattr(self.data, "max_length", None)
         context = getattr(self.model, "context_length", None)
@@ -62,6 +63,9 @@ class GenerateConfig:
     stream: bool = False
     device: str = "auto"
     dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        seed_within("seed", self.seed, TORCH_SEEDS)
 
 
 @dataclass

@@ -17,6 +17,19 @@ def at_least(key: str, value: float | None, minimum: float, why: str = "") -> No
         raise ConfigError(f"{key} must be >= {minimum}{why}, got {value}; e.g. {key}={minimum}")
 
 
+# The seeds the random generators take: train.py seeds numpy's too (Lightning's seed_everything), generation
+# only torch's. Outside them the run ended in a traceback (numpy's ValueError, torch's OverflowError), and
+# a server's batch failed for every request in it.
+TRAIN_SEEDS = (0, 2**32 - 1)
+TORCH_SEEDS = (-(2**63), 2**64 - 1)
+
+
+def seed_within(key: str, value: int | None, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    if value is not None and not low <= value <= high:
+        raise ConfigError(f"{key} must be between {low} and {high}, got {value}; e.g. {key}=1337")
+
+
 def positive(key: str, value: float | None, example: str) -> None:
     if value is not None and value <= 0:
         raise ConfigError(f"{key} must be positive, got {value}; e.g. {key}={example}")

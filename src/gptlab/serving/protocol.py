@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from gptlab.config.ranges import TORCH_SEEDS
+
 
 class ApiError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
@@ -100,6 +102,9 @@ def check_ranges(request: CompletionRequest, limits: Limits) -> None:
         raise ApiError(400, f"'num_beams' must be at least 1, got {request.num_beams}", "num_beams")
     if request.num_beams > 1 and (request.stream or request.n > 1):
         raise ApiError(400, "'num_beams' > 1 returns one best completion at the end: it takes neither 'stream' nor 'n' > 1", "num_beams")
+    if request.seed is not None and not TORCH_SEEDS[0] <= request.seed <= TORCH_SEEDS[1]:
+        # torch's generator cannot take it: the whole batch it joined would fail.
+        raise ApiError(400, f"'seed' must be between {TORCH_SEEDS[0]} and {TORCH_SEEDS[1]}, got {request.seed}", "seed")
     stops = stop_strings(request)
     if len(stops) > 4 or any(s == "" for s in stops):
         raise ApiError(400, "'stop' takes up to 4 non-empty strings", "stop")
