@@ -133,3 +133,29 @@ def test_a_request_that_cannot_join_yet_is_not_overtaken_by_later_ones(loaded):
     assert jobs.events[long_first + 1] == ("short prompt", jobs.events[short_first][1])
     for name, prompt in arrivals.items():
         assert jobs.text(name) == alone(loaded, prompt, 5), name
+
+
+def test_a_job_that_fails_before_it_is_decoded_fails_alone_and_the_engine_keeps_serving(loaded):
+    # A seed torch's generator cannot take (the server's protocol refuses it with a 400 first) raised while
+    # the batch was put together, outside any handler: the model's thread ended and every request waited.
+    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    jobs = Jobs(loaded.tokenizer)
+    release = hold_the_model(engine, jobs)
+    engine.submit(jobs.make("bad seed", ["I HAD"], 5, temperature=0.9, seed=2**70))
+    engine.submit(jobs.make("neighbour", ["Gisburn"], 5))
+    release.set()
+    jobs.wait("gate", "bad seed", "neighbour")
+    assert jobs.kinds("bad seed") == ["error"]
+    assert jobs.text("neighbour") == alone(loaded, "Gisburn", 5)
+
+    def a_bad_one_joins(event: tuple) -> None:  # ... and the same for a job joining a running batch
+        if event[0] == "delta" and jobs.kinds("running").count("delta") == 2:
+            engine.submit(jobs.make("bad joiner", ["I"], 5, temperature=0.9, seed=-(2**70)))
+            engine.submit(jobs.make("good joiner", ["I"], 5))
+
+    engine.submit(jobs.make("running", ["rather"], 30, on_event=a_bad_one_joins))
+    jobs.wait("running", "bad joiner", "good joiner")
+    assert jobs.kinds("bad joiner") == ["error"]
+    assert jobs.text("good joiner") == alone(loaded, "I", 5)
+    assert jobs.text("running") == alone(loaded, "rather", 30)
+    assert all(calls == 1 for calls in jobs.done_calls.values()), jobs.done_calls  # every slot freed, once

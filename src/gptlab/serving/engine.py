@@ -141,10 +141,19 @@ class Engine:
         job_of: dict[int, Job] = {}
         left: set[int] = set()
 
-        def member_for(job: Job) -> Member:
+        def member_for(job: Job) -> Member | None:
+            """The job's member of the batch; None for a job that fails before it starts (its generator: a
+            seed torch cannot take), which hears so alone, without stopping the batch or the model's thread."""
+            try:
+                generator = self._generator(job)
+            except Exception as err:
+                traceback.print_exc()
+                job.emit(("error", f"generation failed: {type(err).__name__}"))
+                job.on_done()
+                return None
             rows = completions[id(job)] = self._new_rows(job, 0)
             member = Member(
-                job.n, job.max_tokens, job.temperature, job.top_k, job.top_p, self._generator(job),
+                job.n, job.max_tokens, job.temperature, job.top_k, job.top_p, generator,
                 on_tokens=lambda ids: self._take_step(job, rows, ids[:, 0].tolist()),
             )
             job_of[id(member)] = job
@@ -180,18 +189,23 @@ class Engine:
                 if not (self._batchable(job) and len(prompt) <= length and self._fits(job, rows, length)):
                     break
                 self.held.popleft()
-                joining.append(([prompt] * job.n, member_for(job)))
-                rows += job.n
+                member = member_for(job)
+                if member is not None:
+                    joining.append(([prompt] * job.n, member))
+                    rows += job.n
             if joining:
                 self.batched += len(joining)
             return joining
 
-        members = [member_for(job) for job in jobs]
+        members = {id(job): member for job in jobs if (member := member_for(job)) is not None}
+        jobs = [job for job in jobs if id(job) in members]
+        if not jobs:
+            return
         if len(jobs) > 1:
             self.batched += len(jobs)
         try:
             decode_together(
-                self.loaded.model, [job.prompt_ids[0] for job in jobs for _ in range(job.n)], members,
+                self.loaded.model, [job.prompt_ids[0] for job in jobs for _ in range(job.n)], list(members.values()),
                 self.tokenizer.eos_id, self.tokenizer.vocab_size, pad_id=0, device=self.device,
                 on_leave=on_leave, admit=admit,
             )
