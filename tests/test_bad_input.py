@@ -14,7 +14,7 @@ from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
-# the 42 runs of its module fixture run once, not once a worker.
+# the 44 runs of its module fixture run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
 BASE = [*TINY_GPT_RUN, "logger=csv"]
@@ -38,6 +38,9 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 # id -> (overrides; "{run}" is the existing run folder, "{tmp}" a scratch folder), words the message must hold
 CASES: dict[str, tuple[list[str], list[str]]] = {
+    # Hydra's ValueError traceback named neither the override nor the group's options.
+    "group-set-to-null": (["callbacks=null"], ["callbacks=null: callbacks is a config group", "(default, none)", "~callbacks"]),
+    "seed-outside-numpys-range": (["seed=-5"], ["seed must be between 0 and 4294967295, got -5"]),
     "unknown-option": (
         ["model=gpt_huge"], ["Could not find 'model/gpt_huge'", "gpt_tiny, hf_causal_lm (pick one with model=NAME)"]
     ),

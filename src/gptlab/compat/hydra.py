@@ -107,6 +107,23 @@ def _unreadable_override(err: BaseException) -> str | None:
     return None
 
 
+def null_group_override(err: BaseException, conf_dir: Path | None) -> str | None:
+    """``callbacks=null``: Hydra refuses a config group set to null with a ValueError traceback, naming
+    neither the override nor what the group takes. The one line for it; None for any other error."""
+    if not isinstance(err, ValueError) or "Config group override must be a string or a list" not in str(err):
+        return None
+    for override in sys.argv[1:]:
+        key, _, value = override.partition("=")
+        group = key.lstrip("+")
+        if value.lower() == "null" and conf_dir is not None and (conf_dir / group).is_dir():
+            choices = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
+            return (
+                f"{override}: {group} is a config group, set to one of its options ({choices}), "
+                f"or left out with ~{group}"
+            )
+    return f"a config group was set to null ({err}); set it to one of its options, or leave it out with ~GROUP"
+
+
 def _missing_from_a_list(text: str, conf_dir: Path | None) -> str | None:
     """'tasks=[nope]': Hydra says it "Could not load 'tasks/nope'" and, unlike for tasks=nope, lists no
     options but its search path; the options are the group's files in conf/."""

@@ -80,7 +80,7 @@ def one_line_hydra_errors(task_started: Callable[[], bool], conf_dir: Path | Non
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from gptlab.compat.hydra import hydra_message, raise_hydra_errors
+    from gptlab.compat.hydra import hydra_message, null_group_override, raise_hydra_errors
 
     wants_full_error = raise_hydra_errors()
     try:
@@ -89,6 +89,12 @@ def one_line_hydra_errors(task_started: Callable[[], bool], conf_dir: Path | Non
         if wants_full_error:
             raise
         print(f"error: {hydra_message(err, conf_dir)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except ValueError as err:
+        message = None if wants_full_error or task_started() else null_group_override(err, conf_dir)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except OSError as err:
         if wants_full_error or task_started():
