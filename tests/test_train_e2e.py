@@ -6,6 +6,7 @@ import pytest
 import torch
 from cli_runner import (
     TINY_DECODER,
+    TINY_GPT_RUN,
     TINY_RUN,
     assert_finite,
     assert_ok,
@@ -65,6 +66,19 @@ def test_debug_overfit_trains_one_batch_until_its_loss_falls_and_checkpoints(tmp
     losses = [float(r["train/loss"]) for r in read_metrics(run_dir) if r.get("train/loss")]
     assert len(losses) == 20 and losses[-1] < 0.9 * losses[0], losses
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_callbacks_none_reports_lightnings_own_checkpoint_as_what_it_is(tmp_path):
+    # Lightning adds a ModelCheckpoint without a monitor: its file holds the final weights. It was reported
+    # as the best checkpoint and validated again after the run (a best/val_loss of the final weights).
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *TINY_GPT_RUN, "callbacks=none", "logger=csv")
+    assert_ok(result)
+    saved = list(run_dir.rglob("*.ckpt"))
+    assert len(saved) == 1, saved
+    assert f"checkpoint: {saved[0]} (Lightning's own, of the final weights)" in result.stdout
+    assert "best checkpoint:" not in result.stdout
+    assert not any(r.get("best/val_loss") for r in read_metrics(run_dir))
 
 
 def assert_generates(ckpt, prompt: str) -> None:

@@ -224,8 +224,17 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The checkpoint kept for its metric. Lightning's own ModelCheckpoint (callbacks=none: it adds one
+    without a monitor) keeps the latest weights: no best one, nothing for validate_after_fit to validate."""
     callback = trainer.checkpoint_callback
-    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+    if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def _unmonitored_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and not callback.monitor and callback.best_model_path:
         return callback.best_model_path
     return None
 
@@ -265,5 +274,7 @@ def _report(cfg: DictConfig, trainer: L.Trainer, best: float | None, sync_dirs: 
         lines.append(f"best checkpoint: {_best_checkpoint(trainer)}")
     if _last_checkpoint(trainer):
         lines.append(f"last checkpoint: {_last_checkpoint(trainer)} (the final weights)")
+    if _unmonitored_checkpoint(trainer):
+        lines.append(f"checkpoint: {_unmonitored_checkpoint(trainer)} (Lightning's own, of the final weights)")
     lines += [f"wandb (offline): upload with `wandb sync {d}`" for d in sync_dirs]
     print("\n".join(lines), flush=True)
