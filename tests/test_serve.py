@@ -121,6 +121,7 @@ def test_completions_equal_generate_py_for_a_checkpoint_and_for_hugging_face_wei
             greedy = served.complete(prompt="I HAD always", max_tokens=12, temperature=0).json()
             sampled = served.complete(prompt="I HAD always", max_tokens=12, temperature=0.9, top_k=20, n=2, seed=7).json()
             listed = served.complete(prompt=["I HAD", "always thought"], max_tokens=6, temperature=0.8, seed=3).json()
+            beams = served.complete(prompt="I HAD always", max_tokens=12, num_beams=3).json()
         finally:
             served.stop()
         common = [source, "max_new_tokens=12", "prompt=I HAD always"]
@@ -132,6 +133,8 @@ def test_completions_equal_generate_py_for_a_checkpoint_and_for_hugging_face_wei
             source, "max_new_tokens=6", "prompt=[I HAD,always thought]", "temperature=0.8", "seed=3"
         )
         assert greedy["usage"]["completion_tokens"] == 12 and greedy["choices"][0]["finish_reason"] == "length"
+        if source.startswith("ckpt_path"):  # beam search, with OpenAI's default temperature left as it is
+            assert ["I HAD always" + beams["choices"][0]["text"]] == generate_py(*common, "num_beams=3")
 
 
 def test_streaming_gives_the_same_text_and_stop_strings_cut_it(server):
@@ -175,6 +178,7 @@ BAD_REQUESTS = [
     ({"prompt": "Hi", "max_tokens": 100000}, 400, "limit 512"),
     ({"prompt": "Hi", "n": 99}, 400, "'n' must be between 1 and this server's limit 8"),
     ({"prompt": "Hi", "num_beams": 2, "stream": True}, 400, "'num_beams' > 1"),
+    ({"prompt": "Hi", "num_beams": 2, "temperature": 0.7, "top_k": 5}, 400, "'num_beams' > 1 is deterministic beam search: it takes no 'temperature', 'top_k'"),
     ({"prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "'stop' takes up to 4"),
     ({"prompt": "Hi", "seed": 2**70}, 400, "'seed' must be between"),  # its batch failed for every request in it
     ({"prompt": "Hi", "model": "../../etc/passwd"}, 404, "is not served here"),

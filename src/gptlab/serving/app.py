@@ -108,10 +108,11 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
         state.acquire()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
+        beams = body.num_beams > 1  # deterministic: the defaults of the sampling settings do not apply
         job = Job(
             prompt_ids=prompt_ids, prefixes=prompts if body.echo else [""] * len(prompts), n=body.n,
-            max_tokens=body.max_tokens, temperature=float(body.temperature), top_k=body.top_k,
-            top_p=None if body.top_p == 1 else float(body.top_p), num_beams=body.num_beams, seed=body.seed,
+            max_tokens=body.max_tokens, temperature=None if beams else float(body.temperature), top_k=body.top_k,
+            top_p=None if beams or body.top_p == 1 else float(body.top_p), num_beams=body.num_beams, seed=body.seed,
             stops=stop_strings(body), emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             on_done=lambda: loop.call_soon_threadsafe(state.release),
         )

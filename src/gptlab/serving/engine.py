@@ -41,7 +41,7 @@ class Job:
     prefixes: list[str]  # echoed before each prompt's completions ("" without echo)
     n: int
     max_tokens: int
-    temperature: float
+    temperature: float | None  # None: beam search, which does not sample
     top_k: int | None
     top_p: float | None
     num_beams: int

@@ -102,12 +102,24 @@ def check_ranges(request: CompletionRequest, limits: Limits) -> None:
         raise ApiError(400, f"'num_beams' must be at least 1, got {request.num_beams}", "num_beams")
     if request.num_beams > 1 and (request.stream or request.n > 1):
         raise ApiError(400, "'num_beams' > 1 returns one best completion at the end: it takes neither 'stream' nor 'n' > 1", "num_beams")
+    sampling = sampling_fields(request)
+    if request.num_beams > 1 and sampling:
+        # Only what the client set: OpenAI's default temperature of 1 is no request to sample.
+        raise ApiError(400, f"'num_beams' > 1 is deterministic beam search: it takes no {', '.join(map(repr, sampling))}; "
+                       "drop it, or use 'num_beams': 1 to sample", "num_beams")
     if request.seed is not None and not TORCH_SEEDS[0] <= request.seed <= TORCH_SEEDS[1]:
         # torch's generator cannot take it: the whole batch it joined would fail.
         raise ApiError(400, f"'seed' must be between {TORCH_SEEDS[0]} and {TORCH_SEEDS[1]}, got {request.seed}", "seed")
     stops = stop_strings(request)
     if len(stops) > 4 or any(s == "" for s in stops):
         raise ApiError(400, "'stop' takes up to 4 non-empty strings", "stop")
+
+
+def sampling_fields(request: CompletionRequest) -> list[str]:
+    """The sampling settings the client set to anything but their no-op (temperature 0, top_p 1)."""
+    given = request.model_fields_set
+    neutral = {"temperature": 0, "top_p": 1, "top_k": None}
+    return [name for name, value in neutral.items() if name in given and getattr(request, name) != value]
 
 
 def stop_strings(request: CompletionRequest) -> list[str]:
