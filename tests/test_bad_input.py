@@ -14,7 +14,7 @@ from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
 from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
-# the 44 runs of its module fixture run once, not once a worker.
+# the 45 runs of its module fixture run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
 BASE = [*TINY_GPT_RUN, "logger=csv"]
@@ -133,6 +133,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["trainer.val_check_interval=5"],
         ["validates every 5 training batches, but an epoch here has 4 (trainer.limit_train_batches=4)", "=null"],
     ),
+    "device-ids-on-the-cpu": (["trainer.devices=[0]", "trainer.accelerator=cpu"], ["trainer.devices=[0] on the CPU", "trainer.devices=2"]),
     "several-nodes-without-a-launcher": (
         ["trainer.num_nodes=2", "trainer.accelerator=cpu"],
         ["trainer.num_nodes=2 waits for 2 machines", "trainer.devices=N"],

@@ -85,6 +85,8 @@ OUT_OF_RANGE = {
     "trainer.val_check_interval=0.0": "trainer.val_check_interval=0.0 is a fraction of an epoch",
     "trainer.val_check_interval=1.5": "so it must be in (0, 1]",
     "trainer.check_val_every_n_epoch=0": "trainer.check_val_every_n_epoch must be >= 1",
+    "trainer.devices=0": "trainer.devices must be a count of at least 1, -1 (every device), auto, or a list",
+    "trainer.num_nodes=0": "trainer.num_nodes must be >= 1, got 0",
     # numpy's range (Lightning seeds it): a ValueError traceback from seed_everything.
     "seed=-5": "seed must be between 0 and 4294967295, got -5",
     "seed=4294967296": "seed must be between 0 and 4294967295",

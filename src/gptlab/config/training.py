@@ -107,6 +107,14 @@ class TrainerConfig:
             raise ConfigError("trainer.max_steps=0 trains nothing; use a positive number, or -1 to use max_epochs")
         if self.max_epochs == 0:
             raise ConfigError("trainer.max_epochs=0 trains nothing; use a positive number")
+        devices = self.devices
+        if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
+            # Lightning's own line for it names no value that works.
+            raise ConfigError(
+                f"trainer.devices must be a count of at least 1, -1 (every device), auto, or a list of device "
+                f"ids, got {devices}; e.g. trainer.devices=1"
+            )
+        at_least("trainer.num_nodes", self.num_nodes, 1)
         at_least("trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1)
         at_least("trainer.log_every_n_steps", self.log_every_n_steps, 1)
         at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)

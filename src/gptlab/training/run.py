@@ -90,8 +90,21 @@ def check_trainer(cfg: DictConfig) -> None:
     # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     check_strategy(cfg)
+    check_cpu_devices(cfg)
     check_nodes(int(cfg.trainer.get("num_nodes", 1)))
     choose_precision(cfg)
+
+
+def check_cpu_devices(cfg: DictConfig) -> None:
+    """On the CPU, trainer.devices counts processes: -1 or a list of ids is refused by Lightning in a
+    TypeError that Hydra's instantiate wraps ("Error in call to target ...")."""
+    devices = cfg.trainer.get("devices", 1)
+    if training_device(cfg) != "cpu" or devices == "auto" or (isinstance(devices, int) and devices > 0):
+        return
+    raise ConfigError(
+        f"trainer.devices={devices} on the CPU: give the number of processes (trainer.devices=2 with "
+        "trainer=ddp), or auto"
+    )
 
 
 def check_strategy(cfg: DictConfig) -> None:
