@@ -101,6 +101,8 @@ class HFDataset:
                 streaming=self.streaming,
                 cache_dir=self.cache_dir,
             )
+        except datasets.exceptions.DatasetGenerationError as err:  # a file it found but could not parse
+            raise self._unreadable(err.__cause__ or err) from None
         except (FileNotFoundError, ValueError, ConnectionError) as err:
             raise DataError(
                 f"data=hf could not load {self.path!r} (split {split!r}): {first_line(err)}; check data.path, "
@@ -121,7 +123,21 @@ class HFDataset:
         for index, piece in enumerate(self._texts(self.rows(self.split))):
             yield ("val" if held_out(index, self.val_ratio) else "train"), piece
 
+    def _unreadable(self, err: BaseException) -> DataError:
+        return DataError(
+            f"data=hf could not read {self.describe()}: {first_line(err)}; fix the file, or check data.path "
+            "and data.data_files (json lines: one JSON object per line)"
+        )
+
     def _texts(self, rows) -> Iterator[Piece]:
+        try:
+            yield from self._row_texts(rows)
+        except ValueError as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise self._unreadable(err) from None  # streamed files are parsed as they are read (pyarrow)
+
+    def _row_texts(self, rows) -> Iterator[Piece]:
         for row in rows:
             if self.text_column not in row:
                 raise DataError(
