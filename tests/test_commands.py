@@ -96,6 +96,7 @@ CASES = {
         ["export.py", "ckpt_path=no/such.ckpt", "out_dir={tmp}/out"],
         ["ckpt_path=", "no/such.ckpt"],
     ),
+    "export-push-to-hub-yes": (["export.py", "ckpt_path=x", "out_dir=y", "push_to_hub=true"], ["push_to_hub takes the Hub repository", "push_to_hub=your-name/my-gpt"]),
     "export-private-not-a-bool": (["export.py", "private=maybe"], ["private must be true or false", "'maybe'"]),
     "report-without-jobs": (["report.py", "sweep_dir={tmp}"], ["holds no job folders", "multirun/DATE/TIME"]),
     "report-unknown-key": (["report.py", "sweep=x"], ["sweep is not a setting of report.py", "--cfg job"]),

@@ -144,6 +144,14 @@ class ExportConfig:
     push_to_hub: str | None = None
     private: bool = False
 
+    def __post_init__(self) -> None:
+        # push_to_hub=true reads as a yes, but the schema makes it the repository "True".
+        if self.push_to_hub in ("True", "False"):
+            raise ConfigError(
+                f"push_to_hub takes the Hub repository to upload to, not {self.push_to_hub.lower()}; "
+                "e.g. push_to_hub=your-name/my-gpt"
+            )
+
 
 @dataclass
 class ReportConfig:
