@@ -116,9 +116,8 @@ def null_group_override(err: BaseException, conf_dir: Path | None) -> str | None
         key, _, value = override.partition("=")
         group = key.lstrip("+")
         if value.lower() == "null" and conf_dir is not None and (conf_dir / group).is_dir():
-            choices = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
             return (
-                f"{override}: {group} is a config group, set to one of its options ({choices}), "
+                f"{override}: {group} is a config group, set to one of its options ({_options(conf_dir, group)}), "
                 f"or left out with ~{group}"
             )
     return f"a config group was set to null ({err}); set it to one of its options, or leave it out with ~GROUP"
@@ -131,9 +130,16 @@ def _missing_from_a_list(text: str, conf_dir: Path | None) -> str | None:
     if not missing or conf_dir is None or not (conf_dir / missing[1]).is_dir():
         return None
     group = missing[1]
-    choices = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
     name = group.split("/")[-1]
-    return f"Could not find '{group}/{missing[2]}'; available options in '{group}': {choices} (pick with {name}=[NAME,...])"
+    return (
+        f"Could not find '{group}/{missing[2]}'; available options in '{group}': {_options(conf_dir, group)} "
+        f"(pick with {name}=[NAME,...])"
+    )
+
+
+def _options(conf_dir: Path, group: str) -> str:
+    """A config group's options: the names of its files in the command's config folder."""
+    return ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
 
 
 def hydra_message(err: BaseException, conf_dir: Path | None = None) -> str:

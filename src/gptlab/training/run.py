@@ -134,13 +134,13 @@ def batches_per_epoch(trainer: L.Trainer, datamodule: WindowDataModule) -> int:
     return batches
 
 
-def check_validation_interval(trainer: L.Trainer, datamodule: WindowDataModule) -> None:
+def check_validation_interval(trainer: L.Trainer, whole: int) -> None:
     """Lightning refuses an integer trainer.val_check_interval longer than an epoch only inside fit, in a
-    ValueError traceback (a small corpus, or debug=fast's interval on one): say it first, in one line."""
+    ValueError traceback (a small corpus, or debug=fast's interval on one): say it first, in one line.
+    ``whole``: the training batches of an epoch (:func:`batches_per_epoch`)."""
     interval, limit = trainer.val_check_interval, trainer.limit_train_batches
     if not isinstance(interval, int) or trainer.check_val_every_n_epoch is None:
         return  # a fraction of an epoch, or batches counted across epochs: any value fits
-    whole = batches_per_epoch(trainer, datamodule)
     batches = min(whole, int(limit)) if isinstance(limit, int) else int(whole * limit)
     if 0 < batches < interval:  # no batch at all: Lightning's own line names trainer.limit_train_batches
         cut = f" (trainer.limit_train_batches={limit})" if batches < whole else ""
@@ -214,8 +214,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     trainer: L.Trainer = instantiate_config(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)]
     )
-    batches_per_epoch(trainer, datamodule)
-    check_validation_interval(trainer, datamodule)
+    check_validation_interval(trainer, batches_per_epoch(trainer, datamodule))
     log_full_config(loggers, cfg)
 
     failed = True
@@ -239,15 +238,16 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
     """The checkpoint kept for its metric. Lightning's own ModelCheckpoint (callbacks=none: it adds one
     without a monitor) keeps the latest weights: no best one, nothing for validate_after_fit to validate."""
-    callback = trainer.checkpoint_callback
-    if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
-        return callback.best_model_path
-    return None
+    return _checkpoint_file(trainer, monitored=True)
 
 
 def _unmonitored_checkpoint(trainer: L.Trainer) -> str | None:
+    return _checkpoint_file(trainer, monitored=False)
+
+
+def _checkpoint_file(trainer: L.Trainer, monitored: bool) -> str | None:
     callback = trainer.checkpoint_callback
-    if isinstance(callback, ModelCheckpoint) and not callback.monitor and callback.best_model_path:
+    if isinstance(callback, ModelCheckpoint) and bool(callback.monitor) == monitored and callback.best_model_path:
         return callback.best_model_path
     return None
 
