@@ -38,10 +38,11 @@ def test_train_writes_checkpoints_metrics_and_samples(tmp_path, model, data):
     assert f"run folder: {run_dir}" in result.stdout
     assert "best val/loss:" in result.stdout
     # Each of Lightning's lines once (it has a console of its own beside Hydra's), and no warning about
-    # Lightning's own code.
+    # Lightning's own code, and no advert for Lightning's cloud logger.
     output = result.stdout + result.stderr
     assert output.count("Seed set to") == 1 and output.count("`Trainer.fit` stopped") == 1, output[-3000:]
     assert "LeafSpec" not in output
+    assert "litlogger" not in output and "💡" not in (run_dir / "train.log").read_text()
     if data == "shakespeare_char":  # the character vocabulary travels with the checkpoint
         assert_generates(run_dir / "checkpoints" / "last.ckpt", "ROMEO:")
 

@@ -1,4 +1,4 @@
-"""What a run prints: each of Lightning's lines once, and no warning about Lightning's own code.
+"""What a run prints: each of Lightning's lines once, no warning about Lightning's own code, no advert.
 
 ``import lightning`` gives the ``lightning`` logger a console handler of its own (stderr, "INFO: ...") and
 lets its records propagate as well. Under Hydra, whose root logger prints to the console (stdout) and writes
@@ -37,3 +37,21 @@ def hide_lightnings_pytree_deprecation() -> None:
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
     )
+
+
+_LITLOGGER_ADVERT = "💡 Tip: For seamless cloud logging"
+
+
+class _NoLitloggerAdvert(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_LITLOGGER_ADVERT)
+
+
+def hide_lightnings_litlogger_advert() -> None:
+    """Lightning 2.6 prints a "💡 Tip: ... try installing litlogger" advert for its cloud service in every run
+    that has no LitLogger (logger_connector.py, an unconditional ``rank_zero_info``; no setting turns it
+    off). It says nothing about the run, so that one message is dropped; every other line of the logger
+    still prints."""
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoLitloggerAdvert) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_NoLitloggerAdvert())

@@ -24,7 +24,11 @@ from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import ValidateAtMaxSteps
-from gptlab.training.console import hide_lightnings_pytree_deprecation, one_console_for_lightning
+from gptlab.training.console import (
+    hide_lightnings_litlogger_advert,
+    hide_lightnings_pytree_deprecation,
+    one_console_for_lightning,
+)
 from gptlab.training.distributed import check_nodes, end_process_group, launch_ranks_as_single_runs
 from gptlab.training.finetune import parameter_summary
 from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
@@ -184,6 +188,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     """
     one_console_for_lightning()
     hide_lightnings_pytree_deprecation()
+    hide_lightnings_litlogger_advert()
     if checked is None:
         validate_config(cfg)
         checked = check_config(cfg)
