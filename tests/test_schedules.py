@@ -9,7 +9,7 @@ from trainers import quiet_trainer
 from gptlab.core.errors import ConfigError
 from gptlab.data.datamodule import TextDataModule
 from gptlab.training.module import LanguageModelModule
-from gptlab.training.schedules import build_scheduler, cosine_lr
+from gptlab.training.schedules import build_scheduler, cosine_lr, warmup_outlasts_run
 
 
 def lrs_of(cfg: dict, total_steps: int, lr: float = 1e-3) -> list[float]:
@@ -93,3 +93,27 @@ def test_cosine_through_lightning_warms_up_peaks_once_and_ends_at_min_lr(tmp_pat
     assert rates[0] == pytest.approx(1e-3 / 3)
     assert rates[2] == pytest.approx(1e-3) and rates.count(rates[2]) == 1
     assert rates[-1] == pytest.approx(1e-4, rel=1e-9)
+
+
+def test_a_warmup_as_long_as_the_run_warns_once_with_the_fix(tmp_path, data_dir, capsys):
+    # A fixed warmup_steps longer than a (smoke) run: the rate only rises, never reaching optim.lr, and
+    # nothing said so.
+    module = LanguageModelModule(
+        model=TINY_GPT, tokenizer={"kind": "gpt2"}, optim={"lr": 1e-3}, scheduler={"name": "cosine", "warmup_steps": 10}
+    )
+    trainer = quiet_trainer(limit_val_batches=0, default_root_dir=tmp_path, max_steps=4)
+    datamodule = TextDataModule(corpus="the-verdict", data_dir=str(data_dir), batch_size=2, max_length=32)
+    trainer.fit(module, datamodule=datamodule)
+    err = capsys.readouterr().err
+    assert err.count("warning: scheduler.warmup_steps=10 is not shorter than the run (4 optimizer steps)") == 1
+    assert "without reaching optim.lr" in err and "lower scheduler.warmup_steps" in err
+
+
+def test_warmup_warning_only_when_the_warmup_fills_the_run():
+    cosine = {"name": "cosine", "warmup_steps": 5}
+    assert warmup_outlasts_run(cosine, 6) is None
+    assert "never decays" in warmup_outlasts_run(cosine, 5) and "without reaching" not in warmup_outlasts_run(cosine, 5)
+    assert "without reaching optim.lr" in warmup_outlasts_run(cosine, 4)
+    assert warmup_outlasts_run({"name": "cosine", "warmup_ratio": 0.5}, 10) is None
+    assert warmup_outlasts_run({"name": "constant", "warmup_steps": 50}, 10) is None
+    assert warmup_outlasts_run(cosine, math.inf) is None  # build_scheduler refuses that run with its own line

@@ -7,6 +7,7 @@ torch.load(weights_only=True).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import lightning as L
@@ -21,7 +22,7 @@ from gptlab.data.tokenizers import tokenizer_from_spec
 from gptlab.models.fused_loss import IGNORE_INDEX
 from gptlab.training.distributed import clip_sharded_gradients, is_sharded, mean_over_ranks, sharded_grad_norm
 from gptlab.training.finetune import apply_finetune
-from gptlab.training.schedules import build_scheduler
+from gptlab.training.schedules import build_scheduler, warmup_outlasts_run
 
 
 def build_model(model_cfg: dict) -> nn.Module:
@@ -196,7 +197,11 @@ class LanguageModelModule(L.LightningModule):
             eps=float(self.optim_cfg.get("eps", 1e-8)),
             **adamw_kernel(self.optim_cfg.get("fused"), self.trainer),
         )
-        scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.trainer.estimated_stepping_batches)
+        total_steps = self.trainer.estimated_stepping_batches
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, total_steps)
+        warning = warmup_outlasts_run(self.scheduler_cfg, total_steps)
+        if warning and self.trainer.is_global_zero:
+            print(warning, file=sys.stderr, flush=True)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

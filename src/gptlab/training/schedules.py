@@ -33,6 +33,23 @@ def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_s
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_outlasts_run(cfg: dict, total_steps: float) -> str | None:
+    """A warning when the cosine schedule's warmup is as long as the run or longer: the rate rises for the
+    whole run (never reaching ``optim.lr`` if longer) and never decays. A warning, not an error: a short smoke
+    run (debug=fast) of an experiment with a fixed warmup is legitimate."""
+    if cfg.get("name", "cosine") != "cosine" or not math.isfinite(total_steps) or total_steps < 1:
+        return None
+    warmup = resolve_warmup(int(total_steps), cfg.get("warmup_steps"), cfg.get("warmup_ratio"))
+    if warmup < total_steps:
+        return None
+    short_of_peak = " without reaching optim.lr" if warmup > total_steps else ""
+    return (
+        f"warning: scheduler.warmup_steps={warmup} is not shorter than the run ({int(total_steps)} optimizer "
+        f"steps): the learning rate rises for the whole run{short_of_peak} and never decays; lower "
+        "scheduler.warmup_steps or train for more steps"
+    )
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: int) -> LambdaLR:
     name = cfg.get("name", "cosine")  # cosine or constant (gptlab.config.training.SCHEDULES)
     base_lr = optimizer.param_groups[0]["lr"]
