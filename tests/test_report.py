@@ -54,6 +54,12 @@ def test_report_on_a_folder_without_jobs_says_what_to_give(tmp_path):
 
     with pytest.raises(ConfigError, match="holds no job folders.*multirun/DATE/TIME"):
         report_from_config({"sweep_dir": str(tmp_path)})
+    # A mistyped path was "holds no job folders", as if the folder were there.
+    with pytest.raises(ConfigError, match=r"sweep_dir=\S+nope does not exist; give the folder of a multirun"):
+        report_from_config({"sweep_dir": str(tmp_path / "nope")})
+    (tmp_path / "report.md").write_text("")
+    with pytest.raises(ConfigError, match=r"report.md is a file; give the folder of a multirun"):
+        report_from_config({"sweep_dir": str(tmp_path / "report.md")})
     with pytest.raises(ConfigError, match="missing sweep_dir="):
         report_from_config({"sweep_dir": None})
 

@@ -115,6 +115,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     """Write report.md, report.csv and val_loss.png for a multirun folder; return their paths."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir
+    if not sweep_dir.is_dir():
+        what = "is a file" if sweep_dir.exists() else "does not exist"
+        raise ConfigError(f"sweep_dir={sweep_dir} {what}; give the folder of a multirun, e.g. multirun/DATE/TIME")
     jobs = job_folders(sweep_dir)
     if not jobs:
         raise ConfigError(
