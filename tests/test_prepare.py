@@ -208,3 +208,24 @@ def test_a_val_ratio_too_small_for_one_window_is_refused_with_the_fix(tmp_path, 
     datamodule.prepare_data(progress=False)
     with pytest.raises(DataError, match=r"data.val_ratio=0.001 leaves \d+ validation tokens, fewer than one window of 65"):
         datamodule.setup("fit")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", r"data.path=\S+story.txt holds no text \(only empty documents\)"),
+        # 98 tokens: the split's line said "raise data.val_ratio", which cannot give two windows of 65.
+        ("I HAD always thought Jack Gisburn rather a cheap genius. " * 8, r"gives \d+ tokens in all, fewer than the 130"),
+    ],
+    ids=["empty", "too-small"],
+)
+def test_a_corpus_too_small_for_two_windows_says_so_instead_of_blaming_the_split(tmp_path, text, expected):
+    from gptlab.data.prepared_datamodule import TextFilesDataModule
+
+    (tmp_path / "story.txt").write_text(text, encoding="utf-8")
+    datamodule = TextFilesDataModule(
+        str(tmp_path / "story.txt"), val_ratio=0.5, cache_dir=str(tmp_path / "cache"), max_length=64, batch_size=2
+    )
+    datamodule.prepare_data(progress=False)
+    with pytest.raises(DataError, match=expected):
+        datamodule.setup("fit")

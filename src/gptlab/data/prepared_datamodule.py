@@ -52,6 +52,11 @@ class PreparedDataModule(ShardDataModule):
             )
         return self.prepared
 
+    @property
+    def described(self) -> str:
+        """The keys that name the data, as a user typed them."""
+        return f"data.path={self.path}"
+
     def load_tokenizer(self) -> None:
         if self.tokenizer is not None:
             return
@@ -61,6 +66,8 @@ class PreparedDataModule(ShardDataModule):
 
     def make_datasets(self) -> tuple[Dataset, Dataset]:
         held_out = self.prepared.tokens("val")
+        if not self.separate_validation:
+            self._check_corpus_size()
         if held_out <= self.max_length and not self.separate_validation:
             raise DataError(
                 f"data.val_ratio={self.val_ratio} leaves {held_out} validation tokens, fewer than one window of "
@@ -68,6 +75,23 @@ class PreparedDataModule(ShardDataModule):
                 f"name validation data with {self.validation_key}"
             )
         return super().make_datasets()
+
+    def _check_corpus_size(self) -> None:
+        """A corpus too small for a training and a validation window is said so before the split is blamed:
+        raising data.val_ratio (what the split's line suggests) cannot help a file of 98 tokens."""
+        index = self.prepared.index
+        total = sum(index["splits"][split]["tokens"] for split in ("train", "val"))
+        separators = sum(index["splits"][split]["documents"] for split in ("train", "val"))
+        text_tokens = total - (separators if index.get("eos_id") is not None else 0)
+        source = self.described
+        if text_tokens == 0:
+            raise DataError(f"{source} holds no text (only empty documents); give data that holds text")
+        needed = 2 * (self.max_length + 1)
+        if total < needed:
+            raise DataError(
+                f"{source} gives {total} tokens in all, fewer than the {needed} that a training and a validation "
+                f"window of {self.max_length + 1} (data.max_length + 1) need; lower data.max_length or give more text"
+            )
 
 
 class TextFilesDataModule(PreparedDataModule):
@@ -117,6 +141,11 @@ class HFDataModule(PreparedDataModule):
     @property
     def separate_validation(self) -> bool:
         return bool(self.val_split)
+
+    @property
+    def described(self) -> str:
+        files = f" data.data_files={self.data_files}" if self.data_files is not None else ""
+        return f"data.path={self.path}{files}"
 
     def make_source(self) -> HFDataset:
         path = require_path("data.path", self.path, "json data.data_files=corpus.jsonl")
