@@ -176,6 +176,13 @@ def test_each_bad_mixture_gets_a_clear_message(mixture):
         mixture, [{"kind": "verdict"}, {"kind": "shakespeare", "weight": -1}]
     )
     assert "every data.sources weight is 0" in bad(mixture, [{"kind": "verdict", "weight": 0}])
+    # Two sources of one name logged one tokens_seen/<name> series between them.
+    assert "data.sources[1] and data.sources[0] are both named a" in bad(
+        mixture, [{"kind": "verdict", "name": "a"}, {"kind": "shakespeare", "name": "a"}]
+    )
+    assert "data.sources[1] and data.sources[0] are both named verdict_1" in bad(
+        mixture, [{"kind": "verdict", "name": "verdict_1"}, {"kind": "verdict"}, {"kind": "verdict"}]
+    )
     assert "data.sources[0].kind=csv is not a data kind to mix" in bad(mixture, [{"kind": "csv"}])
     assert "data.sources[0].max_length is the mixture's to set" in bad(
         mixture, [{"kind": "verdict", "max_length": 8}]

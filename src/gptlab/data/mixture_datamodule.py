@@ -229,9 +229,17 @@ def _weight(i: int, spec: dict) -> float:
 
 
 def _names(specs: list[dict]) -> list[str]:
-    """Each source's name in logs: its ``name``, else its kind, numbered where kinds repeat."""
+    """Each source's name in logs: its ``name``, else its kind, numbered where kinds repeat. Two sources of
+    one name would log their ``tokens_seen/<name>`` into one series, so that is refused."""
     names = [str(spec.get("name") or spec.get("kind")) for spec in specs]
-    return [
+    names = [
         f"{name}_{i}" if names.count(name) > 1 and not specs[i].get("name") else name
         for i, name in enumerate(names)
     ]
+    for later, name in enumerate(names):
+        if (first := names.index(name)) < later:
+            raise ConfigError(
+                f"data.sources[{later}] and data.sources[{first}] are both named {name} (their tokens_seen/{name} "
+                f"would be one series); give each source a name of its own, e.g. data.sources[{later}].name={name}_b"
+            )
+    return names
