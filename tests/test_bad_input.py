@@ -209,6 +209,10 @@ def test_bad_input_gets_one_clear_line_and_loses_nothing(case, results, existing
     for words in CASES[case][1]:
         assert words in errors[0], errors[0]
     assert "this ran while loading a checkpoint" not in output
+    # Where the run had started (Hydra wrote its folder), its train.log says why it stopped, as report.py
+    # reads a sweep job's failure; it stopped without a word there before.
+    if (run_dirs[case] / ".hydra").is_dir():
+        assert errors[0] in (run_dirs[case] / "train.log").read_text(), case
     # Nothing lost: the existing run is untouched, and the failed run wrote no checkpoint.
     assert snapshot(existing_run) == before
     assert not (run_dirs[case] / "checkpoints").exists()

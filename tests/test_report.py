@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 from cli_runner import TINY_RUN, assert_ok, run_script
@@ -18,13 +19,18 @@ def sweep_dir(tmp_path_factory):
         "train.py",
         "-m",
         f"hydra.sweep.dir={sweep_dir}",
-        "optim.lr=1e-4,2e-3",
+        "optim.lr=1e9,1e-4,2e-3",  # job 0 diverges at its first step
         "model=gpt_tiny",
         "data=verdict",
         *TINY_RUN,
         "logger=csv",
     )
-    assert_ok(result)
+    # The diverging job fails alone: its line names it, the other jobs run, and the sweep exits 2 at the end
+    # (it exited at the first failure, so no later job ran).
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(r"^error: job 0 \([^)]*optim.lr=1000000000.0[^)]*\): train/loss is nan", result.stderr, re.M)
+    assert result.stderr.rstrip().endswith("error: 1 of 3 jobs failed (job 0); each one's error is above")
+    assert result.stdout.count("best val/loss:") == 2
     return sweep_dir
 
 
@@ -36,12 +42,16 @@ def test_report_lists_every_job_with_its_results_and_plots_their_validation_loss
     assert result.stdout.startswith(f"# Sweep {sweep_dir}") and f"wrote {out / 'report.csv'}" in result.stdout
     with (out / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["job"] for r in rows) == ["0", "1"]
+    assert sorted(r["job"] for r in rows) == ["0", "1", "2"]
     # Only what differs between the jobs: the arguments common to the sweep are listed once above the table.
-    assert {r["overrides"] for r in rows} == {"optim.lr=0.0001", "optim.lr=0.002"}
-    losses = [float(r["best val/loss"]) for r in rows]
+    assert {r["overrides"] for r in rows} == {"optim.lr=1000000000.0", "optim.lr=0.0001", "optim.lr=0.002"}
+    *trained, diverged = rows  # jobs without a validation loss last
+    assert diverged["job"] == "0" and diverged["best val/loss"] == ""
+    assert diverged["status"].startswith("failed: train/loss is nan at step 1 (lr ")  # its line in train.log
+    assert diverged["status"].endswith("): training stopped")  # what went wrong, not how to fix it
+    losses = [float(r["best val/loss"]) for r in trained]
     assert losses == sorted(losses)  # best first
-    for r in rows:
+    for r in trained:
         assert r["status"] == "ok" and r["steps"] == "4" and float(r["time (s)"]) > 0
         assert float(r["val/ppl"]) == pytest.approx(2.718281828 ** float(r["best val/loss"]), rel=1e-3)
     markdown = (out / "report.md").read_text()

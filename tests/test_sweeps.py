@@ -61,6 +61,36 @@ def test_optuna_search_runs_trials_and_reports_the_lowest_val_loss(tmp_path):
     assert "Optuna's best:" in report and report.count("| ok |") == 3
 
 
+@pytest.mark.e2e
+def test_a_trial_that_diverges_is_marked_failed_and_the_search_goes_on(tmp_path):
+    # A diverging trial exited the whole process: the search ended at the first too-high learning rate.
+    sweep_dir, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = run_script(
+        "train.py",
+        "-m",
+        "hparams_search=lr_warmup_wd",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.storage={storage}",
+        "optim.lr=choice(1e9,1e-3)",  # 1e9 diverges at the first step
+        "model=gpt_tiny",
+        "data=verdict",
+        *TINY_RUN,
+        "logger=csv",
+    )
+    assert_ok(result)  # the search finished, with a best trial
+    import optuna
+
+    study = optuna.load_study(study_name="lr_warmup_wd", storage=storage)
+    failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == 3 and failed and completed, [t.state for t in study.trials]
+    assert all(t.params["optim.lr"] == 1e9 for t in study.trials if t.number in failed)
+    jobs = ", ".join(f"job {n}" for n in failed)
+    assert f"note: {len(failed)} of 3 jobs failed ({jobs}); each one's error is above" in result.stderr
+    assert study.best_value == min(t.value for t in completed)
+
+
 def compose_train(*overrides: str):
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
@@ -95,3 +125,34 @@ def test_slurm_job_function_trains_and_requeues_into_the_same_folder(tmp_path, m
     requeued = job.checkpoint()  # what submitit runs after a preemption or timeout
     command = requeued.function.command()
     assert f"hydra.run.dir={run_dir}" in command and command[-1] == "ckpt_path=last"
+
+
+def test_a_search_whose_every_trial_failed_ends_in_one_line(monkeypatch, capsys):
+    # Optuna's own "No trials are completed yet" ValueError (it asks for the best trial) follows the failures.
+    from gptlab.core import sweep_jobs
+
+    monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs())
+    for job in range(2):
+        sweep_jobs.job_started()
+        sweep_jobs.fail_job(f"job {job} (optim.lr=1e9)", "error", "train/loss is nan at step 1")
+    with pytest.raises(SystemExit) as stopped:
+        sweep_jobs.end_of_sweep(ValueError("No trials are completed yet."))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "error: job 0 (optim.lr=1e9): train/loss is nan at step 1",
+        "error: job 1 (optim.lr=1e9): train/loss is nan at step 1",
+        "error: 2 of 2 jobs failed (job 0, job 1); each one's error is above; then the sweeper: No trials are "
+        "completed yet.",
+    ]
+
+
+def test_an_error_that_is_no_failed_jobs_is_left_to_the_caller(monkeypatch):
+    from gptlab.core import sweep_jobs
+
+    monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs())
+    sweep_jobs.end_of_sweep(RuntimeError("a bug"))  # no job failed: returns, the caller re-raises
+    sweep_jobs.job_started()
+    sweep_jobs.job_started()
+    sweep_jobs.fail_job("job 0 (x=1)", "error", "bad")
+    sweep_jobs.end_of_sweep(RuntimeError("a bug in the sweeper"))  # one of two failed: not a consequence

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -15,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from gptlab.core.collector import exit_without_collection
 from gptlab.core.errors import GptlabError
 from gptlab.core.redaction import guard_outputs, load_dotenv
+from gptlab.core.sweep_jobs import current_job, end_of_sweep, fail_job, job_started
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 EXIT_USER_ERROR = 2
+RUN_END_LOGGER = "gptlab"  # the logger name of the line that ended a run, in its log file
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -44,7 +47,9 @@ def find_user_error(err: BaseException) -> BaseException | None:
 
 
 @contextmanager
-def report_user_errors() -> Iterator[None]:
+def report_user_errors(job: str | None = None) -> Iterator[None]:
+    """A user error as one line and its exit code. ``job``: inside a multirun job, its name; the job then
+    fails alone and the sweep goes on (gptlab.core.sweep_jobs), unless the user stopped it (a signal)."""
     try:
         yield
     except Exception as err:
@@ -52,8 +57,21 @@ def report_user_errors() -> Iterator[None]:
         if user_error is None:
             raise
         message = " ".join(str(user_error).split())  # one line, whatever the library put in it
-        print(f"{getattr(user_error, 'label', 'error')}: {message}", file=sys.stderr, flush=True)
-        sys.exit(getattr(user_error, "exit_code", EXIT_USER_ERROR))
+        label, exit_code = getattr(user_error, "label", "error"), getattr(user_error, "exit_code", EXIT_USER_ERROR)
+        record_in_run_log(f"{label}: {message}")
+        if job is not None and exit_code == EXIT_USER_ERROR:
+            raise fail_job(job, label, message) from None
+        print(f"{label}: {message}", file=sys.stderr, flush=True)
+        sys.exit(exit_code)
+
+
+def record_in_run_log(line: str) -> None:
+    """The line that ended the command, in the run's log file too (Hydra's train.log), which otherwise
+    stops without saying why; the console gets it once, from the caller. report.py reads it there."""
+    record = logging.LogRecord(RUN_END_LOGGER, logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 @contextmanager
@@ -137,7 +155,10 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
             nonlocal started
             started = True
             guard_outputs()  # no API key or token reaches the console or a log file
-            with report_user_errors(), quiet_when_the_reader_leaves():
+            job = current_job()
+            if job is not None:
+                job_started()
+            with report_user_errors(job), quiet_when_the_reader_leaves():
                 # Every command's ranges and cross-key rules (its schema's checks), before any of its work.
                 validate_config(cfg)
                 return task(cfg)
@@ -150,7 +171,13 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
             load_dotenv(os.environ.get("GPTLAB_DOTENV", ".env"))  # its keys and tokens never reach an output
             try:
                 with one_line_hydra_errors(lambda: started, conf_dir):
-                    return hydra_main()
+                    result = hydra_main()
+            except Exception as err:
+                end_of_sweep(err)  # exits 2 when the sweep ended on its failed jobs
+                raise
+            else:
+                end_of_sweep(None)
+                return result
             finally:
                 exit_without_collection()  # ~0.8 s less at exit (gptlab.core.collector)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gptlab.core.entrypoint import RUN_END_LOGGER
 from gptlab.core.errors import ConfigError
 from gptlab.core.files import csv_text, output_folder
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_sweep, read_rows
@@ -66,8 +67,9 @@ def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResul
     # What differs between jobs is what a reader wants; arguments common to the whole sweep are noise.
     varying = [o for o in overrides if o not in sweep_overrides and not o.startswith("hydra.")]
     metrics = job_dir / "csv" / "metrics.csv"
+    failure = _failure(job_dir)
     if not metrics.is_file():
-        return JobResult(job_dir.name, varying, Curves(), None, None, None, "no metrics (failed?)")
+        return JobResult(job_dir.name, varying, Curves(), None, None, None, failure or "no metrics (failed?)")
     rows = read_rows(metrics)
     curves = curves_from_rows(rows)
     train_steps = [int(float(r["step"])) for r in rows if r.get("train/loss") and r.get("step")]
@@ -75,8 +77,8 @@ def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResul
     started = job_dir / ".hydra" / "config.yaml"
     seconds = metrics.stat().st_mtime - started.stat().st_mtime if started.is_file() else None
     status = "ok" if curves.val else "no validation"
-    if _failed(job_dir):
-        status = "failed"
+    if failure:
+        status = failure
     return JobResult(
         job=job_dir.name,
         overrides=varying,
@@ -88,9 +90,20 @@ def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResul
     )
 
 
-def _failed(job_dir: Path) -> bool:
+def _failure(job_dir: Path) -> str | None:
+    """'failed: <what ended the job>' (the commands write their error line to the job's train.log), 'failed' for
+    a traceback there, None for a job that ended well."""
     log = job_dir / "train.log"
-    return log.is_file() and "Traceback" in log.read_text(errors="replace")
+    if not log.is_file():
+        return None
+    text = log.read_text(errors="replace")
+    marker = f"[{RUN_END_LOGGER}][ERROR] - "
+    for line in text.splitlines():
+        if marker in line:
+            label, _, message = line.split(marker, 1)[1].partition(": ")
+            what = message.partition("; ")[0]  # what went wrong; how to fix it follows
+            return f"failed: {what}" if label == "error" else f"{label}: {what}"
+    return "failed" if "Traceback" in text else None
 
 
 def common_overrides(job_dirs: list[Path]) -> set[str]:

@@ -1,0 +1,80 @@
+"""A multirun job that fails with a user error fails alone: the sweep goes on to its next job.
+
+Hydra records a job whose task raises an exception as failed and launches the next one; the basic sweeper
+raises the first failure once every job has run, and the Optuna sweeper marks the trial failed (and goes
+on up to its ``max_failure_rate``). A command that *exits* on a user error (SystemExit is no Exception)
+ended the whole sweep instead: one diverging learning rate stopped a sweep before its other jobs ran.
+So inside a multirun job a user error is printed with the job's number and overrides and raised as
+:class:`SweepJobFailed`; the command exits 2 after the sweep, with one line naming the failed jobs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from gptlab.core.errors import GptlabError
+
+EXIT_USER_ERROR = GptlabError.exit_code
+
+
+class SweepJobFailed(Exception):
+    """A multirun job's user error, already printed; Hydra keeps it as the job's result."""
+
+
+@dataclass
+class _Jobs:
+    """The multirun jobs this process ran (the basic and Optuna sweepers run them one after another)."""
+
+    run: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+_jobs = _Jobs()
+
+
+def current_job() -> str | None:
+    """'job N (its overrides)' inside a multirun job, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra = HydraConfig.get()
+    return f"job {hydra.job.num} ({' '.join(hydra.overrides.task)})"
+
+
+def job_started() -> None:
+    _jobs.run += 1
+
+
+def fail_job(job: str, label: str, message: str) -> SweepJobFailed:
+    """Print the job's error line and return the exception that fails it (the caller raises it)."""
+    print(f"{label}: {job}: {message}", file=sys.stderr, flush=True)
+    _jobs.failed.append(job.split(" (", 1)[0])
+    return SweepJobFailed(f"{job}: {message}")
+
+
+def failed_jobs() -> str | None:
+    """'1 of 2 jobs failed (job 0)', or None when none did."""
+    if not _jobs.failed:
+        return None
+    return f"{len(_jobs.failed)} of {_jobs.run} jobs failed ({', '.join(_jobs.failed)}); each one's error is above"
+
+
+def end_of_sweep(err: BaseException | None) -> None:
+    """After Hydra's sweep: exit 2 with one line when it ended on failed jobs, a note when it finished
+    with some failed (an Optuna search that allows failures). ``err``: what the sweep raised, if anything;
+    an error that is no failed job's is not ours to summarise and is re-raised by the caller."""
+    summary = failed_jobs()
+    if summary is None:
+        return
+    if err is None:
+        print(f"note: {summary}", file=sys.stderr, flush=True)
+        return
+    if isinstance(err, SweepJobFailed):
+        print(f"error: {summary}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    if len(_jobs.failed) == _jobs.run:  # the sweeper's own error about it (Optuna: "no trials are completed")
+        print(f"error: {summary}; then the sweeper: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
