@@ -156,3 +156,16 @@ def test_an_error_that_is_no_failed_jobs_is_left_to_the_caller(monkeypatch):
     sweep_jobs.job_started()
     sweep_jobs.fail_job("job 0 (x=1)", "error", "bad")
     sweep_jobs.end_of_sweep(RuntimeError("a bug in the sweeper"))  # one of two failed: not a consequence
+
+
+def test_a_failure_from_a_job_run_elsewhere_is_one_line(monkeypatch, capsys):
+    # A launcher that runs each job in a process of its own (SLURM) hands the failure back unrecorded here.
+    from gptlab.core import sweep_jobs
+
+    monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs())
+    with pytest.raises(SystemExit) as stopped:
+        sweep_jobs.end_of_sweep(sweep_jobs.SweepJobFailed("job 3 (optim.lr=-1): optim.lr must be positive"))
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: job 3 (optim.lr=-1): optim.lr must be positive (the first job that failed)\n"
+    )

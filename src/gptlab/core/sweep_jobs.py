@@ -67,14 +67,16 @@ def end_of_sweep(err: BaseException | None) -> None:
     with some failed (an Optuna search that allows failures). ``err``: what the sweep raised, if anything;
     an error that is no failed job's is not ours to summarise and is re-raised by the caller."""
     summary = failed_jobs()
+    if isinstance(err, SweepJobFailed):
+        # None here: the jobs ran in processes of their own (a SLURM launcher), whose lines went to their
+        # logs; the failure Hydra hands back is the first one.
+        print(f"error: {summary or f'{err} (the first job that failed)'}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
     if summary is None:
         return
     if err is None:
         print(f"note: {summary}", file=sys.stderr, flush=True)
         return
-    if isinstance(err, SweepJobFailed):
-        print(f"error: {summary}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
     if len(_jobs.failed) == _jobs.run:  # the sweeper's own error about it (Optuna: "no trials are completed")
         print(f"error: {summary}; then the sweeper: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
