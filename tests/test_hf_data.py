@@ -73,6 +73,21 @@ def test_a_missing_text_column_is_named_with_the_columns_there_are(tmp_path, row
     assert not list((tmp_path / "cache").rglob("*.bin"))
 
 
+@pytest.mark.parametrize(
+    "splits, expected",
+    [
+        ({"val_split": "test"}, r'data.val_split=test is not a split of \'json\' \(Unknown split "test".*leave data.val_split unset'),
+        ({"split": "validation"}, r"data.split=validation is not a split of 'json' \(.*name one of them$"),
+    ],
+    ids=["val_split", "split"],
+)
+def test_a_split_the_files_lack_is_named_by_its_key(tmp_path, rows, splits, expected):
+    # "check data.path, data.name, data.data_files and data.split" blamed data.split for a data.val_split.
+    source = HFDataset("json", data_files=write_jsonl(tmp_path / "rows.jsonl", rows), cache_dir=str(tmp_path / "c"), **splits)
+    with pytest.raises(DataError, match=expected):
+        prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
+
+
 def test_a_missing_data_file_is_one_line(tmp_path):
     with pytest.raises(DataError, match="matches no file"):
         HFDataset("json", data_files=str(tmp_path / "nope.jsonl"))

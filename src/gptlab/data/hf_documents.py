@@ -104,6 +104,8 @@ class HFDataset:
         except datasets.exceptions.DatasetGenerationError as err:  # a file it found but could not parse
             raise self._unreadable(err.__cause__ or err) from None
         except (FileNotFoundError, ValueError, ConnectionError) as err:
+            if "Unknown split" in str(err):  # datasets' ValueError: 'Unknown split "x". Should be one of [...]'
+                raise self._unknown_split(split, err) from None
             raise DataError(
                 f"data=hf could not load {self.path!r} (split {split!r}): {first_line(err)}; check data.path, "
                 "data.name, data.data_files and data.split (offline, only local files load)"
@@ -113,6 +115,15 @@ class HFDataset:
 
             rows = split_dataset_by_node(rows, rank=self.part[0], world_size=self.part[1])
         return rows
+
+    def _unknown_split(self, split: str, err: Exception) -> DataError:
+        """Named by the key that asked for it: the message said "check ... data.split" for a data.val_split."""
+        if split == self.val_split and split != self.split:
+            return DataError(
+                f"data.val_split={split} is not a split of {self.path!r} ({first_line(err)}); name one of them, or "
+                "leave data.val_split unset to hold out data.val_ratio of the rows"
+            )
+        return DataError(f"data.split={split} is not a split of {self.path!r} ({first_line(err)}); name one of them")
 
     def documents(self) -> Iterator[tuple[str, Piece | None]]:
         if self.val_split:  # validation first: a token budget (max_tokens) then still gets all of it
