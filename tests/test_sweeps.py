@@ -169,3 +169,26 @@ def test_a_failure_from_a_job_run_elsewhere_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "error: job 3 (optim.lr=-1): optim.lr must be positive (the first job that failed)\n"
     )
+
+
+def test_an_interrupted_search_trial_resumes_as_a_single_run_in_its_folder(monkeypatch):
+    # The printed resume command of a trial carried hparams_search=, whose config switches to MULTIRUN:
+    # run as printed, it started a new search instead of finishing the trial.
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from gptlab.training.run import resume_command
+
+    cfg = compose_train("hparams_search=lr_warmup_wd", "model=gpt_tiny", "optim.lr=0.001")
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/runs/search/3"
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    command = resume_command(cfg)
+    assert command == (
+        "python train.py hparams_search=lr_warmup_wd model=gpt_tiny optim.lr=0.001 hydra.run.dir=/runs/search/3 "
+        "hydra.mode=RUN ckpt_path=last"
+    )
+    resumed = compose_train(*command.split()[2:])
+    assert str(resumed.hydra.mode) == "RunMode.RUN" and resumed.hydra.run.dir == "/runs/search/3"

@@ -29,7 +29,12 @@ from gptlab.training.console import (
     hide_lightnings_pytree_deprecation,
     one_console_for_lightning,
 )
-from gptlab.training.distributed import check_nodes, end_process_group, launch_ranks_as_single_runs
+from gptlab.training.distributed import (
+    check_nodes,
+    end_process_group,
+    is_multirun_job,
+    launch_ranks_as_single_runs,
+)
 from gptlab.training.finetune import parameter_summary
 from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
 from gptlab.training.module import LanguageModelModule
@@ -80,6 +85,10 @@ def resume_command(cfg: DictConfig) -> str | None:
         o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))
     ]
     args = [*overrides, f"hydra.run.dir={cfg.paths.output_dir}", "ckpt_path=last"]
+    if is_multirun_job():
+        # A sweep's job continues as a single run in its folder; hparams_search= configs switch to MULTIRUN
+        # on their own, and without this the command started a new search.
+        args.insert(-1, "hydra.mode=RUN")
     return " ".join(["python", Path(sys.argv[0]).name, *map(shlex.quote, args)])
 
 
