@@ -7,6 +7,7 @@ checkpoint's state dict. Pretrained weights are loaded once, at the start of tra
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -106,8 +107,16 @@ class HFCausalLM(LanguageModel):
     def add_lora(self, lora_config) -> nn.Module:
         """Adapt the transformers model inside, which peft knows best; this wrapper stays outermost."""
         from peft import get_peft_model
+        from transformers.pytorch_utils import Conv1D
 
-        self.hf = get_peft_model(self.hf, lora_config)
+        # GPT-2's layers are Conv1D, whose weight is stored (in, out): peft needs fan_in_fan_out=True for them
+        # (it set that itself, with a warning, in every run).
+        lora_config.fan_in_fan_out = any(isinstance(m, Conv1D) for m in self.hf.modules())
+        with warnings.catch_warnings():
+            # peft 0.21.2 reads is_gradient_checkpointing, which transformers 5.23 deprecates with a
+            # FutureWarning about peft's code, not the user's: hidden for this call only.
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            self.hf = get_peft_model(self.hf, lora_config)
         return self
 
     def merge_lora(self) -> nn.Module:
