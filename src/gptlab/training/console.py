@@ -1,4 +1,5 @@
-"""What a run prints: each of Lightning's lines once, no warning about Lightning's own code, no advert.
+"""What a run prints: each of Lightning's lines once, no warning about Lightning's own code or about what a
+resume is meant to find, no advert.
 
 ``import lightning`` gives the ``lightning`` logger a console handler of its own (stderr, "INFO: ...") and
 lets its records propagate as well. Under Hydra, whose root logger prints to the console (stdout) and writes
@@ -55,3 +56,15 @@ def hide_lightnings_litlogger_advert() -> None:
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _NoLitloggerAdvert) for f in rank_zero_logger.filters):
         rank_zero_logger.addFilter(_NoLitloggerAdvert())
+
+
+def hide_checkpoint_folder_warning() -> None:
+    """Resuming a run in its own folder, Lightning warns "Checkpoint directory ... exists and is not empty":
+    the checkpoints there are the ones the run resumes from (a fresh run over checkpoints is refused before
+    Lightning starts, gptlab.training.preflight). Only for a resumed run, only that warning."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Checkpoint directory .* exists and is not empty",
+        category=UserWarning,
+        module=r"lightning\.pytorch\.callbacks\.model_checkpoint",
+    )

@@ -25,6 +25,7 @@ from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import ValidateAtMaxSteps
 from gptlab.training.console import (
+    hide_checkpoint_folder_warning,
     hide_lightnings_litlogger_advert,
     hide_lightnings_pytree_deprecation,
     one_console_for_lightning,
@@ -202,6 +203,8 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
         validate_config(cfg)
         checked = check_config(cfg)
     resume = checked.resume
+    if resume:
+        hide_checkpoint_folder_warning()
     check_trainer(cfg)
     scrub_saved_configs(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
