@@ -94,10 +94,12 @@ def test_a_missing_data_file_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_a_file_that_does_not_parse_is_one_line_naming_it(tmp_path, streaming):
+def test_a_file_that_does_not_parse_is_one_line_naming_it(tmp_path, streaming, caplog):
     # datasets raised DatasetGenerationError (or pyarrow's ArrowInvalid while streaming): a traceback.
     path = tmp_path / "notes.jsonl"
     path.write_text('{"text": "a row"}\nnot json at all\n')
     source = HFDataset("json", data_files=str(path), streaming=streaming, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(DataError, match=r"data=hf could not read .*notes.jsonl: JSON parse error.*fix the file"):
         prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
+    # Only our line: datasets' own "Failed to load JSON from file" log said the same, twice, before it.
+    assert not [r for r in caplog.records if "Failed to load JSON" in r.getMessage()]

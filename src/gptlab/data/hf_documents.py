@@ -8,12 +8,23 @@ Validation: another split (``val_split``), or a deterministic ``val_ratio`` shar
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from gptlab.core.errors import ConfigError, DataError, first_line
 from gptlab.data.documents import Piece, held_out
+
+# datasets' json builder logs "Failed to load JSON from file ..." (twice: its own console and Hydra's) just
+# before it raises the error that _unreadable turns into our one line, which says the same.
+_JSON_BUILDER_LOGGER = "datasets.packaged_modules.json.json"
+
+
+class _NoJsonParseLog(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load JSON from file")
+
 
 # load_dataset's builders for local files, by the files' extension.
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
@@ -92,6 +103,9 @@ class HFDataset:
         import datasets  # slow to import: only for data=hf
 
         datasets.disable_progress_bars()  # ours shows tokens/s; theirs would interleave with it
+        json_builder_log = logging.getLogger(_JSON_BUILDER_LOGGER)
+        if not any(isinstance(f, _NoJsonParseLog) for f in json_builder_log.filters):
+            json_builder_log.addFilter(_NoJsonParseLog())
         try:
             rows = datasets.load_dataset(
                 self.path,
