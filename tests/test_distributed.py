@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -155,6 +156,39 @@ def test_multirun_with_ddp_runs_each_job_once_with_its_own_ranks(tmp_path):
         assert (sweep_dir / job / "train_ddp_process_1.log").is_file()  # its rank 1 ran in its folder
         tokens = column(read_metrics(sweep_dir / job), "tokens_seen")
         assert tokens[-1] == 4 * 2 * 2 * 32  # 4 steps of 2 ranks x 2 windows of 32 tokens
+
+
+def test_a_failing_ddp_job_ends_its_sweep_and_leaves_no_process_behind(tmp_path):
+    # Jobs fail alone in a sweep, but not one whose ranks Lightning started and watches: when its rank 1
+    # exited with the error, Lightning's watcher killed the sweep's process in the middle of the next job
+    # (exit 137) and left that job's rank 1 spinning. Such a job ends the sweep with its line, as before.
+    sweep_dir = tmp_path / "sweep"
+    result = run_script(
+        "train.py",
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        "model=gpt_tiny",
+        "data=verdict",
+        "debug=fast",
+        "data.batch_size=2",
+        "data.max_length=32",
+        "logger=csv",
+        *DDP_CPU,
+        "optim.lr=1e9,1e-3",  # job 0 diverges at its first step
+        timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(r"^error: job 0 \([^)]*optim.lr=1000000000.0\): train/loss is nan", result.stderr, re.M)
+    assert not (sweep_dir / "1").exists()
+    left = [p for p in Path("/proc").glob("[0-9]*") if str(sweep_dir).encode() in _command_line(p)]
+    assert not left, [_command_line(p) for p in left]
+
+
+def _command_line(process: Path) -> bytes:
+    try:
+        return (process / "cmdline").read_bytes()
+    except OSError:  # it ended while we looked
+        return b""
 
 
 def test_several_nodes_need_a_launcher_or_the_rendezvous_variables(monkeypatch):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gptlab.core.collector import exit_without_collection
 from gptlab.core.errors import GptlabError
 from gptlab.core.redaction import guard_outputs, load_dotenv
-from gptlab.core.sweep_jobs import current_job, end_of_sweep, fail_job, job_started
+from gptlab.core.sweep_jobs import can_fail_alone, current_job, end_of_sweep, fail_job, job_started
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -59,9 +59,9 @@ def report_user_errors(job: str | None = None) -> Iterator[None]:
         message = " ".join(str(user_error).split())  # one line, whatever the library put in it
         label, exit_code = getattr(user_error, "label", "error"), getattr(user_error, "exit_code", EXIT_USER_ERROR)
         record_in_run_log(f"{label}: {message}")
-        if job is not None and exit_code == EXIT_USER_ERROR:
+        if job is not None and exit_code == EXIT_USER_ERROR and can_fail_alone():
             raise fail_job(job, label, message) from None
-        print(f"{label}: {message}", file=sys.stderr, flush=True)
+        print(f"{label}: {f'{job}: ' if job else ''}{message}", file=sys.stderr, flush=True)
         sys.exit(exit_code)
 
 

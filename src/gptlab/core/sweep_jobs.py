@@ -6,6 +6,11 @@ on up to its ``max_failure_rate``). A command that *exits* on a user error (Syst
 ended the whole sweep instead: one diverging learning rate stopped a sweep before its other jobs ran.
 So inside a multirun job a user error is printed with the job's number and overrides and raised as
 :class:`SweepJobFailed`; the command exits 2 after the sweep, with one line naming the failed jobs.
+
+Except a job that started rank processes of its own (DDP on one machine): Lightning watches them from a
+thread that outlives the job, and when one exits with an error it kills the launching process, whichever
+job that process runs by then (leaving that job's ranks behind, busy). Such a job's failure ends the
+sweep, as it always did.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class _Jobs:
 
     run: int = 0
     failed: list[str] = field(default_factory=list)
+    can_fail_alone: bool = True  # the current job's; False once it started rank processes
 
 
 _jobs = _Jobs()
@@ -46,6 +52,16 @@ def current_job() -> str | None:
 
 def job_started() -> None:
     _jobs.run += 1
+    _jobs.can_fail_alone = True
+
+
+def job_started_rank_processes() -> None:
+    """Called where Lightning starts the current job's other ranks (gptlab.training.distributed)."""
+    _jobs.can_fail_alone = False
+
+
+def can_fail_alone() -> bool:
+    return _jobs.can_fail_alone
 
 
 def fail_job(job: str, label: str, message: str) -> SweepJobFailed:

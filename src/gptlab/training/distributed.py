@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from gptlab.compat.lightning import attached_trainer, set_rank_command
 from gptlab.core.errors import ConfigError
+from gptlab.core.sweep_jobs import job_started_rank_processes
 
 
 def validation_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Sampler | None:
@@ -94,6 +95,7 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
     else:
         command = [sys.executable, "-m", __main__.__spec__.name]
     if is_multirun_job():
+        job_started_rank_processes()  # Lightning watches them: this job cannot fail alone
         command += [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
         command.append("hydra.mode=RUN")  # hparams_search= configs switch to MULTIRUN on their own
     else:
