@@ -134,7 +134,7 @@ def test_a_search_whose_every_trial_failed_ends_in_one_line(monkeypatch, capsys)
     monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs())
     for job in range(2):
         sweep_jobs.job_started()
-        sweep_jobs.fail_job(f"job {job} (optim.lr=1e9)", "error", "train/loss is nan at step 1")
+        sweep_jobs.fail_job(sweep_jobs.Job(job, ("optim.lr=1e9",)), "error", "train/loss is nan at step 1")
     with pytest.raises(SystemExit) as stopped:
         sweep_jobs.end_of_sweep(ValueError("No trials are completed yet."))
     assert stopped.value.code == 2
@@ -154,7 +154,7 @@ def test_an_error_that_is_no_failed_jobs_is_left_to_the_caller(monkeypatch):
     sweep_jobs.end_of_sweep(RuntimeError("a bug"))  # no job failed: returns, the caller re-raises
     sweep_jobs.job_started()
     sweep_jobs.job_started()
-    sweep_jobs.fail_job("job 0 (x=1)", "error", "bad")
+    sweep_jobs.fail_job(sweep_jobs.Job(0, ("x=1",)), "error", "bad")
     sweep_jobs.end_of_sweep(RuntimeError("a bug in the sweeper"))  # one of two failed: not a consequence
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gptlab.core.collector import exit_without_collection
 from gptlab.core.errors import GptlabError
 from gptlab.core.redaction import guard_outputs, load_dotenv
-from gptlab.core.sweep_jobs import can_fail_alone, current_job, end_of_sweep, fail_job, job_started
+from gptlab.core.sweep_jobs import Job, can_fail_alone, current_job, end_of_sweep, fail_job, job_started
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -47,7 +47,7 @@ def find_user_error(err: BaseException) -> BaseException | None:
 
 
 @contextmanager
-def report_user_errors(job: str | None = None) -> Iterator[None]:
+def report_user_errors(job: Job | None = None) -> Iterator[None]:
     """A user error as one line and its exit code. ``job``: inside a multirun job, its name; the job then
     fails alone and the sweep goes on (gptlab.core.sweep_jobs), unless the user stopped it (a signal)."""
     try:

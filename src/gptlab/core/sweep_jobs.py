@@ -39,15 +39,28 @@ class _Jobs:
 _jobs = _Jobs()
 
 
-def current_job() -> str | None:
-    """'job N (its overrides)' inside a multirun job, else None."""
+@dataclass(frozen=True)
+class Job:
+    num: int
+    overrides: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"job {self.num}"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({' '.join(self.overrides)})"
+
+
+def current_job() -> Job | None:
+    """The multirun job this process is running, else None."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hydra = HydraConfig.get()
-    return f"job {hydra.job.num} ({' '.join(hydra.overrides.task)})"
+    return Job(int(hydra.job.num), tuple(hydra.overrides.task))
 
 
 def job_started() -> None:
@@ -64,10 +77,10 @@ def can_fail_alone() -> bool:
     return _jobs.can_fail_alone
 
 
-def fail_job(job: str, label: str, message: str) -> SweepJobFailed:
+def fail_job(job: Job, label: str, message: str) -> SweepJobFailed:
     """Print the job's error line and return the exception that fails it (the caller raises it)."""
     print(f"{label}: {job}: {message}", file=sys.stderr, flush=True)
-    _jobs.failed.append(job.split(" (", 1)[0])
+    _jobs.failed.append(job.name)
     return SweepJobFailed(f"{job}: {message}")
 
 
