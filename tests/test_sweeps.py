@@ -11,22 +11,27 @@ from repo import REPO_ROOT
 from gptlab.sweeps.slurm import TrainJob, slurm_parameters
 
 
-@pytest.mark.e2e
-def test_optuna_search_runs_trials_and_reports_the_lowest_val_loss(tmp_path):
-    sweep_dir = tmp_path / "search"
-    result = run_script(
+def search(tmp_path, *overrides: str):
+    """Three trials of the tiny model, into tmp_path/search, the study kept in tmp_path/optuna.db."""
+    return run_script(
         "train.py",
         "-m",
         "hparams_search=lr_warmup_wd",
-        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.dir={tmp_path / 'search'}",
         "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.sampler.n_startup_trials=2",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",  # a study that can be continued
+        *overrides,
         "model=gpt_tiny",
         "data=verdict",
         *TINY_RUN,
         "logger=csv",
     )
+
+
+@pytest.mark.e2e
+def test_optuna_search_runs_trials_and_reports_the_lowest_val_loss(tmp_path):
+    sweep_dir = tmp_path / "search"
+    result = search(tmp_path, "hydra.sweeper.sampler.n_startup_trials=2")
     assert_ok(result)
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1", "2"]
@@ -64,24 +69,11 @@ def test_optuna_search_runs_trials_and_reports_the_lowest_val_loss(tmp_path):
 @pytest.mark.e2e
 def test_a_trial_that_diverges_is_marked_failed_and_the_search_goes_on(tmp_path):
     # A diverging trial exited the whole process: the search ended at the first too-high learning rate.
-    sweep_dir, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = run_script(
-        "train.py",
-        "-m",
-        "hparams_search=lr_warmup_wd",
-        f"hydra.sweep.dir={sweep_dir}",
-        "hydra.sweeper.n_trials=3",
-        f"hydra.sweeper.storage={storage}",
-        "optim.lr=choice(1e9,1e-3)",  # 1e9 diverges at the first step
-        "model=gpt_tiny",
-        "data=verdict",
-        *TINY_RUN,
-        "logger=csv",
-    )
+    result = search(tmp_path, "optim.lr=choice(1e9,1e-3)")  # 1e9 diverges at the first step
     assert_ok(result)  # the search finished, with a best trial
     import optuna
 
-    study = optuna.load_study(study_name="lr_warmup_wd", storage=storage)
+    study = optuna.load_study(study_name="lr_warmup_wd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(study.trials) == 3 and failed and completed, [t.state for t in study.trials]
