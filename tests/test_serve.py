@@ -168,6 +168,9 @@ BAD_REQUESTS = [
     ({"prompt": "Hi", "frequency_penalty": 1}, 400, "unknown field 'frequency_penalty'"),
     ({"prompt": "Hi", "max_tokens": "5"}, 400, "'max_tokens' has the wrong type"),
     ({"prompt": 42}, 400, "'prompt' has the wrong type"),
+    ({"prompt": [15496, 11]}, 400, "'prompt' of token ids is not taken here: send text"),  # OpenAI's form
+    ({"prompt": [[15496], [11]]}, 400, "'prompt' of token ids is not taken here"),
+    ({"prompt": "Hi", "stream_options": {"include_usage": True}}, 400, "'stream_options' applies to a streamed"),
     ({"prompt": "Hi", "temperature": -0.5}, 400, "'temperature' must be between 0 and 2"),
     ({"prompt": "Hi", "top_p": 0}, 400, "'top_p' must be in (0, 1]"),
     ({"prompt": "Hi", "top_p": 1.01}, 400, "'top_p' must be in (0, 1]"),

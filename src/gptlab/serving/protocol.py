@@ -65,12 +65,23 @@ def parse_completion_request(body: bytes, limits: Limits) -> CompletionRequest:
         raise ApiError(400, f"the body is not valid JSON ({err}); send a JSON object such as {{\"prompt\": \"Hello\"}}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object such as {\"prompt\": \"Hello\"}")
+    if _token_ids(data.get("prompt")):
+        # OpenAI takes a prompt of token ids too; pydantic's "Input should be a valid string" said not what.
+        raise ApiError(400, "'prompt' of token ids is not taken here: send text (a string or a list of strings)", "prompt")
     try:
         request = CompletionRequest.model_validate(data)
     except ValidationError as err:
         raise _first_problem(err) from None
     check_ranges(request, limits)
     return request
+
+
+def _token_ids(prompt) -> bool:
+    """[1, 2] or [[1, 2], [3]]: OpenAI's token-id prompts."""
+    if not isinstance(prompt, list) or not prompt:
+        return False
+    rows = prompt if all(isinstance(p, list) for p in prompt) else [prompt]
+    return all(row and all(isinstance(t, int) and not isinstance(t, bool) for t in row) for row in rows)
 
 
 def _first_problem(err: ValidationError) -> ApiError:
@@ -110,6 +121,8 @@ def check_ranges(request: CompletionRequest, limits: Limits) -> None:
     if request.seed is not None and not TORCH_SEEDS[0] <= request.seed <= TORCH_SEEDS[1]:
         # torch's generator cannot take it: the whole batch it joined would fail.
         raise ApiError(400, f"'seed' must be between {TORCH_SEEDS[0]} and {TORCH_SEEDS[1]}, got {request.seed}", "seed")
+    if request.stream_options is not None and not request.stream:
+        raise ApiError(400, "'stream_options' applies to a streamed completion only: set 'stream': true, or drop it", "stream_options")
     stops = stop_strings(request)
     if len(stops) > 4 or any(s == "" for s in stops):
         raise ApiError(400, "'stop' takes up to 4 non-empty strings", "stop")
