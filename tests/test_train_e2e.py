@@ -43,6 +43,9 @@ def test_train_writes_checkpoints_metrics_and_samples(tmp_path, model, data):
     assert output.count("Seed set to") == 1 and output.count("`Trainer.fit` stopped") == 1, output[-3000:]
     assert "LeafSpec" not in output
     assert "litlogger" not in output and "💡" not in (run_dir / "train.log").read_text()
+    # Nor Lightning's note that it keeps our ModelSummary, nor its FLOPs, never counted ("0  Total Flops").
+    assert "Trainer already configured" not in output and "Total params" in output
+    assert "Flops" not in output and "FLOPs" not in output
     if data == "shakespeare_char":  # the character vocabulary travels with the checkpoint
         assert_generates(run_dir / "checkpoints" / "last.ckpt", "ROMEO:")
 

@@ -183,3 +183,18 @@ def set_rank_command(rank_command) -> None:
         if not hasattr(launcher, "_hydra_subprocess_cmd"):
             raise RuntimeError(f"{launcher.__name__} has no _hydra_subprocess_cmd: update gptlab.compat.lightning")
         launcher._hydra_subprocess_cmd = rank_command
+
+
+# --- The model summary table (gptlab.training.model_summary) -------------------------------------------
+
+
+def summary_table(
+    summary_data, total_parameters: int, trainable_parameters: int, model_size: float, training_modes: dict
+) -> str:
+    """Lightning's summary table without its FLOPs: ``_format_summary_table`` is the only formatter of the
+    table (the callback's ``summarize`` logs it at once), and it always ends with a "Total Flops" line."""
+    from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+    columns = [column for column in summary_data if column[0] != "FLOPs"]
+    table = _format_summary_table(total_parameters, trainable_parameters, model_size, training_modes, 0, *columns)
+    return table.rsplit("\n", 1)[0]  # its last line: "0  Total Flops"

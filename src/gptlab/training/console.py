@@ -1,5 +1,5 @@
 """What a run prints: each of Lightning's lines once, no warning about Lightning's own code or about what a
-resume is meant to find, no advert.
+resume is meant to find, no advert, no note of Lightning's to itself.
 
 ``import lightning`` gives the ``lightning`` logger a console handler of its own (stderr, "INFO: ...") and
 lets its records propagate as well. Under Hydra, whose root logger prints to the console (stdout) and writes
@@ -40,22 +40,23 @@ def hide_lightnings_pytree_deprecation() -> None:
     )
 
 
-_LITLOGGER_ADVERT = "💡 Tip: For seamless cloud logging"
+# Lines of Lightning's about Lightning, not the run: an advert for its cloud logger, printed in every run that
+# has no LitLogger (logger_connector.py, an unconditional ``rank_zero_info``), and a note that the Trainer
+# will not add its default ModelSummary beside the one callbacks/default.yaml configures (callback_connector).
+_LIGHTNING_NOISE = ("💡 Tip: For seamless cloud logging", "Trainer already configured with model summary callbacks")
 
 
-class _NoLitloggerAdvert(logging.Filter):
+class _NoLightningNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_LITLOGGER_ADVERT)
+        return not str(record.msg).startswith(_LIGHTNING_NOISE)
 
 
-def hide_lightnings_litlogger_advert() -> None:
-    """Lightning 2.6 prints a "💡 Tip: ... try installing litlogger" advert for its cloud service in every run
-    that has no LitLogger (logger_connector.py, an unconditional ``rank_zero_info``; no setting turns it
-    off). It says nothing about the run, so that one message is dropped; every other line of the logger
-    still prints."""
+def hide_lightnings_notes_to_itself() -> None:
+    """No setting turns the lines of _LIGHTNING_NOISE off; they say nothing about the run, so those messages
+    are dropped; every other line of the logger still prints."""
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoLitloggerAdvert) for f in rank_zero_logger.filters):
-        rank_zero_logger.addFilter(_NoLitloggerAdvert())
+    if not any(isinstance(f, _NoLightningNoise) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_NoLightningNoise())
 
 
 def hide_checkpoint_folder_warning() -> None:

@@ -26,7 +26,7 @@ from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import ValidateAtMaxSteps
 from gptlab.training.console import (
     hide_checkpoint_folder_warning,
-    hide_lightnings_litlogger_advert,
+    hide_lightnings_notes_to_itself,
     hide_lightnings_pytree_deprecation,
     one_console_for_lightning,
 )
@@ -198,7 +198,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     """
     one_console_for_lightning()
     hide_lightnings_pytree_deprecation()
-    hide_lightnings_litlogger_advert()
+    hide_lightnings_notes_to_itself()
     if checked is None:
         validate_config(cfg)
         checked = check_config(cfg)
