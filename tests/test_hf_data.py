@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from gptlab.core.errors import DataError
+from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.hf_documents import HFDataset
 from gptlab.data.prepare import prepare_shards
 from gptlab.data.shards import open_shard
@@ -71,6 +71,31 @@ def test_a_missing_text_column_is_named_with_the_columns_there_are(tmp_path, row
     with pytest.raises(DataError, match=r"data.text_column=text is not a column of .*rows.jsonl; its columns are id, body"):
         prepare_shards(HFDataset("json", data_files=path), "gpt2", tmp_path / "cache", progress=False)
     assert not list((tmp_path / "cache").rglob("*.bin"))
+
+
+@pytest.mark.parametrize("layout", ["csv", "jsonl"])
+def test_a_row_without_text_is_an_empty_document(tmp_path, rows, layout):
+    # An empty csv cell is read as null, as is a JSON null: a whole corpus was refused for one of them
+    # ("data.text_column=text holds NoneType values, not text").
+    rows = [*rows[:3], {"id": 99, "text": None}, *rows[3:6]]
+    if layout == "csv":
+        import csv
+
+        with open(tmp_path / "rows.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["id", "text"])
+            writer.writeheader()
+            writer.writerows({"id": r["id"], "text": r["text"] or ""} for r in rows)
+        path = str(tmp_path / "rows.csv")
+    else:
+        path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    prepared = prepare_shards(HFDataset(path, val_ratio=0.0), "gpt2", tmp_path / "cache", progress=False)
+    assert gpt2_encoding().decode(tokens(prepared, "train").tolist()) == "".join((r["text"] or "") + ENDOFTEXT for r in rows)
+
+
+def test_a_column_of_numbers_is_not_text(tmp_path, rows):
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    with pytest.raises(ConfigError, match=r"data.text_column=id holds int values, not text"):
+        prepare_shards(HFDataset(path, text_column="id"), "gpt2", tmp_path / "cache", progress=False)
 
 
 @pytest.mark.parametrize(

@@ -170,6 +170,8 @@ class HFDataset:
                     f"{', '.join(row)}: set data.text_column to the one holding the text"
                 )
             text = row[self.text_column]
+            if text is None:  # an empty csv cell (pyarrow reads it as null), a JSON null: a document of no text
+                text = ""
             if not isinstance(text, str):
                 raise ConfigError(
                     f"data.text_column={self.text_column} holds {type(text).__name__} values, not text; set "
