@@ -172,6 +172,11 @@ UNKNOWN_KEYS = {
     # Lightning's Trainer takes arguments the schema does not list: then, and only then, Hydra's + is the way.
     "trainer.profilr=x": "to pass Lightning's Trainer one it does not list: +trainer.profilr=x (python ",
     "callbacks.text_sample.promt=x": "did you mean callbacks.text_sample.prompt?",
+    # A real argument of Lightning's Trainer that conf/trainer lacks: was "did you mean trainer.max_steps?".
+    "trainer.max_time=00:01:00:00": (
+        "trainer.max_time is an argument of Lightning's Trainer that gptlab's config does not list: pass it with "
+        "+trainer.max_time=00:01:00:00 (python "
+    ),
 }
 
 
@@ -179,7 +184,7 @@ UNKNOWN_KEYS = {
 def test_an_unknown_key_names_the_closest_one_and_says_plus_only_where_it_is_read(tmp_path, override):
     message = refused_while_composing(tmp_path, override)
     assert UNKNOWN_KEYS[override] in message
-    assert ("+" in message) == override.startswith("trainer.profilr"), message
+    assert ("+" in message) == override.startswith(("trainer.profilr", "trainer.max_time")), message
 
 
 def test_an_argument_its_class_does_not_take_is_one_line_naming_the_closest():

@@ -80,9 +80,26 @@ def _unknown_key(err: BaseException) -> str | None:
             receiver = open_to(schema) if dataclasses.is_dataclass(schema) else parent.get("_target_")
             pass_on = f"; to pass {receiver} one it does not list: {override[1]}" if receiver else ""
             command = Path(sys.argv[0]).name
-            message = unknown_key_message(path, parent.keys(), path.rpartition(".")[0] or command, if_none_close=pass_on)
+            key = path.rpartition(".")[2]
+            if receiver and _takes_argument(parent.get("_target_"), key):
+                # trainer.max_time: "did you mean trainer.max_steps?" would have sent a user away from a real
+                # argument of Lightning's Trainer that conf/trainer happens not to list.
+                message = f"{path} is an argument of {receiver} that gptlab's config does not list: pass it with {override[1]}"
+            else:
+                message = unknown_key_message(path, parent.keys(), path.rpartition(".")[0] or command, if_none_close=pass_on)
             return f"{message} (python {command} --cfg job prints every key)"
     return None
+
+
+def _takes_argument(target: Any, key: str) -> bool:
+    """Whether the class a config node builds (its ``_target_``) takes ``key`` by name."""
+    if not isinstance(target, str):
+        return False
+    try:
+        parameters = inspect.signature(hydra.utils.get_class(target)).parameters
+    except Exception:  # noqa: BLE001 - no class to ask (a function, a target that does not import): no claim
+        return False
+    return key in parameters and parameters[key].kind in (parameters[key].KEYWORD_ONLY, parameters[key].POSITIONAL_OR_KEYWORD)
 
 
 def _unreadable_override(err: BaseException) -> str | None:
