@@ -118,6 +118,8 @@ CASES = {
     "serve-port-out-of-range": (["serve.py", "ckpt_path=x", "port=99999"], ["port must be between 0 and 65535", "99999"]),
     "serve-no-batch-rows": (["serve.py", "ckpt_path=x", "max_batch_rows=0"], ["max_batch_rows must be >= 1, got 0"]),
     "serve-no-tokens": (["serve.py", "ckpt_path=x", "limits.max_tokens=0"], ["limits.max_tokens must be >= 1"]),
+    # Named by the option typed, not by its corpus (was "data=the-verdict").
+    "prepare-a-built-in-corpus": (["prepare.py", "data=verdict"], ["data=verdict needs no preparing"]),
 }
 
 
