@@ -120,6 +120,7 @@ CASES = {
     "serve-no-tokens": (["serve.py", "ckpt_path=x", "limits.max_tokens=0"], ["limits.max_tokens must be >= 1"]),
     # Named by the option typed, not by its corpus (was "data=the-verdict").
     "prepare-a-built-in-corpus": (["prepare.py", "data=verdict"], ["data=verdict needs no preparing"]),
+    "prepare-a-built-in-character-corpus": (["prepare.py", "data=shakespeare_char"], ["data=shakespeare_char needs"]),
 }
 
 

@@ -115,14 +115,14 @@ def test_eval_py_after_training_prints_perplexity_and_bits_per_byte_and_writes_r
     assert "perplexity/ppl" in good.stdout and "perplexity/bits_per_byte" in good.stdout
     results = json.loads((tmp_path / "good" / "eval_results.json").read_text())
     assert results["settings"] == {"context": 32, "stride": 16, "batch_size": 4, "dtype": "float32"}
-    assert results["checkpoint_step"] == 4 and results["data"] == {"name": "the-verdict", "split": "val"}
+    assert results["checkpoint_step"] == 4 and results["data"] == {"name": "verdict", "split": "val"}
     assert math.isclose(results["tasks"]["perplexity"]["ppl"], math.exp(results["tasks"]["perplexity"]["nll"]))
     assert "| perplexity | bits_per_byte | " in (tmp_path / "good" / "eval_results.md").read_text()
 
     assert_ok(own)
     assert "data: the run's own" in own.stdout
     own_results = json.loads((tmp_path / "own-data" / "eval_results.json").read_text())
-    assert own_results["data"] == {"name": "the-verdict", "split": "val"}
+    assert own_results["data"] == {"name": "verdict", "split": "val"}
     assert own_results["settings"]["stride"] == 32
 
     for result, words in [(mismatch, "reads text with the gpt2 tokenizer"), (stride, "eval.stride=32 is longer")]:

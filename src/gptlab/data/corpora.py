@@ -21,6 +21,8 @@ class Corpus:
     filename: str
     url: str
     sha256: str
+    option: str  # the data= option that reads it, as messages name it (conf/data/<option>.yaml)
+    char_option: str | None = None  # the option that reads it with the character tokenizer, if one does
 
 
 CORPORA: dict[str, Corpus] = {
@@ -28,11 +30,14 @@ CORPORA: dict[str, Corpus] = {
         filename="tinyshakespeare.txt",
         url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
         sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        option="shakespeare",
+        char_option="shakespeare_char",
     ),
     "the-verdict": Corpus(
         filename="the-verdict.txt",
         url="https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt",
         sha256="b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
+        option="verdict",
     ),
 }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from gptlab.data import token_cache
-from gptlab.data.corpora import corpus_path, read_corpus
+from gptlab.data.corpora import CORPORA, corpus_path, read_corpus
 from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_setting
 from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.data.windows import ScoredWindows, TokenWindows
@@ -46,7 +46,11 @@ class TextDataModule(WindowDataModule):
 
     @property
     def name(self) -> str:
-        return self.corpus
+        # The option a user types (verdict), not the corpus's file name (the-verdict).
+        corpus = CORPORA.get(self.corpus)
+        if corpus is None:
+            return self.corpus
+        return corpus.char_option if self.tokenizer_kind == "char" and corpus.char_option else corpus.option
 
     def prepare_data(self) -> None:
         corpus_path(self.corpus, self.data_dir)  # fetch and verify once, before any rank reads it

@@ -20,21 +20,12 @@ def prepare_from_config(cfg: DictConfig) -> None:
     to_prepare = [module for module in modules if isinstance(module, PreparedDataModule)]
     if not to_prepare:
         raise ConfigError(
-            f"data={_data_choice(datamodule)} needs no preparing (train.py reads it as it is); prepare.py is for "
+            f"data={datamodule.name} needs no preparing (train.py reads it as it is); prepare.py is for "
             "data=text, data=hf and mixtures of them"
         )
     datamodule.prepare_data()  # a mixture's errors name the source they are about
     for module in to_prepare:
         report(module)
-
-
-def _data_choice(datamodule) -> str:
-    """The data= option as the user typed it (verdict), not the corpus it names (the-verdict)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return HydraConfig.get().runtime.choices.get("data") or datamodule.name
-    return datamodule.name
 
 
 def report(datamodule: PreparedDataModule) -> None:
