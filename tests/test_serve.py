@@ -162,10 +162,19 @@ def test_the_official_openai_client_works_unchanged(server):
     assert "".join(chunk.choices[0].text for chunk in chunks) == expected
     with pytest.raises(openai.BadRequestError, match="top_p"):
         client.completions.create(model=server.model, prompt="Hello", top_p=1.5)
+    # What LangChain's OpenAI sends in every request: OpenAI's fields this server lacks, at values asking for
+    # nothing (each was an unknown-field 400).
+    defaults = dict(frequency_penalty=0, presence_penalty=0.0, logprobs=None, logit_bias={}, best_of=1, suffix=None)
+    completion = client.completions.create(model=server.model, prompt="Hello", max_tokens=10, temperature=0, **defaults)
+    assert completion.choices[0].text == expected
 
 
 BAD_REQUESTS = [
-    ({"prompt": "Hi", "frequency_penalty": 1}, 400, "unknown field 'frequency_penalty'"),
+    ({"prompt": "Hi", "frequency_pnalty": 1}, 400, "unknown field 'frequency_pnalty'"),
+    ({"prompt": "Hi", "frequency_penalty": 0.5}, 400, "'frequency_penalty' is not implemented by this server (got 0.5): leave it out or send 0"),
+    ({"prompt": "Hi", "logprobs": 0}, 400, "'logprobs' is not implemented"),
+    ({"prompt": "Hi", "logit_bias": {"50256": -100}}, 400, "'logit_bias' is not implemented"),
+    ({"prompt": "Hi", "n": 2, "best_of": 3}, 400, "'best_of' is not implemented"),
     ({"prompt": "Hi", "max_tokens": "5"}, 400, "'max_tokens' has the wrong type"),
     ({"prompt": 42}, 400, "'prompt' has the wrong type"),
     ({"prompt": [15496, 11]}, 400, "'prompt' of token ids is not taken here: send text"),  # OpenAI's form

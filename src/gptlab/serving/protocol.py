@@ -2,13 +2,16 @@
 
 A request is read and checked here, before it reaches the model: an unknown field, a wrong type or a value
 out of range is a 400 in OpenAI's error shape, naming the field. ``top_k`` and ``num_beams`` are this
-server's extensions (generate.py's options of the same names).
+server's extensions (generate.py's options of the same names). OpenAI's fields it does not implement
+(penalties, logit_bias, logprobs, best_of, suffix) are taken at the values that ask for nothing, as clients
+send them by default, and refused with a 400 otherwise.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
@@ -46,9 +49,33 @@ class CompletionRequest(BaseModel):
     stream: StrictBool = False
     stream_options: dict | None = None
     user: StrictStr | None = None  # an end user's id, as OpenAI takes it; not used
+    # OpenAI's fields this server does not implement, taken at the values that ask for nothing (NOT_IMPLEMENTED):
+    # clients such as LangChain's OpenAI send frequency_penalty 0, presence_penalty 0 and logprobs null in
+    # every request, and an unknown-field 400 for them kept such a client from working at all.
+    best_of: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logit_bias: Any = None
+    logprobs: Any = None
+    suffix: Any = None
 
 
-FIELDS = ", ".join(CompletionRequest.model_fields)
+# Each of those fields -> (whether a value asks for nothing, and is then taken with no effect; what does).
+NOT_IMPLEMENTED = {
+    "best_of": (lambda value, request: value is None or value in (1, request.n), "1"),  # best of n returned: no choice
+    "frequency_penalty": (lambda value, request: value is None or _is_zero(value), "0"),
+    "presence_penalty": (lambda value, request: value is None or _is_zero(value), "0"),
+    "logit_bias": (lambda value, request: value is None or value == {}, "{}"),
+    "logprobs": (lambda value, request: value is None, "null"),  # 0 still asks for the chosen tokens' log-probs
+    "suffix": (lambda value, request: value is None or value == "", '""'),
+}
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
+
+
+FIELDS = ", ".join(name for name in CompletionRequest.model_fields if name not in NOT_IMPLEMENTED)
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,11 @@ def check_ranges(request: CompletionRequest, limits: Limits) -> None:
         raise ApiError(400, f"'seed' must be between {TORCH_SEEDS[0]} and {TORCH_SEEDS[1]}, got {request.seed}", "seed")
     if request.stream_options is not None and not request.stream:
         raise ApiError(400, "'stream_options' applies to a streamed completion only: set 'stream': true, or drop it", "stream_options")
+    for name, (asks_for_nothing, neutral) in NOT_IMPLEMENTED.items():
+        value = getattr(request, name)
+        if not asks_for_nothing(value, request):
+            raise ApiError(400, f"'{name}' is not implemented by this server (got {json.dumps(value)[:80]}): leave it out "
+                           f"or send {neutral}", name, code="unsupported_parameter")
     stops = stop_strings(request)
     if len(stops) > 4 or any(s == "" for s in stops):
         raise ApiError(400, "'stop' takes up to 4 non-empty strings", "stop")
