@@ -60,6 +60,12 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["callbacks.text_sample.prompt=€"],
         ["Hydra cannot read the override", "'callbacks.text_sample.prompt=\"€\"'"],
     ),
+    # Two overrides in one argument (a Makefile's ARGS quoted whole): quoting it further, as was advised, would
+    # have made "verdict optim.lr=1e-3" the data option.
+    "two-overrides-in-one-argument": (
+        ["data=verdict optim.lr=1e-3"],
+        ["if it is 2 overrides, pass each as an argument of its own: data=verdict optim.lr=1e-3;", "quote it"],
+    ),
     "wrong-type-int": (["trainer.max_steps=abc"], ["trainer.max_steps must be an integer", "'abc'"]),
     "wrong-type-float": (["optim.lr=fast"], ["optim.lr must be a number", "'fast'"]),
     "heads": (

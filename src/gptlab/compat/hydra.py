@@ -117,11 +117,27 @@ def _unreadable_override(err: BaseException) -> str | None:
         except HydraException:  # the grammar's error, which parse_overrides re-raises as OverrideParseException
             key, _, value = override.partition("=")
             quoted = f"{key}='{value}'" if '"' in value else f'{key}="{value}"'
-            return (
-                f"Hydra cannot read the override {override}: put its value in quotes, inside the shell's: "
-                f"{shlex.quote(quoted)} (https://hydra.cc/docs/1.3/advanced/override_grammar/basic)"
-            )
+            quote_it = f"{shlex.quote(quoted)} (https://hydra.cc/docs/1.3/advanced/override_grammar/basic)"
+            words = override.split()
+            if len(words) > 1 and all("=" in word and _readable(parser, word) for word in words):
+                # "data=mixture optim.lr=1e-3" quoted as one argument (a Makefile's ARGS, a script's variable):
+                # quoting it further would make "mixture optim.lr=1e-3" the data option.
+                return (
+                    f"Hydra cannot read the override {override!r}: if it is {len(words)} overrides, pass each as an "
+                    f"argument of its own: {' '.join(map(shlex.quote, words))}; if it is one value, quote it: {quote_it}"
+                )
+            return f"Hydra cannot read the override {override}: put its value in quotes, inside the shell's: {quote_it}"
     return None
+
+
+def _readable(parser, override: str) -> bool:
+    from hydra.errors import HydraException
+
+    try:
+        parser.parse_override(override)
+    except HydraException:
+        return False
+    return True
 
 
 def null_group_override(err: BaseException, conf_dir: Path | None) -> str | None:
