@@ -83,6 +83,11 @@ def test_callbacks_none_reports_lightnings_own_checkpoint_as_what_it_is(tmp_path
     assert f"checkpoint: {saved[0]} (Lightning's own, of the final weights)" in result.stdout
     assert "best checkpoint:" not in result.stdout
     assert not any(r.get("best/val_loss") for r in read_metrics(run_dir))
+    # The summary Lightning adds printed FLOPs it never counted (all zeros); its ModelCheckpoint came with
+    # an advert for litmodels.
+    output = result.stdout + result.stderr
+    assert "Total params" in output and "FLOPs" not in output and "Flops" not in output
+    assert "💡" not in output and "litmodels" not in output
 
 
 def assert_generates(ckpt, prompt: str) -> None:

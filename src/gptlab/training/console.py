@@ -40,10 +40,15 @@ def hide_lightnings_pytree_deprecation() -> None:
     )
 
 
-# Lines of Lightning's about Lightning, not the run: an advert for its cloud logger, printed in every run that
-# has no LitLogger (logger_connector.py, an unconditional ``rank_zero_info``), and a note that the Trainer
+# Lines of Lightning's about Lightning, not the run: adverts for its cloud logger, printed in every run that
+# has no LitLogger (logger_connector.py, an unconditional ``rank_zero_info``), and for litmodels, printed
+# when Lightning adds its own ModelCheckpoint (callbacks=none, callback_connector.py), and a note that the Trainer
 # will not add its default ModelSummary beside the one callbacks/default.yaml configures (callback_connector).
-_LIGHTNING_NOISE = ("💡 Tip: For seamless cloud logging", "Trainer already configured with model summary callbacks")
+_LIGHTNING_NOISE = (
+    "💡 Tip: For seamless cloud logging",
+    "💡 Tip: For seamless cloud uploads",
+    "Trainer already configured with model summary callbacks",
+)
 
 
 class _NoLightningNoise(logging.Filter):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelSummary as AnyModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.compatibility import check_resumable
@@ -38,6 +39,7 @@ from gptlab.training.distributed import (
 )
 from gptlab.training.finetune import parameter_summary
 from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
+from gptlab.training.model_summary import ModelSummary
 from gptlab.training.module import LanguageModelModule
 from gptlab.training.preflight import Checked, check_config
 from gptlab.training.progress import training_progress_bar
@@ -59,9 +61,18 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return [
         *configured,
         *training_progress_bar(cfg, configured),
+        *model_summary(cfg, configured),
         ValidateAtMaxSteps(),
         *resume_callbacks(resume_command(cfg)),
     ]
+
+
+def model_summary(cfg: DictConfig, configured: list[Callback]) -> list[Callback]:
+    """gptlab's summary where the config names none (callbacks=none): Lightning would add its own, whose
+    FLOPs column is all zeros (gptlab.training.model_summary)."""
+    if not cfg.trainer.get("enable_model_summary", True) or any(isinstance(c, AnyModelSummary) for c in configured):
+        return []
+    return [ModelSummary(max_depth=1)]
 
 
 def resume_callbacks(resume_command: str | None) -> list[Callback]:
