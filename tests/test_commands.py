@@ -108,6 +108,11 @@ CASES = {
         ["eval.py", "init_from=gpt2", "tasks=[perplexity,nope]"],
         ["Could not find 'tasks/nope'; available options in 'tasks': lambada, multiple_choice, perplexity"],
     ),
+    # A task's file is read before the model loads (init_from is never read): it was read after.
+    "eval-task-file-missing": (
+        ["eval.py", "init_from={tmp}/no-model", "tasks=[lambada]", "tasks.lambada.path={tmp}/lambada.jsonl"],
+        ["tasks.lambada.path=", "lambada.jsonl does not exist"],
+    ),
     "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
     "generate-seed-past-torchs": (
         ["generate.py", "init_from=gpt2", "seed=99999999999999999999999"],

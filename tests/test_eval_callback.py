@@ -8,7 +8,7 @@ import json
 import pytest
 from cli_runner import TINY_RUN, assert_ok, read_metrics, run_script, run_train
 
-from gptlab.core.errors import ConfigError
+from gptlab.core.errors import ConfigError, DataError
 from gptlab.evaluation.callback import EvalCallback
 
 
@@ -17,6 +17,20 @@ def test_unknown_tasks_and_negative_intervals_are_refused():
         EvalCallback(every_n_validations=1, tasks={"hellaswag": {}})
     with pytest.raises(ConfigError, match="every_n_validations=-1 must be 0"):
         EvalCallback(every_n_validations=-1)
+
+
+def test_a_task_file_is_read_before_training_and_named_by_its_training_key(tmp_path):
+    # It was read at the first evaluation: a missing or malformed file ended the run then (in every rank),
+    # named as eval.py's tasks.lambada.path.
+    with pytest.raises(DataError, match=f"callbacks.eval.tasks.lambada.path={tmp_path}/lambada.jsonl does not exist"):
+        EvalCallback(every_n_validations=1, tasks={"lambada": {"path": str(tmp_path / "lambada.jsonl")}})
+    (tmp_path / "mc.jsonl").write_text('{"context": "a", "choices": ["b"]}\n')
+    with pytest.raises(DataError, match="mc.jsonl line 1 lacks label"):
+        EvalCallback(every_n_validations=2, tasks={"multiple_choice": {"path": str(tmp_path / "mc.jsonl")}})
+    (tmp_path / "lambada.jsonl").write_text('{"text": "one two three"}\n')
+    callback = EvalCallback(every_n_validations=1, tasks={"lambada": {"path": str(tmp_path / "lambada.jsonl")}})
+    assert callback.items == {"lambada": [("one two", " three")]}
+    assert EvalCallback(every_n_validations=0, tasks={"lambada": {}}).items == {}  # off: nothing read
 
 
 @pytest.mark.e2e

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from gptlab.core.errors import ConfigError
 from gptlab.evaluation.perplexity import score_streams
-from gptlab.evaluation.tasks import COUNTS, TASKS, run_task
+from gptlab.evaluation.tasks import COUNTS, TASKS, read_tasks, run_task
 
 
 class EvalCallback(L.Callback):
@@ -30,6 +30,9 @@ class EvalCallback(L.Callback):
             raise ConfigError(
                 f"callbacks.eval.tasks names {', '.join(unknown)}; the tasks are perplexity, {', '.join(TASKS)}"
             )
+        # Read (and checked) now, before training: a missing or malformed file ended the run at its first
+        # evaluation, in every rank.
+        self.items = read_tasks(self.tasks, "callbacks.eval.tasks") if self.every else {}
         self.stride, self.batch_size = stride, batch_size
         self.validations = 0
         self.last: dict[str, float] = {}
@@ -56,9 +59,10 @@ class EvalCallback(L.Callback):
                 datamodule.tokenizer.byte_length,
             ).metrics()
 
-        for name, settings in self.tasks.items():
+        for name in self.tasks:
             metrics = run_task(
-                name, settings, model, datamodule.tokenizer, window, self.batch_size, pl_module.device, perplexity
+                name, self.items.get(name), model, datamodule.tokenizer, window, self.batch_size, pl_module.device,
+                perplexity,
             )
             figures.update({f"eval/{name}/{key}": float(value) for key, value in metrics.items() if key not in COUNTS})
         return figures

@@ -22,7 +22,7 @@ from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.tokenizers import setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
-from gptlab.evaluation.tasks import run_task
+from gptlab.evaluation.tasks import read_tasks, run_task
 
 SPLITS = {"val": ["val"], "train": ["train"], "all": ["train", "val"]}
 
@@ -33,6 +33,9 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
     if not data_given and cfg.ckpt_path:
         cfg = with_run_data(cfg)
     validate_config(cfg)
+    if not cfg.get("tasks"):
+        raise ConfigError("tasks= names no task; e.g. tasks=[perplexity] or tasks=[perplexity,lambada]")
+    items = read_tasks(cfg.tasks)  # a task file's mistake is found before the model loads
     settings = cfg.eval
     device = resolve_device(cfg.device)
     loaded = load_model(cfg, device)
@@ -54,12 +57,10 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
         results["data"], metrics = perplexity_on_data(cfg, loaded, context, stride, device)
         return metrics
 
-    for name, task in (cfg.get("tasks") or {}).items():
+    for name in cfg.tasks:
         results["tasks"][name] = run_task(
-            name, task, loaded.model, loaded.tokenizer, context, settings.batch_size, device, perplexity
+            name, items.get(name), loaded.model, loaded.tokenizer, context, settings.batch_size, device, perplexity
         )
-    if not results["tasks"]:
-        raise ConfigError("tasks= names no task; e.g. tasks=[perplexity] or tasks=[perplexity,lambada]")
     print(results_table(results))
     if output_dir is not None:
         write_results(Path(output_dir), results)

@@ -15,6 +15,8 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,11 +25,13 @@ from gptlab.core.files import read_user_text
 from gptlab.evaluation.loglikelihood import loglikelihoods
 
 
-def read_jsonl(path: str | None, task: str) -> list[dict]:
+def read_jsonl(path: str | None, key: str) -> list[tuple[int, dict]]:
+    """The rows of a task's jsonl file with their line numbers; ``key`` is where the task's settings are
+    (``tasks.lambada`` for eval.py, ``callbacks.eval.tasks.lambada`` for a training run)."""
     if not path:
-        raise DataError(f"tasks.{task}.path is not set; name the task's jsonl file (tasks.{task}.path=items.jsonl)")
+        raise DataError(f"{key}.path is not set; name the task's jsonl file ({key}.path=items.jsonl)")
     rows = []
-    for number, line in enumerate(read_user_text(path, f"tasks.{task}.path", DataError).splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path, f"{key}.path", DataError).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -75,9 +79,12 @@ def multiple_choice_item(path: str, number: int, row: dict) -> tuple[str, list[s
     return context, choices, label
 
 
-def multiple_choice(model, tokenizer, settings, window: int, batch_size: int, device) -> dict:
-    rows = read_jsonl(settings.get("path"), "multiple_choice")[: settings.get("limit") or None]
-    items = [multiple_choice_item(settings["path"], number, row) for number, row in rows]
+def read_multiple_choice(settings, key: str = "tasks.multiple_choice") -> list[tuple[str, list[str], int]]:
+    rows = read_jsonl(settings.get("path"), key)[: settings.get("limit") or None]
+    return [multiple_choice_item(settings["path"], number, row) for number, row in rows]
+
+
+def score_multiple_choice(model, tokenizer, items, window: int, batch_size: int, device) -> dict:
     pairs = [(context, " " + choice) for context, choices, _ in items for choice in choices]
     scores = iter(loglikelihoods(model, tokenizer, pairs, window, batch_size, device))
     correct = correct_norm = 0
@@ -89,18 +96,38 @@ def multiple_choice(model, tokenizer, settings, window: int, batch_size: int, de
     return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "items": len(items)}
 
 
-def lambada(model, tokenizer, settings, window: int, batch_size: int, device) -> dict:
-    rows = read_jsonl(settings.get("path"), "lambada")[: settings.get("limit") or None]
+def read_lambada(settings, key: str = "tasks.lambada") -> list[tuple[str, str]]:
+    """(context, " " + last word) of each text."""
     pairs = []
-    for number, row in rows:
+    for number, row in read_jsonl(settings.get("path"), key)[: settings.get("limit") or None]:
         text = row.get("text")
         if not isinstance(text, str) or " " not in text.strip():
             raise DataError(f"{settings['path']} line {number}: needs a \"text\" of several words (OpenAI's LAMBADA jsonl)")
         context, word = text.rsplit(" ", 1)
         pairs.append((context, " " + word))
+    return pairs
+
+
+def score_lambada(model, tokenizer, pairs, window: int, batch_size: int, device) -> dict:
     scores = loglikelihoods(model, tokenizer, pairs, window, batch_size, device)
     mean_ll = sum(s.loglikelihood for s in scores) / len(scores)
     return {"acc": sum(s.is_greedy for s in scores) / len(scores), "ppl": math.exp(-mean_ll), "items": len(scores)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A zero-shot task: ``read`` checks its file and returns its items (before any model is loaded or
+    trained, so a mistake in the file costs nothing), ``score`` scores a model on them."""
+
+    read: Callable
+    score: Callable
+
+    def __call__(self, model, tokenizer, settings, window: int, batch_size: int, device) -> dict:
+        return self.score(model, tokenizer, self.read(settings), window, batch_size, device)
+
+
+multiple_choice = Task(read_multiple_choice, score_multiple_choice)
+lambada = Task(read_lambada, score_lambada)
 
 
 TASKS = {"multiple_choice": multiple_choice, "lambada": lambada}
@@ -108,13 +135,18 @@ TASKS = {"multiple_choice": multiple_choice, "lambada": lambada}
 COUNTS = ("items", "tokens", "bytes", "seconds")
 
 
-def run_task(name: str, settings, model, tokenizer, window: int, batch_size: int, device, perplexity) -> dict:
-    """One task's metrics and the seconds it took; ``perplexity()`` scores the perplexity task, whose data
-    is the caller's (eval.py's data=, or the training run's validation split)."""
+def read_tasks(tasks, key: str = "tasks") -> dict[str, list]:
+    """The items of each zero-shot task in ``tasks`` (perplexity reads the caller's data instead)."""
+    return {name: TASKS[name].read(settings or {}, f"{key}.{name}") for name, settings in tasks.items() if name in TASKS}
+
+
+def run_task(name: str, items, model, tokenizer, window: int, batch_size: int, device, perplexity) -> dict:
+    """One task's metrics and the seconds it took: a zero-shot task scored on its ``items`` (read_tasks), or
+    ``perplexity()``, whose data is the caller's (eval.py's data=, or the training run's validation split)."""
     started = time.perf_counter()
     if name == "perplexity":
         metrics = perplexity()
     else:
-        metrics = TASKS[name](model, tokenizer, settings, window, batch_size, device)
+        metrics = TASKS[name].score(model, tokenizer, items, window, batch_size, device)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     return metrics
