@@ -113,6 +113,12 @@ CASES = {
         ["eval.py", "init_from={tmp}/no-model", "tasks=[lambada]", "tasks.lambada.path={tmp}/lambada.jsonl"],
         ["tasks.lambada.path=", "lambada.jsonl does not exist"],
     ),
+    # A checkpoint named as Lightning's own ModelCheckpoint names it (callbacks=none): the "=" in its value
+    # needs quotes. The message named -m, the first argument, as the override it could not read.
+    "generate-unreadable-override-after-a-flag": (
+        ["generate.py", "-m", "ckpt_path=run/epoch=0-step=4.ckpt", "temperature=0,1"],
+        ["Hydra cannot read the override ckpt_path=run/epoch=0-step=4.ckpt", "'ckpt_path=\"run/epoch=0-step=4.ckpt\"'"],
+    ),
     "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
     "generate-seed-past-torchs": (
         ["generate.py", "init_from=gpt2", "seed=99999999999999999999999"],

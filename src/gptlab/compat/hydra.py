@@ -102,6 +102,15 @@ def _takes_argument(target: Any, key: str) -> bool:
     return key in parameters and parameters[key].kind in (parameters[key].KEYWORD_ONLY, parameters[key].POSITIONAL_OR_KEYWORD)
 
 
+def command_line_overrides() -> list[str]:
+    """The overrides of this command line, without Hydra's flags and their values (``-m``, ``--cfg job``,
+    ``-cn NAME``), read by Hydra's own argument parser (the only one that knows them all)."""
+    from hydra._internal.utils import get_args_parser
+
+    known, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    return list(known.overrides)
+
+
 def _unreadable_override(err: BaseException) -> str | None:
     """An override Hydra's grammar cannot read (``prompt=€``, ``prompt=a(b``): which one, and the same value
     quoted, which the grammar reads whatever its characters."""
@@ -111,7 +120,7 @@ def _unreadable_override(err: BaseException) -> str | None:
     if not any(isinstance(cause, OverrideParseException) for cause in _causes(err)):
         return None
     parser = OverridesParser.create()
-    for override in sys.argv[1:]:
+    for override in command_line_overrides():
         try:
             parser.parse_override(override)
         except HydraException:  # the grammar's error, which parse_overrides re-raises as OverrideParseException
@@ -145,7 +154,7 @@ def null_group_override(err: BaseException, conf_dir: Path | None) -> str | None
     neither the override nor what the group takes. The one line for it; None for any other error."""
     if not isinstance(err, ValueError) or "Config group override must be a string or a list" not in str(err):
         return None
-    for override in sys.argv[1:]:
+    for override in command_line_overrides():
         key, _, value = override.partition("=")
         group = key.lstrip("+")
         if value.lower() == "null" and conf_dir is not None and (conf_dir / group).is_dir():
