@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
-from cli_runner import assert_ok, run_script
+from cli_runner import assert_ok, clean_env, run_script
+from repo import REPO_ROOT
 from tiny_models import TINY_GPT
 from trainers import quiet_trainer
 
@@ -122,6 +125,22 @@ def test_gpt_checkpoint_with_gpt2_tokenizer(ckpts):
     assert_ok(result)
     texts = samples(result.stdout)
     assert len(texts) == 2 and all(t.startswith("Every effort moves you") for t in texts)
+
+
+@pytest.mark.e2e
+def test_a_generate_sweep_names_each_job_and_leaves_no_folder_behind(ckpts, tmp_path):
+    # Hydra's logging is off for a command without a run folder: nothing said which text was which job's,
+    # and the sweep left multirun/DATE/TIME behind, holding its multirun.yaml and an empty folder per job.
+    overrides = [f"ckpt_path={ckpts['gpt']}", "prompt=Hi", "max_new_tokens=3", "temperature=0,1"]
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "generate.py"), "-m", *overrides],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert_ok(result)
+    jobs = [line for line in result.stdout.splitlines() if line.startswith("job ")]
+    assert jobs == [f"job {n} ({' '.join(overrides[:-1])} temperature={n}):" for n in (0, 1)]
+    assert len(samples(result.stdout)) == 2
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.e2e

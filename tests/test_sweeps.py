@@ -184,3 +184,27 @@ def test_an_interrupted_search_trial_resumes_as_a_single_run_in_its_folder(monke
     )
     resumed = compose_train(*command.split()[2:])
     assert str(resumed.hydra.mode) == "RunMode.RUN" and resumed.hydra.run.dir == "/runs/search/3"
+
+
+def test_a_folderless_commands_sweep_folder_goes_only_if_empty(monkeypatch, tmp_path):
+    from gptlab.core import sweep_jobs
+
+    def sweep_folder(time: str, *job_files: str):
+        folder = tmp_path / "multirun" / "2026-12-07" / time
+        for job in ("0", "1"):
+            (folder / job).mkdir(parents=True)
+        (folder / "multirun.yaml").write_text("hydra: {}")
+        for name in job_files:
+            (folder / name).write_text("written by the command")
+        return folder
+
+    kept, removed = sweep_folder("00-00-00", "1/out.txt"), sweep_folder("00-00-01")
+    for folder in (kept, removed):
+        monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs(folder_unused=folder))
+        sweep_jobs.remove_unused_sweep_folder()
+    assert (kept / "1" / "out.txt").is_file() and (kept / "multirun.yaml").is_file()
+    assert not removed.exists() and kept.parent.is_dir()  # multirun/DATE holds the other sweep
+    (kept / "1" / "out.txt").unlink()
+    monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs(folder_unused=kept))
+    sweep_jobs.remove_unused_sweep_folder()
+    assert list(tmp_path.iterdir()) == []  # the last sweep of multirun/: its empty parents go with it

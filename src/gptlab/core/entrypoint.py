@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 from gptlab.core.collector import exit_without_collection
 from gptlab.core.errors import GptlabError
 from gptlab.core.redaction import guard_outputs, load_dotenv
-from gptlab.core.sweep_jobs import Job, can_fail_alone, current_job, end_of_sweep, fail_job, job_started
+from gptlab.core.sweep_jobs import (
+    Job,
+    can_fail_alone,
+    current_job,
+    end_of_sweep,
+    fail_job,
+    job_started,
+    name_a_job_without_run_folder,
+    remove_unused_sweep_folder,
+)
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -158,6 +167,7 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
             job = current_job()
             if job is not None:
                 job_started()
+                name_a_job_without_run_folder(job)
             with report_user_errors(job), quiet_when_the_reader_leaves():
                 # Every command's ranges and cross-key rules (its schema's checks), before any of its work.
                 validate_config(cfg)
@@ -179,6 +189,7 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
                 end_of_sweep(None)
                 return result
             finally:
+                remove_unused_sweep_folder()
                 exit_without_collection()  # ~0.8 s less at exit (gptlab.core.collector)
 
         return main

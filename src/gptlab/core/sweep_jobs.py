@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gptlab.core.errors import GptlabError
 
@@ -34,6 +35,7 @@ class _Jobs:
     run: int = 0
     failed: list[str] = field(default_factory=list)
     can_fail_alone: bool = True  # the current job's; False once it started rank processes
+    folder_unused: Path | None = None  # the sweep folder of a command that writes no run folder
 
 
 _jobs = _Jobs()
@@ -66,6 +68,39 @@ def current_job() -> Job | None:
 def job_started() -> None:
     _jobs.run += 1
     _jobs.can_fail_alone = True
+
+
+def name_a_job_without_run_folder(job: Job) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    if hydra.output_subdir is None:
+        # A command that writes no run folder (conf/hydra/no_run_folder.yaml: generate.py, export.py ...):
+        # Hydra's own logging is off there, so nothing said which output was which job's.
+        print(f"{job}:", flush=True)
+        _jobs.folder_unused = Path(hydra.sweep.dir)
+
+
+def remove_unused_sweep_folder() -> None:
+    """After the sweep of a command that writes no run folder: Hydra made a sweep folder anyway, with its
+    multirun.yaml and an empty folder per job. Removed, with its empty parents (multirun/DATE), where it
+    holds nothing else; a file the command wrote there keeps it."""
+    folder = _jobs.folder_unused
+    if folder is None or not folder.is_dir():
+        return
+    contents = [p for p in folder.iterdir() if p.name != "multirun.yaml"]
+    if any(not p.is_dir() or any(p.iterdir()) for p in contents):
+        return
+    for job_folder in contents:
+        job_folder.rmdir()
+    (folder / "multirun.yaml").unlink(missing_ok=True)
+    folder.rmdir()
+    if len(folder.parts) >= 3 and folder.parts[-3] == "multirun":  # Hydra's default: multirun/DATE/TIME
+        for parent in folder.parents[:2]:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: other sweeps'
+                return
 
 
 def job_started_rank_processes() -> None:
