@@ -36,7 +36,7 @@ def test_a_file_a_run_folder_its_checkpoints_folder_and_last_all_name_the_same_l
     [
         ("missing.ckpt", ["does not exist or is not a file", "outputs/DATE/TIME"]),
         ("empty-folder", ["has no last.ckpt"]),
-        ("only-best", ["has no last.ckpt", "best.ckpt: pass one of them"]),
+        ("only-best", ["has no last.ckpt", "checkpoints/best.ckpt: pass it, ckpt_path=/"]),
         ("hf-folder", ["Hugging Face model folder", "init_from="]),
     ],
 )
@@ -50,6 +50,19 @@ def test_what_is_no_checkpoint_is_named_with_the_fix(tmp_path, name, words):
         checkpoint_file(tmp_path / name)
     for word in words:
         assert word in str(err.value)
+
+
+def test_a_run_folder_with_only_lightnings_own_checkpoint_names_it_ready_to_pass(tmp_path):
+    # callbacks=none: Lightning's ModelCheckpoint writes LOGGER/checkpoints/epoch=E-step=S.ckpt. It was not
+    # named (only the folder's top and checkpoints/ were searched), and its "=" needs quotes in an override.
+    lightnings = tmp_path / "csv" / "checkpoints" / "epoch=0-step=4.ckpt"
+    lightnings.parent.mkdir(parents=True)
+    lightnings.write_bytes(b"x")
+    with pytest.raises(ConfigError) as err:
+        checkpoint_file(tmp_path)
+    assert str(err.value).endswith(
+        f"it holds csv/checkpoints/epoch=0-step=4.ckpt: pass it, 'ckpt_path=\"{lightnings}\"'"
+    )
 
 
 def test_last_needs_a_run_folder_that_holds_one(tmp_path):

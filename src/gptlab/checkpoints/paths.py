@@ -4,6 +4,8 @@ only, no torch: preflight asks them before anything slow is imported)."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 from gptlab.core.errors import ConfigError
@@ -33,15 +35,33 @@ def checkpoint_file(ckpt_path: str | Path, run_dir: str | Path | None = None) ->
         for candidate in (path / "last.ckpt", path / "checkpoints" / "last.ckpt"):
             if candidate.is_file():
                 return candidate
-        found = sorted(p.name for p in [*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")])
-        hint = f"; it holds {', '.join(found[:5])}: pass one of them" if found else ""
-        raise ConfigError(f"folder {path} has no last.ckpt (nor checkpoints/last.ckpt){hint}")
+        raise ConfigError(f"folder {path} has no last.ckpt (nor checkpoints/last.ckpt){_checkpoints_inside(path)}")
     if not path.is_file():
         raise ConfigError(
             f"ckpt_path={ckpt_path}: checkpoint {path} does not exist or is not a file; "
             f"pass a .ckpt file written by train.py ({_EXAMPLE})"
         )
     return path
+
+
+def _checkpoints_inside(folder: Path) -> str:
+    """The .ckpt files a folder holds, up to three levels down: Lightning's own ModelCheckpoint (a run with
+    callbacks=none) writes LOGGER/checkpoints/epoch=E-step=S.ckpt, whose "=" Hydra reads only in quotes."""
+    found = sorted(p for depth in range(4) for p in folder.glob("*/" * depth + "*.ckpt") if p.is_file())
+    if not found:
+        return ""
+    names = ", ".join(str(p.relative_to(folder)) for p in found[:5])
+    if len(found) > 1:
+        return f"; it holds {names}: pass one of them"
+    return f"; it holds {names}: pass it, {ckpt_path_override(found[0])}"
+
+
+def ckpt_path_override(path: Path) -> str:
+    """``ckpt_path=PATH`` as a shell passes it to Hydra: quoted when Hydra's grammar needs quotes."""
+    value = str(path)
+    if re.fullmatch(r"[\w/.\-]+", value):
+        return f"ckpt_path={value}"
+    return shlex.quote(f'ckpt_path="{value}"')
 
 
 def check_fresh_run_folder(run_dir: str | Path, ckpt_path: str | None) -> None:
