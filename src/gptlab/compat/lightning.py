@@ -76,6 +76,18 @@ def rewind_to_step_end(checkpoint: dict) -> None:
         loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
 
 
+def shift_epoch_batch_count(trainer: L.Trainer, batches: int) -> None:
+    """Move the fit loop's count of the current epoch's batches by ``batches``, all of its counters alike
+    (their differences are how Lightning tells where a checkpoint was taken). Before the epoch loop runs
+    (``on_train_start``): it ends the epoch by this count and tells the data fetcher its last batch by it.
+    The loop's progress objects are private."""
+    current = trainer.fit_loop.epoch_loop.batch_progress.current
+    current.ready += batches
+    current.started += batches
+    current.processed += batches
+    current.completed += batches
+
+
 # --- The trainer seen from a module or a callback ------------------------------------------------------
 
 

@@ -65,6 +65,12 @@ class ResumableDataLoader(DataLoader):
 
     ``consumed_batches`` says how many batches of the current epoch the trainer has processed; the
     loader cannot count them itself, because the trainer fetches ahead of what it has trained on.
+
+    The position is saved with the number of ranks, so a run resumed on another number of processes (a
+    job requeued on fewer GPUs) or with another ``data.batch_size`` goes on at the same place of the
+    epoch's order: the windows consumed over all ranks are dealt out again to this run's ranks.
+    Lightning's own count of the epoch's batches must then move to that place too
+    (:attr:`batch_count_shift`, applied by gptlab.training.resume.ResumedDataPosition).
     """
 
     def __init__(
@@ -72,13 +78,43 @@ class ResumableDataLoader(DataLoader):
     ):
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.consumed_batches = consumed_batches
+        self.batch_count_shift = 0  # batches to add to Lightning's count of the resumed epoch's batches
+        self.resumed_elsewhere: str | None = None  # how a position saved by other settings was taken up
+        # (epoch, samples) resumed past the last whole batch of this run's size: counted until that epoch ends
+        self._partial_batch: tuple[int, int] | None = None
 
     def state_dict(self) -> dict:
         if not isinstance(self.sampler, ResumableRandomSampler):
             # trainer.overfit_batches (debug=overfit): Lightning rebuilt this loader over the same first
             # batches in order (a SequentialSampler), every epoch: no position of ours to keep.
             return {}
-        return {"epoch": self.sampler.epoch, "consumed_samples": self.consumed_batches() * self.batch_size}
+        batches = self.consumed_batches()
+        consumed = batches * self.batch_size
+        if self._partial_batch is not None and self._partial_batch[0] == self.sampler.epoch:
+            consumed += self._partial_batch[1]
+        return {
+            "epoch": self.sampler.epoch,
+            "consumed_samples": consumed,  # this rank's, in this epoch
+            "world_size": self.sampler.num_replicas,
+            "batches": batches,  # Lightning's count of the epoch's batches, as it will restore it
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.resume_at(int(state["epoch"]), int(state["consumed_samples"]))
+        epoch, consumed = int(state["epoch"]), int(state["consumed_samples"])
+        # Checkpoints before "world_size" and "batches" were saved: taken to be this run's settings.
+        saved_ranks = int(state.get("world_size", self.sampler.num_replicas))
+        offset = consumed * saved_ranks // self.sampler.num_replicas
+        self.sampler.resume_at(epoch, offset)
+        batches = offset // self.batch_size
+        self.batch_count_shift = batches - int(state.get("batches", batches))
+        self._partial_batch = (epoch, offset - batches * self.batch_size)
+        if saved_ranks != self.sampler.num_replicas or self.batch_count_shift:
+            self.resumed_elsewhere = (
+                f"resumed on {_processes(self.sampler.num_replicas)} of data.batch_size={self.batch_size} from "
+                f"a checkpoint of {_processes(saved_ranks)}: epoch {epoch} goes on after the "
+                f"{consumed * saved_ranks} windows trained (at batch {batches})"
+            )
+
+
+def _processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"

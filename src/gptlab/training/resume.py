@@ -8,13 +8,19 @@ as if it had never stopped (on CPU, bitwise).
 
 from __future__ import annotations
 
+import logging
 import random
 
 import lightning as L
 import numpy as np
 import torch
 
-from gptlab.compat.lightning import batches_that_stepped, rewind_to_step_end, validates_by_time
+from gptlab.compat.lightning import (
+    batches_that_stepped,
+    rewind_to_step_end,
+    shift_epoch_batch_count,
+    validates_by_time,
+)
 from gptlab.config.training import validation_inside_accumulation
 from gptlab.core.errors import ConfigError
 
@@ -39,6 +45,22 @@ class ResumeAfterValidation(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         rewind_to_step_end(checkpoint)
+
+
+class ResumedDataPosition(L.Callback):
+    """A run resumed on another number of processes or with another batch size goes on at the same place
+    of the epoch's order (gptlab.data.sampler.ResumableDataLoader); Lightning's count of that epoch's
+    batches is moved there too. By its old count it ended the epoch early, or with batches still to come,
+    and the next checkpoint saved a position that was not the data's."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        if getattr(loader, "resumed_elsewhere", None) is None:
+            return
+        shift_epoch_batch_count(trainer, loader.batch_count_shift)
+        loader.batch_count_shift = 0
+        if trainer.is_global_zero:
+            logging.getLogger(__name__).info(loader.resumed_elsewhere)
 
 
 class ValidationBetweenOptimizerSteps(L.Callback):

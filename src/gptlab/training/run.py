@@ -46,6 +46,7 @@ from gptlab.training.progress import training_progress_bar
 from gptlab.training.resume import (
     ContinueLogs,
     ResumeAfterValidation,
+    ResumedDataPosition,
     RngState,
     ValidationBetweenOptimizerSteps,
 )
@@ -79,6 +80,7 @@ def resume_callbacks(resume_command: str | None) -> list[Callback]:
     """What makes a run stoppable and exactly resumable (gptlab.training.resume, .shutdown)."""
     callbacks: list[Callback] = [
         ValidationBetweenOptimizerSteps(),
+        ResumedDataPosition(),
         RngState(),
         ResumeAfterValidation(),
         GracefulShutdown(resume_command),
