@@ -126,3 +126,22 @@ def test_a_file_that_is_no_checkpoint_is_one_clear_refusal(tmp_path, content, mm
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match="is truncated or not a PyTorch checkpoint"):
         load_checkpoint_safely(path, mmap=mmap)
+
+
+def test_a_resume_past_max_time_is_refused_before_it_starts(tmp_path):
+    # Lightning's Timer counts the whole run: the resumed run stopped at once, having trained nothing, and
+    # said only "Time limit reached".
+    from gptlab.training.preflight import check_config
+
+    (tmp_path / "checkpoints").mkdir()
+    timer = {"time_elapsed": {"train": 6 * 3600 + 0.4, "validate": 60.0}}
+    torch.save({"state_dict": {}, "global_step": 3, "callbacks": {"Timer": timer}}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_train(tmp_path, "ckpt_path=last", "trainer.max_time=00:06:00:00"))
+    assert str(refused.value) == (
+        "trainer.max_time=00:06:00:00 is used up: the run trained for 6:00:00 before this checkpoint, and the "
+        "limit counts the whole run, across resumes; raise it to go on (trainer.max_time=00:12:00:00 gives it "
+        "as long again)"
+    )
+    assert check_config(compose_train(tmp_path, "ckpt_path=last", "trainer.max_time={hours: 7}")).resume
+    assert check_config(compose_train(tmp_path, "ckpt_path=last")).resume  # no limit: nothing to check

@@ -87,6 +87,9 @@ OUT_OF_RANGE = {
     "trainer.check_val_every_n_epoch=0": "trainer.check_val_every_n_epoch must be >= 1",
     "trainer.devices=0": "trainer.devices must be a count of at least 1, -1 (every device), auto, or a list",
     "trainer.num_nodes=0": "trainer.num_nodes must be >= 1, got 0",
+    # Lightning's Timer refused these after the slow imports.
+    "trainer.max_time=4h": "trainer.max_time=4h is not a duration; e.g. trainer.max_time=00:04:00:00 (DD:HH:MM:SS)",
+    "trainer.max_time={hourz: 4}": "trainer.max_time={'hourz': 4} is not a duration",
     # numpy's range (Lightning seeds it): a ValueError traceback from seed_everything.
     "seed=-5": "seed must be between 0 and 4294967295, got -5",
     "seed=4294967296": "seed must be between 0 and 4294967295",
@@ -173,9 +176,9 @@ UNKNOWN_KEYS = {
     "trainer.profilr=x": "to pass Lightning's Trainer one it does not list: +trainer.profilr=x (python ",
     "callbacks.text_sample.promt=x": "did you mean callbacks.text_sample.prompt?",
     # A real argument of Lightning's Trainer that conf/trainer lacks: was "did you mean trainer.max_steps?".
-    "trainer.max_time=00:01:00:00": (
-        "trainer.max_time is an argument of Lightning's Trainer that gptlab's config does not list: pass it with "
-        "+trainer.max_time=00:01:00:00 (python "
+    "trainer.min_steps=10": (
+        "trainer.min_steps is an argument of Lightning's Trainer that gptlab's config does not list: pass it with "
+        "+trainer.min_steps=10 (python "
     ),
 }
 
@@ -184,7 +187,7 @@ UNKNOWN_KEYS = {
 def test_an_unknown_key_names_the_closest_one_and_says_plus_only_where_it_is_read(tmp_path, override):
     message = refused_while_composing(tmp_path, override)
     assert UNKNOWN_KEYS[override] in message
-    assert ("+" in message) == override.startswith(("trainer.profilr", "trainer.max_time")), message
+    assert ("+" in message) == override.startswith(("trainer.profilr", "trainer.min_steps")), message
 
 
 def test_an_argument_its_class_does_not_take_is_one_line_naming_the_closest():
@@ -214,3 +217,18 @@ def test_wandb_settings_are_checked_against_wandb_init_before_the_run_starts():
     check_wandb_keys(OmegaConf.create({**wandb, "entity": "my-team", "notes": "a run"}))  # wandb.init's own
     with pytest.raises(ConfigError, match=r"logger.wandb.entitiy is not a setting of .*did you mean logger.wandb.entity\?"):
         check_wandb_keys(OmegaConf.create({**wandb, "entitiy": "my-team"}))
+
+
+def test_max_time_reaches_lightnings_timer_in_either_form(tmp_path):
+    # {hours: 4} reached Lightning as an OmegaConf DictConfig: an AttributeError inside its Timer.
+    from lightning.pytorch.callbacks import Timer
+
+    from gptlab.compat.hydra import instantiate_config
+    from gptlab.training.run import max_time_as_lightning_takes_it
+
+    for override in ("trainer.max_time={minutes: 90}", "trainer.max_time=00:01:30:00"):
+        cfg = compose_train(tmp_path, override, "trainer.accelerator=cpu")
+        validate_config(cfg)
+        trainer = instantiate_config(cfg.trainer, "trainer", logger=False, **max_time_as_lightning_takes_it(cfg.trainer))
+        timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+        assert len(timers) == 1 and timers[0].time_remaining() == 90 * 60

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from gptlab.config.ranges import at_least, fraction, one_of, positive
@@ -68,6 +71,25 @@ class FinetuneConfig:
         fraction("finetune.dropout", self.dropout, open_low=False, example=0.05)
 
 
+def max_time_seconds(max_time: Any) -> float | None:
+    """trainer.max_time in seconds, read as Lightning's Timer reads it (DD:HH:MM:SS, or a dict of timedelta's
+    keywords); None when unset. A value Lightning would refuse after the slow imports is refused here."""
+    if max_time is None:
+        return None
+    example = "e.g. trainer.max_time=00:04:00:00 (DD:HH:MM:SS) or 'trainer.max_time={hours: 4}'"
+    if isinstance(max_time, str):
+        match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", max_time.strip())
+        if match:
+            days, hours, minutes, seconds = (int(part) for part in match.groups())
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+    elif isinstance(max_time, Mapping):
+        try:
+            return timedelta(**dict(max_time)).total_seconds()
+        except TypeError:
+            pass
+    raise ConfigError(f"trainer.max_time={max_time} is not a duration; {example}")
+
+
 @dataclass
 class TrainerConfig:
     """conf/trainer/: the Lightning Trainer arguments gptlab sets. Any other Trainer argument can be added
@@ -83,6 +105,8 @@ class TrainerConfig:
     precision: Any = "32-true"  # or auto: bf16-mixed where the device computes bf16, else 32-true
     max_epochs: int | None = 1
     max_steps: int = -1
+    # Lightning's time limit of the training, DD:HH:MM:SS or {hours: 4}: of the whole run, across resumes.
+    max_time: Any = None
     gradient_clip_val: float | None = 1.0
     accumulate_grad_batches: int = 1
     # A float is a fraction of an epoch, an int a number of training batches: both are kept as typed.
@@ -107,6 +131,7 @@ class TrainerConfig:
             raise ConfigError("trainer.max_steps=0 trains nothing; use a positive number, or -1 to use max_epochs")
         if self.max_epochs == 0:
             raise ConfigError("trainer.max_epochs=0 trains nothing; use a positive number")
+        max_time_seconds(self.max_time)
         devices = self.devices
         if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
             # Lightning's own line for it names no value that works.

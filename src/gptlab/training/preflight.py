@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.paths import check_fresh_run_folder
+from gptlab.config.training import max_time_seconds
 from gptlab.core.devices import available_gpu
 from gptlab.core.errors import ConfigError
 from gptlab.core.precisions import FLOAT16
@@ -40,8 +42,33 @@ def check_config(cfg: DictConfig) -> Checked:
             from gptlab.checkpoints.reader import read_resume_checkpoint  # torch, not Lightning
 
             resume = read_resume_checkpoint(cfg.get("ckpt_path"), output_dir)
+            check_time_left(_get(cfg, "trainer.max_time"), resume.checkpoint)
     check_corpus(cfg)
     return Checked(resume)
+
+
+def check_time_left(max_time, checkpoint: dict) -> None:
+    """Lightning's Timer counts trainer.max_time over the whole run: its time travels in checkpoints. A run
+    resumed past it stopped at once, having trained nothing, without a word of why."""
+    limit = max_time_seconds(max_time)
+    timer = (checkpoint.get("callbacks") or {}).get("Timer") or {}
+    trained = float((timer.get("time_elapsed") or {}).get("train", 0))
+    if limit is None or trained < limit:
+        return
+    spent = timedelta(seconds=int(trained))
+    raise ConfigError(
+        f"trainer.max_time={max_time} is used up: the run trained for {spent} before this checkpoint, and "
+        f"the limit counts the whole run, across resumes; raise it to go on (trainer.max_time="
+        f"{_duration(trained + limit)} gives it as long again)"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """DD:HH:MM:SS, as trainer.max_time takes it."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
 def check_corpus(cfg: DictConfig) -> None:

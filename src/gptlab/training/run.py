@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +17,7 @@ from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
+from gptlab.config.training import max_time_seconds
 from gptlab.config.validate import validate_config
 from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.errors import ConfigError
@@ -74,6 +76,13 @@ def model_summary(cfg: DictConfig, configured: list[Callback]) -> list[Callback]
     if not cfg.trainer.get("enable_model_summary", True) or any(isinstance(c, AnyModelSummary) for c in configured):
         return []
     return [ModelSummary(max_depth=1)]
+
+
+def max_time_as_lightning_takes_it(trainer_cfg: DictConfig) -> dict:
+    """trainer.max_time as a timedelta: Lightning's Timer takes a str, a dict or a timedelta, and instantiate
+    would hand it {hours: 4} as an OmegaConf DictConfig (an AttributeError inside Lightning)."""
+    seconds = max_time_seconds(trainer_cfg.get("max_time"))
+    return {} if seconds is None else {"max_time": timedelta(seconds=seconds)}
 
 
 def resume_callbacks(resume_command: str | None) -> list[Callback]:
@@ -242,7 +251,8 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
     trainer: L.Trainer = instantiate_config(
-        cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)]
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)],
+        **max_time_as_lightning_takes_it(cfg.trainer),
     )
     check_validation_interval(trainer, batches_per_epoch(trainer, datamodule))
     log_full_config(loggers, cfg)
