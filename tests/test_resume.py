@@ -188,6 +188,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, uninterrup
     result = train(run_dir, *run, "ckpt_path=last")
     assert_ok(result)
     assert "exists and is not empty" not in result.stderr  # Lightning's warning about the checkpoints resumed from
+    assert "warning: " not in result.stderr  # the same settings: the same schedule, nothing to warn of
     assert checkpoint_step(last) == final_step
     # The same metrics file continues: every row (validation included) once, as in the run left alone.
     assert_same_runs(run_dir, whole)

@@ -117,3 +117,26 @@ def test_warmup_warning_only_when_the_warmup_fills_the_run():
     assert warmup_outlasts_run({"name": "cosine", "warmup_ratio": 0.5}, 10) is None
     assert warmup_outlasts_run({"name": "constant", "warmup_steps": 50}, 10) is None
     assert warmup_outlasts_run(cosine, math.inf) is None  # build_scheduler refuses that run with its own line
+
+
+def test_a_resume_with_another_schedule_or_rate_says_so_before_its_first_step(tmp_path, capsys):
+    # Training on after a finished run (a longer trainer.max_steps) made the rate jump back up the cosine,
+    # and a new optim.lr was not used (Lightning restores the checkpoint's base rate): neither was said.
+    from compose import compose_train
+
+    from gptlab.training.run import train
+
+    run = ["debug=fast", "logger=csv", "model=gpt_tiny", "data=verdict", "data.batch_size=4", "data.max_length=32"]
+    run += ["trainer.accelerator=cpu", "callbacks.text_sample.max_new_tokens=2", "trainer.max_epochs=3"]
+    run += ["trainer.limit_train_batches=8"]
+    train(compose_train(tmp_path, *run, "trainer.max_steps=2"))
+    capsys.readouterr()
+    train(compose_train(tmp_path, *run, "trainer.max_steps=4", "optim.lr=1e-3", "ckpt_path=last"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: optim.lr=0.001 is not used by a resumed run: the checkpoint's schedule, from optim.lr=0.0003, "
+        "goes on (Lightning restores it)",
+        "warning: this run's learning-rate schedule is not the checkpoint's: at step 2 the rate goes from 3e-05 "
+        "to 9.75e-05 (the schedule's length follows trainer.max_steps or trainer.max_epochs; warmup and min_lr "
+        "are scheduler.*); resume with the run's own settings to go on with its schedule",
+    ]

@@ -9,7 +9,9 @@ as if it had never stopped (on CPU, bitwise).
 from __future__ import annotations
 
 import logging
+import math
 import random
+import sys
 
 import lightning as L
 import numpy as np
@@ -158,3 +160,47 @@ class ContinueLogs(L.Callback):
             from gptlab.training.loggers import drop_logged_rows_from
 
             drop_logged_rows_from(trainer.loggers, batches_that_stepped(trainer))
+
+
+class ScheduleChangeWarning(L.Callback):
+    """A resumed run whose learning-rate schedule is not the checkpoint's says so before its first step.
+
+    Lightning restores the scheduler's step and base rate, and this run's settings give the shape: a
+    longer trainer.max_steps (training on after a finished run) makes the rate jump back up the cosine, and
+    a new optim.lr is not used at all (the checkpoint's base rate is). Neither was said.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.ckpt_path or not trainer.is_global_zero or not trainer.lr_scheduler_configs:
+            return
+        scheduler = trainer.lr_scheduler_configs[0].scheduler
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        warnings = schedule_changes(
+            configured_lr=float(getattr(pl_module, "optim_cfg", {}).get("lr", scheduler.base_lrs[0])),
+            restored_lr=scheduler.base_lrs[0],
+            step=scheduler.last_epoch,
+            checkpoint_rate=scheduler.get_last_lr()[0],
+            this_runs_rate=scheduler.base_lrs[0] * scheduler.lr_lambdas[0](scheduler.last_epoch),
+        )
+        for warning in warnings:
+            print(warning, file=sys.stderr, flush=True)
+
+
+def schedule_changes(
+    configured_lr: float, restored_lr: float, step: int, checkpoint_rate: float, this_runs_rate: float
+) -> list[str]:
+    warnings = []
+    if not math.isclose(configured_lr, restored_lr, rel_tol=1e-9):
+        warnings.append(
+            f"warning: optim.lr={configured_lr:g} is not used by a resumed run: the checkpoint's schedule, "
+            f"from optim.lr={restored_lr:g}, goes on (Lightning restores it)"
+        )
+    if not math.isclose(checkpoint_rate, this_runs_rate, rel_tol=1e-6):
+        warnings.append(
+            f"warning: this run's learning-rate schedule is not the checkpoint's: at step {step} the rate goes "
+            f"from {checkpoint_rate:.4g} to {this_runs_rate:.4g} (the schedule's length follows trainer.max_steps or "
+            "trainer.max_epochs; warmup and min_lr are scheduler.*); resume with the run's own settings to go "
+            "on with its schedule"
+        )
+    return warnings

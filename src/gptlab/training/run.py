@@ -50,6 +50,7 @@ from gptlab.training.resume import (
     ResumeAfterValidation,
     ResumedDataPosition,
     RngState,
+    ScheduleChangeWarning,
     ValidationBetweenOptimizerSteps,
 )
 from gptlab.training.shutdown import GracefulShutdown
@@ -90,6 +91,7 @@ def resume_callbacks(resume_command: str | None) -> list[Callback]:
     callbacks: list[Callback] = [
         ValidationBetweenOptimizerSteps(),
         ResumedDataPosition(),
+        ScheduleChangeWarning(),
         RngState(),
         ResumeAfterValidation(),
         GracefulShutdown(resume_command),
