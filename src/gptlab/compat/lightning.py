@@ -173,6 +173,15 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
+def without_unset_anonymous(logger: WandbLogger) -> WandbLogger:
+    """Lightning 2.6 hands wandb.init ``anonymous=None`` whatever the config, and wandb 0.31 warns of any
+    value given ("The anonymous setting has no effect and will be removed") in every run. Left out when
+    not set; Lightning keeps its wandb.init arguments in the private ``_wandb_init``."""
+    if logger._wandb_init.get("anonymous", False) is None:
+        del logger._wandb_init["anonymous"]
+    return logger
+
+
 def offline_wandb_started(logger: WandbLogger) -> bool:
     """Whether an offline wandb run was started (asking ``logger.experiment`` would start one)."""
     return bool(logger._offline) and logger._experiment is not None

@@ -43,11 +43,15 @@ def hide_lightnings_pytree_deprecation() -> None:
 # Lines of Lightning's about Lightning, not the run: adverts for its cloud logger, printed in every run that
 # has no LitLogger (logger_connector.py, an unconditional ``rank_zero_info``), and for litmodels, printed
 # when Lightning adds its own ModelCheckpoint (callbacks=none, callback_connector.py), and a note that the Trainer
-# will not add its default ModelSummary beside the one callbacks/default.yaml configures (callback_connector).
+# will not add its default ModelSummary beside the one callbacks/default.yaml configures (callback_connector),
+# and that a batch limit of 1.0 uses all batches.
 _LIGHTNING_NOISE = (
     "💡 Tip: For seamless cloud logging",
     "💡 Tip: For seamless cloud uploads",
     "Trainer already configured with model summary callbacks",
+    # conf/trainer's default limits, as Lightning takes them anyway; its note on `=1` (one batch) still prints.
+    "`Trainer(limit_train_batches=1.0)` was configured so 100%",
+    "`Trainer(limit_val_batches=1.0)` was configured so 100%",
 )
 
 

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.compat.hydra import instantiate_config
-from gptlab.compat.lightning import AppendingCSVLogger, offline_wandb_started
+from gptlab.compat.lightning import AppendingCSVLogger, offline_wandb_started, without_unset_anonymous
 from gptlab.config.unknown_keys import unknown_key_message
 from gptlab.core.errors import ConfigError
 from gptlab.core.redaction import redact_config
@@ -54,7 +54,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
         if logger_cfg._target_ in ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger"):
             logger_cfg = logger_cfg.copy()
             logger_cfg._target_ = f"{AppendingCSVLogger.__module__}.AppendingCSVLogger"
-        loggers.append(instantiate_config(logger_cfg, f"logger.{name}"))
+        logger = instantiate_config(logger_cfg, f"logger.{name}")
+        loggers.append(without_unset_anonymous(logger) if isinstance(logger, WandbLogger) else logger)
     return loggers
 
 
