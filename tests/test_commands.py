@@ -129,6 +129,9 @@ CASES = {
     "serve-port-out-of-range": (["serve.py", "ckpt_path=x", "port=99999"], ["port must be between 0 and 65535", "99999"]),
     "serve-no-batch-rows": (["serve.py", "ckpt_path=x", "max_batch_rows=0"], ["max_batch_rows must be >= 1, got 0"]),
     "serve-no-tokens": (["serve.py", "ckpt_path=x", "limits.max_tokens=0"], ["limits.max_tokens must be >= 1"]),
+    # The address before the key rule and the model (ckpt_path=x is never read): a host of another machine
+    # was told to set an API key, and a port in use was found only once the model had loaded.
+    "serve-host-of-another-machine": (["serve.py", "ckpt_path=x", "host=192.0.2.1"], ["host=192.0.2.1 is not an address"]),
     # Named by the option typed, not by its corpus (was "data=the-verdict").
     "prepare-a-built-in-corpus": (["prepare.py", "data=verdict"], ["data=verdict needs no preparing"]),
     "prepare-a-built-in-character-corpus": (["prepare.py", "data=shakespeare_char"], ["data=shakespeare_char needs"]),

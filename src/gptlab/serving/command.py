@@ -1,5 +1,5 @@
-"""What `python serve.py` does (conf/serve.yaml): check the address and key rule, load the model, bind the
-port, print where it serves, and run the server until stopped."""
+"""What `python serve.py` does (conf/serve.yaml): bind the address, check the key rule, load the model, print
+where it serves, and run the server until stopped."""
 
 from __future__ import annotations
 
@@ -84,6 +84,9 @@ def serve_from_config(cfg: dict) -> None:
     from gptlab.serving.protocol import Limits
 
     require_one_model_source(cfg.get("ckpt_path"), cfg.get("init_from"))
+    # The address first: a wrong host or a port in use is said before the key rule and before the model
+    # loads (seconds; a minute for gpt2-xl). Nothing is served until uvicorn runs on the socket.
+    sock = bind(cfg["host"], cfg["port"])
     api_key = api_key_for(cfg)
     device = resolve_device(cfg["device"])
     loaded = load_for_generation(cfg.get("ckpt_path"), cfg.get("init_from"), device, resolve_dtype(cfg["dtype"]))
@@ -95,7 +98,6 @@ def serve_from_config(cfg: dict) -> None:
         Engine(loaded, window, device, cfg["max_batch_rows"]), model_facts(loaded, model_id), limits,
         settings["max_concurrent"], settings["max_body_bytes"], api_key,
     )
-    sock = bind(cfg["host"], cfg["port"])
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model_id} on http://{shown}:{port} (API: /v1/completions, page: /)"
