@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from cli_runner import (
@@ -210,3 +212,27 @@ def test_init_from_needs_gpt2_tokens(tmp_path):
     result = run_train(tmp_path / "run", "init_from=gpt2", "data=shakespeare_char", "debug=fast", "logger=csv")
     assert result.returncode == 2
     assert "error: init_from=gpt2 needs GPT-2 BPE data" in result.stderr
+
+
+def test_a_run_stopped_by_max_time_says_how_to_train_on_and_its_resume_past_it_is_refused(tmp_path):
+    # Lightning's Timer counts the whole run: the same command again stopped at once, having trained nothing,
+    # and nothing said so or how to go on.
+    run_dir = tmp_path / "run"
+    run = ["model=gpt_tiny", "data=verdict", "data.batch_size=4", "data.max_length=32", "logger=csv"]
+    run += ["trainer.max_epochs=100000", "trainer.max_steps=100000000", "trainer.enable_progress_bar=false"]
+    stopped = run_train(run_dir, *run, "trainer.max_time=00:00:00:01")
+    assert_ok(stopped)
+    line = stopped.stdout.strip().splitlines()[-1]
+    # The timer is read after each batch: a slow machine may stop past the second.
+    said = re.fullmatch(
+        r"stopped by trainer.max_time=00:00:00:01 after 0:00:0(\d) of training; to train as long again: "
+        rf"python train.py .* trainer.max_time=00:00:00:0(\d) hydra.run.dir={run_dir} ckpt_path=last", line
+    )
+    assert said and int(said[2]) == int(said[1]) + 1, line
+
+    again = run_train(run_dir, *run, "trainer.max_time=00:00:00:01", "ckpt_path=last")
+    assert again.returncode == 2
+    assert "error: trainer.max_time=00:00:00:01 is used up: the run trained for 0:00:01" in again.stderr
+    step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert_ok(run_train(run_dir, *run, f"trainer.max_time=00:00:00:0{said[2]}", "ckpt_path=last"))  # as printed
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > step

@@ -90,6 +90,14 @@ def max_time_seconds(max_time: Any) -> float | None:
     raise ConfigError(f"trainer.max_time={max_time} is not a duration; {example}")
 
 
+def duration_text(seconds: float) -> str:
+    """DD:HH:MM:SS, as trainer.max_time takes it."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
 @dataclass
 class TrainerConfig:
     """conf/trainer/: the Lightning Trainer arguments gptlab sets. Any other Trainer argument can be added

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.paths import check_fresh_run_folder
-from gptlab.config.training import max_time_seconds
+from gptlab.config.training import duration_text, max_time_seconds
 from gptlab.core.devices import available_gpu
 from gptlab.core.errors import ConfigError
 from gptlab.core.precisions import FLOAT16
@@ -59,16 +59,8 @@ def check_time_left(max_time, checkpoint: dict) -> None:
     raise ConfigError(
         f"trainer.max_time={max_time} is used up: the run trained for {spent} before this checkpoint, and "
         f"the limit counts the whole run, across resumes; raise it to go on (trainer.max_time="
-        f"{_duration(trained + limit)} gives it as long again)"
+        f"{duration_text(trained + limit)} gives it as long again)"
     )
-
-
-def _duration(seconds: float) -> str:
-    """DD:HH:MM:SS, as trainer.max_time takes it."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
 def check_corpus(cfg: DictConfig) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.callbacks import ModelSummary as AnyModelSummary
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,7 +17,7 @@ from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
-from gptlab.config.training import max_time_seconds
+from gptlab.config.training import duration_text, max_time_seconds
 from gptlab.config.validate import validate_config
 from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.errors import ConfigError
@@ -100,15 +100,16 @@ def resume_callbacks(resume_command: str | None) -> list[Callback]:
     return callbacks
 
 
-def resume_command(cfg: DictConfig) -> str | None:
-    """The command that continues this run in its own folder from its last checkpoint."""
+def resume_command(cfg: DictConfig, changes: dict[str, str] | None = None) -> str | None:
+    """The command that continues this run in its own folder from its last checkpoint, with ``changes``
+    ({key: value}) to its overrides."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return None
-    overrides = [
-        o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))
-    ]
+    replaced = ("ckpt_path=", "hydra.run.dir=", *(f"{key}=" for key in changes or {}))
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+").startswith(replaced)]
+    overrides += [f"{key}={value}" for key, value in (changes or {}).items()]
     args = [*overrides, f"hydra.run.dir={cfg.paths.output_dir}", "ckpt_path=last"]
     if is_multirun_job():
         # A sweep's job continues as a single run in its folder; hparams_search= configs switch to MULTIRUN
@@ -332,4 +333,20 @@ def _report(cfg: DictConfig, trainer: L.Trainer, best: float | None, sync_dirs: 
     if _unmonitored_checkpoint(trainer):
         lines.append(f"checkpoint: {_unmonitored_checkpoint(trainer)} (Lightning's own, of the final weights)")
     lines += [f"wandb (offline): upload with `wandb sync {d}`" for d in sync_dirs]
+    lines += time_limit_reached(cfg, trainer)
     print("\n".join(lines), flush=True)
+
+
+def time_limit_reached(cfg: DictConfig, trainer: L.Trainer) -> list[str]:
+    """How to train on after trainer.max_time stopped the run: a limit of the whole run (Lightning's Timer),
+    so the same command would stop at once (preflight refuses it)."""
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None]
+    if not timers or timers[0].time_remaining() > 0:
+        return []
+    trained = timers[0].time_elapsed()
+    more = duration_text(trained + max_time_seconds(cfg.trainer.max_time))
+    command = resume_command(cfg, {"trainer.max_time": more})
+    return [
+        f"stopped by trainer.max_time={cfg.trainer.max_time} after {timedelta(seconds=int(trained))} of training"
+        + (f"; to train as long again: {command}" if command else "")
+    ]
