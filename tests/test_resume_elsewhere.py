@@ -96,7 +96,7 @@ def test_a_position_saved_by_two_ranks_goes_on_with_any_number_of_ranks(ranks):
     # The position was each rank's count: on one rank, half of the windows already trained came again.
     order = ResumableRandomSampler(60, seed=3).permutation(0).tolist()
     saved = loader(0, 2, 4, consumed_batches=3).state_dict()  # 2 ranks x 3 batches of 4: order[:24]
-    assert saved == {"epoch": 0, "consumed_samples": 12, "world_size": 2, "batches": 3}
+    assert saved == {"epoch": 0, "consumed_samples": 12, "world_size": 2, "batches": 3, "windows": 60, "seed": 3}
     loaders = [loader(rank, ranks, 2, consumed_batches=0) for rank in range(ranks)]
     for resumed in loaders:
         resumed.load_state_dict(saved)
@@ -113,5 +113,24 @@ def test_an_older_checkpoints_position_reads_as_before():
     # Saved before "world_size" and "batches": this run's settings, the position as it was.
     resumed = loader(0, 1, 4, consumed_batches=0)
     resumed.load_state_dict({"epoch": 2, "consumed_samples": 12})
-    assert resumed.batch_count_shift == 0 and resumed.resumed_elsewhere is None
+    assert resumed.batch_count_shift == 0 and resumed.resumed_elsewhere is None and resumed.order_changed is None
     assert list(resumed.sampler) == resumed.sampler.permutation(2).tolist()[12:]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_resume_with_other_windows_or_another_seed_warns_that_the_order_is_not_the_checkpoints(tmp_path, capsys):
+    # The saved position was applied to whatever order this run drew: windows twice or never, unsaid.
+    windows_trained(4, crash_at=3, save=tmp_path / "a.ckpt")
+    capsys.readouterr()
+    module, data = Recorder(), IndexData(batch_size=4, max_length=1, seed=4)
+    quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[ResumedDataPosition()]).fit(
+        module, datamodule=data, ckpt_path=tmp_path / "a.ckpt"
+    )
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: the training windows are not the checkpoint's (40 windows in the order of seed 3, now 40 of "
+        "seed 4: the corpus, data.max_length, data.stride or seed changed); epoch 0 goes on at the same "
+        "position of another order, so until it ends some windows come twice and others not at all"
+    )
+    resumed = loader(0, 1, 4, consumed_batches=0)
+    resumed.load_state_dict({**loader(0, 1, 4, consumed_batches=2).state_dict(), "windows": 61})
+    assert "(61 windows in the order of seed 3, now 60 of seed 3" in resumed.order_changed

@@ -80,6 +80,7 @@ class ResumableDataLoader(DataLoader):
         self.consumed_batches = consumed_batches
         self.batch_count_shift = 0  # batches to add to Lightning's count of the resumed epoch's batches
         self.resumed_elsewhere: str | None = None  # how a position saved by other settings was taken up
+        self.order_changed: str | None = None  # a warning: the checkpoint's windows or order are not these
         # (epoch, samples) resumed past the last whole batch of this run's size: counted until that epoch ends
         self._partial_batch: tuple[int, int] | None = None
 
@@ -97,6 +98,8 @@ class ResumableDataLoader(DataLoader):
             "consumed_samples": consumed,  # this rank's, in this epoch
             "world_size": self.sampler.num_replicas,
             "batches": batches,  # Lightning's count of the epoch's batches, as it will restore it
+            "windows": self.sampler.total,  # with the seed, what decides the epoch's order
+            "seed": self.sampler.seed,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -113,6 +116,14 @@ class ResumableDataLoader(DataLoader):
                 f"resumed on {_processes(self.sampler.num_replicas)} of data.batch_size={self.batch_size} from "
                 f"a checkpoint of {_processes(saved_ranks)}: epoch {epoch} goes on after the "
                 f"{consumed * saved_ranks} windows trained (at batch {batches})"
+            )
+        saved_order = (state.get("windows", self.sampler.total), state.get("seed", self.sampler.seed))
+        if saved_order != (self.sampler.total, self.sampler.seed):
+            self.order_changed = (
+                f"warning: the training windows are not the checkpoint's ({saved_order[0]} windows in the order of "
+                f"seed {saved_order[1]}, now {self.sampler.total} of seed {self.sampler.seed}: the corpus, "
+                f"data.max_length, data.stride or seed changed); epoch {epoch} goes on at the same position of "
+                "another order, so until it ends some windows come twice and others not at all"
             )
 
 

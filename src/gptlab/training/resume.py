@@ -53,10 +53,13 @@ class ResumedDataPosition(L.Callback):
     """A run resumed on another number of processes or with another batch size goes on at the same place
     of the epoch's order (gptlab.data.sampler.ResumableDataLoader); Lightning's count of that epoch's
     batches is moved there too. By its old count it ended the epoch early, or with batches still to come,
-    and the next checkpoint saved a position that was not the data's."""
+    and the next checkpoint saved a position that was not the data's. A resume whose windows or seed are
+    not the checkpoint's (so neither is the order) is warned of."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loader = trainer.train_dataloader
+        if getattr(loader, "order_changed", None) and trainer.is_global_zero:
+            print(loader.order_changed, file=sys.stderr, flush=True)
         if getattr(loader, "resumed_elsewhere", None) is None:
             return
         shift_epoch_batch_count(trainer, loader.batch_count_shift)
