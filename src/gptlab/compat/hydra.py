@@ -115,31 +115,31 @@ def _unreadable_override(err: BaseException) -> str | None:
     """An override Hydra's grammar cannot read (``prompt=€``, ``prompt=a(b``): which one, and the same value
     quoted, which the grammar reads whatever its characters."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException, OverrideParseException
+    from hydra.errors import OverrideParseException
 
     if not any(isinstance(cause, OverrideParseException) for cause in _causes(err)):
         return None
     parser = OverridesParser.create()
     for override in command_line_overrides():
-        try:
-            parser.parse_override(override)
-        except HydraException:  # the grammar's error, which parse_overrides re-raises as OverrideParseException
-            key, _, value = override.partition("=")
-            quoted = f"{key}='{value}'" if '"' in value else f'{key}="{value}"'
-            quote_it = f"{shlex.quote(quoted)} (https://hydra.cc/docs/1.3/advanced/override_grammar/basic)"
-            words = override.split()
-            if len(words) > 1 and all("=" in word and _readable(parser, word) for word in words):
-                # "data=mixture optim.lr=1e-3" quoted as one argument (a Makefile's ARGS, a script's variable):
-                # quoting it further would make "mixture optim.lr=1e-3" the data option.
-                return (
-                    f"Hydra cannot read the override {override!r}: if it is {len(words)} overrides, pass each as an "
-                    f"argument of its own: {' '.join(map(shlex.quote, words))}; if it is one value, quote it: {quote_it}"
-                )
-            return f"Hydra cannot read the override {override}: put its value in quotes, inside the shell's: {quote_it}"
+        if _readable(parser, override):
+            continue
+        key, _, value = override.partition("=")
+        quoted = f"{key}='{value}'" if '"' in value else f'{key}="{value}"'
+        quote_it = f"{shlex.quote(quoted)} (https://hydra.cc/docs/1.3/advanced/override_grammar/basic)"
+        words = override.split()
+        if len(words) > 1 and all("=" in word and _readable(parser, word) for word in words):
+            # "data=mixture optim.lr=1e-3" quoted as one argument (a Makefile's ARGS, a script's variable):
+            # quoting it further would make "mixture optim.lr=1e-3" the data option.
+            return (
+                f"Hydra cannot read the override {override!r}: if it is {len(words)} overrides, pass each as an "
+                f"argument of its own: {' '.join(map(shlex.quote, words))}; if it is one value, quote it: {quote_it}"
+            )
+        return f"Hydra cannot read the override {override}: put its value in quotes, inside the shell's: {quote_it}"
     return None
 
 
 def _readable(parser, override: str) -> bool:
+    """Whether Hydra's grammar reads ``override`` (parse_overrides re-raises its error as OverrideParseException)."""
     from hydra.errors import HydraException
 
     try:

@@ -90,6 +90,11 @@ def max_time_seconds(max_time: Any) -> float | None:
     raise ConfigError(f"trainer.max_time={max_time} is not a duration; {example}")
 
 
+def as_long_again(trained_seconds: float, max_time: Any) -> str:
+    """The trainer.max_time that lets a run stopped by it (or past it) train as long again."""
+    return duration_text(trained_seconds + max_time_seconds(max_time))
+
+
 def duration_text(seconds: float) -> str:
     """DD:HH:MM:SS, as trainer.max_time takes it."""
     minutes, secs = divmod(int(seconds), 60)

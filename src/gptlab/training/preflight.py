@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.paths import check_fresh_run_folder
-from gptlab.config.training import duration_text, max_time_seconds
+from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.core.devices import available_gpu
 from gptlab.core.errors import ConfigError
 from gptlab.core.precisions import FLOAT16
@@ -59,7 +59,7 @@ def check_time_left(max_time, checkpoint: dict) -> None:
     raise ConfigError(
         f"trainer.max_time={max_time} is used up: the run trained for {spent} before this checkpoint, and "
         f"the limit counts the whole run, across resumes; raise it to go on (trainer.max_time="
-        f"{duration_text(trained + limit)} gives it as long again)"
+        f"{as_long_again(trained, max_time)} gives it as long again)"
     )
 
 

@@ -17,7 +17,7 @@ from gptlab.checkpoints.compatibility import check_resumable
 from gptlab.checkpoints.io import AtomicCheckpointIO
 from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
-from gptlab.config.training import duration_text, max_time_seconds
+from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.config.validate import validate_config
 from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.errors import ConfigError
@@ -344,8 +344,7 @@ def time_limit_reached(cfg: DictConfig, trainer: L.Trainer) -> list[str]:
     if not timers or timers[0].time_remaining() > 0:
         return []
     trained = timers[0].time_elapsed()
-    more = duration_text(trained + max_time_seconds(cfg.trainer.max_time))
-    command = resume_command(cfg, {"trainer.max_time": more})
+    command = resume_command(cfg, {"trainer.max_time": as_long_again(trained, cfg.trainer.max_time)})
     return [
         f"stopped by trainer.max_time={cfg.trainer.max_time} after {timedelta(seconds=int(trained))} of training"
         + (f"; to train as long again: {command}" if command else "")
