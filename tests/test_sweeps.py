@@ -208,3 +208,16 @@ def test_a_folderless_commands_sweep_folder_goes_only_if_empty(monkeypatch, tmp_
     monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs(folder_unused=kept))
     sweep_jobs.remove_unused_sweep_folder()
     assert list(tmp_path.iterdir()) == []  # the last sweep of multirun/: its empty parents go with it
+
+
+def test_a_rank_of_a_multirun_job_names_the_job_in_its_error_line(monkeypatch, capsys):
+    # A DDP job's ranks run as single runs: whichever rank failed first printed the line (Lightning's
+    # watcher may kill the others before they print), and rank 1's did not say which job it was.
+    from gptlab.core.entrypoint import report_user_errors
+    from gptlab.core.errors import ConfigError
+    from gptlab.core.sweep_jobs import SWEEP_JOB_ENV
+
+    monkeypatch.setenv(SWEEP_JOB_ENV, "job 0 (optim.lr=1e9)")
+    with pytest.raises(SystemExit), report_user_errors():
+        raise ConfigError("train/loss is nan at step 1")
+    assert capsys.readouterr().err == "error: job 0 (optim.lr=1e9): train/loss is nan at step 1\n"

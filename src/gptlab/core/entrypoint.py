@@ -22,6 +22,7 @@ from gptlab.core.sweep_jobs import (
     current_job,
     end_of_sweep,
     fail_job,
+    job_of_this_rank,
     job_started,
     name_a_job_without_run_folder,
     remove_unused_sweep_folder,
@@ -70,7 +71,8 @@ def report_user_errors(job: Job | None = None) -> Iterator[None]:
         record_in_run_log(f"{label}: {message}")
         if job is not None and exit_code == EXIT_USER_ERROR and can_fail_alone():
             raise fail_job(job, label, message) from None
-        print(f"{label}: {f'{job}: ' if job else ''}{message}", file=sys.stderr, flush=True)
+        job_name = job or job_of_this_rank()
+        print(f"{label}: {f'{job_name}: ' if job_name else ''}{message}", file=sys.stderr, flush=True)
         sys.exit(exit_code)
 
 

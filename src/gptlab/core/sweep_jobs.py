@@ -15,6 +15,7 @@ sweep, as it always did.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from pathlib import Path
 from gptlab.core.errors import GptlabError
 
 EXIT_USER_ERROR = GptlabError.exit_code
+# The job a rank process belongs to ("job 0 (optim.lr=...)"): set for the ranks a multirun job starts.
+SWEEP_JOB_ENV = "GPTLAB_SWEEP_JOB"
 
 
 class SweepJobFailed(Exception):
@@ -52,6 +55,11 @@ class Job:
 
     def __str__(self) -> str:
         return f"{self.name} ({' '.join(self.overrides)})"
+
+
+def job_of_this_rank() -> str | None:
+    """The multirun job that started this rank process (its ranks run as single runs), else None."""
+    return os.environ.get(SWEEP_JOB_ENV) or None
 
 
 def current_job() -> Job | None:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from gptlab.compat.lightning import attached_trainer, set_rank_command
 from gptlab.core.errors import ConfigError
-from gptlab.core.sweep_jobs import job_started_rank_processes
+from gptlab.core.sweep_jobs import SWEEP_JOB_ENV, current_job, job_started_rank_processes
 
 
 def validation_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Sampler | None:
@@ -96,9 +96,13 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
         command = [sys.executable, "-m", __main__.__spec__.name]
     if is_multirun_job():
         job_started_rank_processes()  # Lightning watches them: this job cannot fail alone
+        # The ranks run as single runs: their error line names the job, as rank zero's does (whichever
+        # rank fails first, Lightning's watcher may kill the others before they print).
+        os.environ[SWEEP_JOB_ENV] = str(current_job())
         command += [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
         command.append("hydra.mode=RUN")  # hparams_search= configs switch to MULTIRUN on their own
     else:
+        os.environ.pop(SWEEP_JOB_ENV, None)
         command += sys.argv[1:]
     run_dir = hydra_cfg.runtime.output_dir  # resolved once: a rank started a second later uses it too
     # Only rank zero writes .hydra/ and the job's log; the others log to train_ddp_process_N.log.
