@@ -143,13 +143,19 @@ def test_any_transformers_model_is_evaluated_as_model_hf_causal_lm(random_gpt2_f
         "untrained": ["model=gpt_tiny", *common],
         "two": ["model=hf_causal_lm", f"model.pretrained={folder}", f"init_from={folder}", *common],
     }
+
+    def run(name):
+        # "ours" in the run folder a user's eval.py gets, outputs/eval/DATE/TIME of the repo (here a stand-in
+        # repo root): it was outputs/DATE/TIME, among the training runs, not where the README says.
+        where = f"paths.root_dir={tmp_path}/repo" if name == "ours" else f"hydra.run.dir={tmp_path}/{name}"
+        return run_script("eval.py", *cases[name], where)
+
     with ThreadPoolExecutor(2) as pool:
-        hf, ours, untrained, two = pool.map(
-            lambda name: run_script("eval.py", *cases[name], f"hydra.run.dir={tmp_path}/{name}"), cases
-        )
+        hf, ours, untrained, two = pool.map(run, cases)
     assert_ok(hf)
     assert_ok(ours)
-    by_hf, by_ours = (json.loads((tmp_path / name / "eval_results.json").read_text()) for name in ("hf", "ours"))
+    [ours_dir] = (tmp_path / "repo" / "outputs" / "eval").glob("*/*")
+    by_hf, by_ours = (json.loads((run_dir / "eval_results.json").read_text()) for run_dir in (tmp_path / "hf", ours_dir))
     assert by_hf["model"] == str(folder) and by_hf["tasks"]["perplexity"]["tokens"] == by_ours["tasks"]["perplexity"]["tokens"]
     assert by_hf["tasks"]["perplexity"]["ppl"] == pytest.approx(by_ours["tasks"]["perplexity"]["ppl"], rel=1e-5)
     for result, words in [(untrained, "model=hf_causal_lm model.pretrained="), (two, "not two")]:
