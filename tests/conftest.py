@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from repo import DATA_DIR
+from repo import DATA_DIR, REPO_ROOT
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest worker per core (pytest-xdist): each then computes on one thread, and so do
@@ -27,6 +27,26 @@ def _token_cache_in_tmp(tmp_path_factory):
     """Token caches of test runs (in-process and subprocesses, which copy os.environ) go to a session
     folder, never the user's ~/.cache."""
     os.environ["GPTLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("token-cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_run_folder_left_in_the_repo():
+    """An entry point run without hydra.run.dir writes its run folder among the user's own runs, in the repo's
+    outputs/ or multirun/ (eval.py's bad-input case did, unseen for weeks): fail the session on any such
+    folder that names a pytest temporary path (a user's own run started meanwhile names none)."""
+
+    def run_folders() -> set[Path]:
+        patterns = ("outputs/*/*/.hydra", "outputs/eval/*/*/.hydra", "multirun/*/*/*/.hydra")
+        return {hydra.parent for pattern in patterns for hydra in REPO_ROOT.glob(pattern)}
+
+    before = run_folders()
+    yield
+    left = [
+        folder
+        for folder in run_folders() - before
+        if any("/pytest-of-" in saved.read_text(errors="replace") for saved in (folder / ".hydra").glob("*.yaml"))
+    ]
+    assert not left, f"tests left run folders in the repo (give each command hydra.run.dir=tmp_path/...): {left}"
 
 
 @pytest.fixture(scope="session")

@@ -110,7 +110,10 @@ CASES = {
     ),
     # A task's file is read before the model loads (init_from is never read): it was read after.
     "eval-task-file-missing": (
-        ["eval.py", "init_from={tmp}/no-model", "tasks=[lambada]", "tasks.lambada.path={tmp}/lambada.jsonl"],
+        [
+            "eval.py", "init_from={tmp}/no-model", "tasks=[lambada]", "tasks.lambada.path={tmp}/lambada.jsonl",
+            "hydra.run.dir={tmp}/eval-run",  # its log keeps the error, as a training run's does
+        ],
         ["tasks.lambada.path=", "lambada.jsonl does not exist"],
     ),
     # A checkpoint named as Lightning's own ModelCheckpoint names it (callbacks=none): the "=" in its value
@@ -154,7 +157,8 @@ def test_every_command_answers_bad_input_with_one_line_and_exit_code_2(tmp_path)
         assert len(errors) == 1, f"{case}\n{result.stderr[-3000:]}"
         for words in CASES[case][1]:
             assert words in errors[0], f"{case}: {errors[0]}"
-    assert list(tmp_path.iterdir()) == []  # nothing written: no export folder, no report files
+    # Nothing written but eval.py's run folder: no export folder, no report files.
+    assert [path.name for path in tmp_path.iterdir()] == ["eval-run"]
 
 
 def test_serve_says_which_part_of_host_and_port_cannot_be_listened_on():
