@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import TINY_GPT_RUN, assert_ok, run_script, run_train
-from repo import DATA_DIR
+from cli_runner import TINY_GPT_RUN, assert_ok, clean_env, run_script, run_train
+from repo import DATA_DIR, REPO_ROOT
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
 # the 45 runs of its module fixture run once, not once a worker.
@@ -230,3 +231,22 @@ def test_help_and_cfg_job_still_work():
     assert help_run.returncode == 0 and "Powered by Hydra" in help_run.stdout
     cfg_run = run_script("train.py", "--cfg", "job", "model=gpt_tiny")
     assert cfg_run.returncode == 0 and "emb_dim: 32" in cfg_run.stdout
+
+
+# Device mistakes need torch alone: refused before Lightning's import (seconds on a laptop), not after it.
+BEFORE_LIGHTNING = ["no-gpu", "no-mps", "fsdp-on-cpu", "device-ids-on-the-cpu", "float16-on-cpu"]
+
+
+@pytest.mark.parametrize("case", BEFORE_LIGHTNING)
+def test_device_mistakes_are_refused_before_lightning_is_imported(case, tmp_path):
+    if case in MACHINE_HAS and MACHINE_HAS[case]():
+        pytest.skip(f"this machine has what the '{case}' case lacks")
+    overrides, words = CASES[case]
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "train.py", f"hydra.run.dir={tmp_path}/run", *BASE, *overrides],
+        cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1 and all(w in errors[0] for w in words), result.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "hydra" in imported and "lightning" not in imported, errors[0]

@@ -12,9 +12,10 @@ from repo import REPO_ROOT
 from gptlab.core.errors import ConfigError
 from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.factory import data_and_start_model
+from gptlab.training.device_settings import check_accelerator, choose_precision
 from gptlab.training.loggers import build_loggers
 from gptlab.training.module import build_model
-from gptlab.training.run import build_callbacks, check_accelerator, choose_precision
+from gptlab.training.run import build_callbacks
 from gptlab.training.schedules import build_scheduler
 
 CONF = REPO_ROOT / "conf"

@@ -1,7 +1,7 @@
-"""What a run checks before anything is built, loaded or written, in a second and without torch or
-Lightning: the config's values (by its schemas, gptlab.config), then what only this machine and its files
-can tell: a GPU for float16, a writable run folder that is not another run's, the checkpoint to resume
-from (read once, here) and the corpus."""
+"""What a run checks before anything is built, loaded or written, in a second and without Lightning: the
+config's values (by its schemas, gptlab.config), then what only this machine and its files can tell: the
+devices asked for (gptlab.training.device_settings), a writable run folder that is not another run's, the
+checkpoint to resume from (read once, here) and the corpus."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.paths import check_fresh_run_folder
 from gptlab.config.training import as_long_again, max_time_seconds
-from gptlab.core.devices import available_gpu
 from gptlab.core.errors import ConfigError
-from gptlab.core.precisions import FLOAT16
+from gptlab.training.device_settings import check_device_settings, choose_precision
 
 if TYPE_CHECKING:
     from gptlab.checkpoints.reader import ResumeFrom
@@ -32,7 +31,7 @@ class Checked:
 
 def check_config(cfg: DictConfig) -> Checked:
     # The schema's ranges and cross-key rules ran before (the command wrapper, or train() in process).
-    check_float16_device(cfg)
+    check_device_settings(cfg)  # torch alone
     resume = None
     output_dir = _get(cfg, "paths.output_dir")
     if output_dir:
@@ -44,6 +43,7 @@ def check_config(cfg: DictConfig) -> Checked:
             resume = read_resume_checkpoint(cfg.get("ckpt_path"), output_dir)
             check_time_left(_get(cfg, "trainer.max_time"), resume.checkpoint)
     check_corpus(cfg)
+    choose_precision(cfg)  # says its choice for trainer.precision=auto: once the run will start
     return Checked(resume)
 
 
@@ -74,18 +74,6 @@ def check_corpus(cfg: DictConfig) -> None:
 
 def _get(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, default=None)
-
-
-def check_float16_device(cfg: DictConfig) -> None:
-    """float16 trains on a GPU only: refused where the run would be on the CPU (accelerator=cpu trains on
-    the CPU even where a GPU is present)."""
-    precision = str(_get(cfg, "trainer.precision") or "32-true")
-    accelerator = str(_get(cfg, "trainer.accelerator") or "auto")
-    if precision in FLOAT16 and (accelerator == "cpu" or (accelerator == "auto" and available_gpu() is None)):
-        raise ConfigError(
-            f"trainer.precision={precision} needs a GPU (float16 is not a training precision on CPUs); "
-            "on CPU use trainer.precision=bf16-mixed (fast with AMX) or 32-true"
-        )
 
 
 def check_output_dir(output_dir: str | Path) -> None:

@@ -19,9 +19,7 @@ from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
 from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.config.validate import validate_config
-from gptlab.core.devices import available_gpu, fastest_precision, require_device
 from gptlab.core.errors import ConfigError
-from gptlab.core.precisions import AUTO_PRECISION, MATMUL_DTYPES
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.compile import compile_model
@@ -33,6 +31,7 @@ from gptlab.training.console import (
     hide_lightnings_pytree_deprecation,
     one_console_for_lightning,
 )
+from gptlab.training.device_settings import training_device
 from gptlab.training.distributed import (
     check_nodes,
     end_process_group,
@@ -118,45 +117,6 @@ def resume_command(cfg: DictConfig, changes: dict[str, str] | None = None) -> st
     return " ".join(["python", Path(sys.argv[0]).name, *map(shlex.quote, args)])
 
 
-def check_accelerator(accelerator: str) -> None:
-    """Lightning's own message for a missing GPU ("No supported gpu backend found!") names no fix."""
-    kind = {"gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator)
-    if kind:
-        require_device(kind, f"trainer.accelerator={accelerator}", "use trainer.accelerator=cpu or auto")
-
-
-def check_trainer(cfg: DictConfig) -> None:
-    # Value checks (max_steps, lr, ...) run earlier, in preflight; this one needs torch.
-    check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
-    check_strategy(cfg)
-    check_cpu_devices(cfg)
-    check_nodes(int(cfg.trainer.get("num_nodes", 1)))
-    choose_precision(cfg)
-
-
-def check_cpu_devices(cfg: DictConfig) -> None:
-    """On the CPU, trainer.devices counts processes: -1 or a list of ids is refused by Lightning in a
-    TypeError that Hydra's instantiate wraps ("Error in call to target ...")."""
-    devices = cfg.trainer.get("devices", 1)
-    if training_device(cfg) != "cpu" or devices == "auto" or (isinstance(devices, int) and devices > 0):
-        return
-    raise ConfigError(
-        f"trainer.devices={devices} on the CPU: give the number of processes (trainer.devices=2 with "
-        "trainer=ddp), or auto"
-    )
-
-
-def check_strategy(cfg: DictConfig) -> None:
-    """Lightning refuses FSDP off CUDA, in a message Hydra's instantiate wraps in its own: say it first."""
-    strategy = cfg.trainer.get("strategy")
-    name = str(strategy.get("_target_", "")) if isinstance(strategy, DictConfig) else str(strategy)
-    if "fsdp" in name.lower() and training_device(cfg) != "cuda":
-        raise ConfigError(
-            "trainer.strategy=fsdp (trainer=fsdp) shards the model over CUDA GPUs only (Lightning's FSDP); "
-            "on a CPU use trainer=ddp, or one device with trainer.strategy=auto"
-        )
-
-
 def batches_per_epoch(trainer: L.Trainer, datamodule: WindowDataModule) -> int:
     """Training batches of one rank in one epoch (before trainer.limit_train_batches), the same on every
     rank. The datamodule's setup already refused a split of less than one batch; with several ranks each
@@ -190,31 +150,6 @@ def check_validation_interval(trainer: L.Trainer, whole: int) -> None:
         )
 
 
-def training_device(cfg: DictConfig) -> str:
-    """"cuda", "mps" or "cpu": what Lightning will train on for ``trainer.accelerator``."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("auto", "gpu"):
-        return available_gpu() or "cpu"
-    return accelerator if accelerator in ("cuda", "mps") else "cpu"
-
-
-def choose_precision(cfg: DictConfig) -> None:
-    """Replace ``trainer.precision=auto`` by the device's fastest precision, saying which and why; warn, in
-    one line, when bf16 was asked for on a CPU that would emulate it (many times slower than float32)."""
-    precision, device = str(cfg.trainer.get("precision")), training_device(cfg)
-    if precision == AUTO_PRECISION:
-        chosen, why = fastest_precision(device)
-        cfg.trainer.precision = chosen
-        print(f"trainer.precision=auto: {chosen} ({why})", flush=True)
-    elif device == "cpu" and MATMUL_DTYPES.get(precision) == "bfloat16" and fastest_precision(device)[0] == "32-true":
-        print(
-            f"warning: trainer.precision={precision} on a CPU without bfloat16 arithmetic (no AVX512-BF16 or "
-            "AMX) runs many times slower than float32; use trainer.precision=auto or 32-true",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     """Train as configured; return the best validation loss (what a Hydra sweeper minimises).
 
@@ -230,7 +165,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     resume = checked.resume
     if resume:
         hide_checkpoint_folder_warning()
-    check_trainer(cfg)
+    check_nodes(int(cfg.trainer.get("num_nodes", 1)))  # needs Lightning's cluster environments
     scrub_saved_configs(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, start_model, model_cfg = data_and_start_model(cfg)
