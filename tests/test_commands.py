@@ -173,3 +173,30 @@ def test_serve_says_which_part_of_host_and_port_cannot_be_listened_on():
     for host in ("192.0.2.1", "no-such-host.invalid"):
         with pytest.raises(ConfigError, match=rf"^host={host} is not an address of this machine; use 127.0.0.1"):
             bind(host, 0)
+
+
+def group_lines(help_text: str) -> dict[str, str]:
+    """The config groups a --help lists: group -> its line."""
+    if "== Configuration groups ==" not in help_text:
+        return {}
+    groups = help_text.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    return {line.split(":")[0].split(" ")[0]: line for line in groups.splitlines() if ": " in line}
+
+
+@pytest.mark.e2e
+def test_help_lists_each_commands_own_config_groups():
+    """Hydra's help listed every folder of conf/ for every command: the internal schema/* groups, eval.py's
+    tasks in train.py's help, and train.py's groups in that of generate.py, which reads none of them."""
+    scripts = ("train.py", "eval.py", "generate.py", "prepare.py")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        train, evaluate, generate, prepare = pool.map(lambda script: run_script(script, "--help"), scripts)
+    for result in (train, evaluate, generate, prepare):
+        assert result.returncode == 0 and "Override anything in the config" in result.stdout, result.stderr[-2000:]
+    groups = group_lines(train.stdout)
+    assert list(groups)[:3] == ["data", "model", "trainer"] and "schema" not in groups and "tasks" not in groups
+    assert "gpt_small*" in groups["model"] and "hparams_search (optional): lr_warmup_wd" in groups["hparams_search"]
+    assert set(group_lines(evaluate.stdout)) == {"data", "model", "tasks", "paths"}
+    assert "tasks (a list: tasks=[a,b]): lambada, multiple_choice, perplexity*" in evaluate.stdout
+    assert set(group_lines(prepare.stdout)) == {"data", "paths"} and "text*" in group_lines(prepare.stdout)["data"]
+    assert group_lines(generate.stdout) == {} and "generate.py has no config groups" in generate.stdout
+    assert "max_new_tokens: 200" in generate.stdout  # its settings are still listed

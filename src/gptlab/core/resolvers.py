@@ -17,9 +17,18 @@ def repo_root() -> str:
     return str(root if (root / "conf").is_dir() else Path.cwd())
 
 
+def config_groups(command: str) -> str:
+    """The config groups of ``command`` for its --help (conf/hydra/help/gptlab.yaml)."""
+    from gptlab.config.help import config_groups_help
+
+    return config_groups_help(Path(repo_root()) / "conf", command)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("gptlab.repo_root"):
         OmegaConf.register_new_resolver("gptlab.repo_root", repo_root)
+    if not OmegaConf.has_resolver("gptlab.config_groups"):
+        OmegaConf.register_new_resolver("gptlab.config_groups", config_groups)
 
 
 register_resolvers()
