@@ -47,6 +47,9 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     # Hydra's own advice, to add the key with +, would have it read by nothing: the closest key instead.
     "unknown-key": (["model.emb_dims=64"], ["model.emb_dims is not a setting of model; did you mean model.emb_dim?"]),
+    "group-of-another-command": (
+        ["tasks=[lambada]"], ["tasks is not a config group of train.py; its groups: data, model, trainer, optim"]
+    ),
     "unknown-top-level-key": (["learning_rate=0.1"], ["learning_rate is not a setting of train.py", "--cfg job"]),
     "added-key-read-by-nothing": (["+optim.lr_max=3"], ["optim.lr_max is not a setting of optim", "read by nothing"]),
     "trainer-argument-lightning-lacks": (

@@ -122,6 +122,14 @@ CASES = {
         ["generate.py", "-m", "ckpt_path=run/epoch=0-step=4.ckpt", "temperature=0,1"],
         ["Hydra cannot read the override ckpt_path=run/epoch=0-step=4.ckpt", "'ckpt_path=\"run/epoch=0-step=4.ckpt\"'"],
     ),
+    # Hydra's advice for a group the command lacks, +data=verdict, failed again in the command's schema.
+    "generate-a-group-of-train-py": (
+        ["generate.py", "data=verdict"], ["data is not a config group of generate.py, which has none", "generate.py --help"]
+    ),
+    "generate-a-group-added-with-plus": (["generate.py", "+data=verdict"], ["data is not a config group of generate.py"]),
+    "eval-a-group-of-train-py": (
+        ["eval.py", "trainer=cpu"], ["trainer is not a config group of eval.py; its groups: data, model, tasks, paths"]
+    ),
     "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
     "generate-seed-past-torchs": (
         ["generate.py", "init_from=gpt2", "seed=99999999999999999999999"],

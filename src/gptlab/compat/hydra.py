@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.compat import warn_if_untested
+from gptlab.config.help import command_groups
 from gptlab.config.unknown_keys import open_to, unknown_key_message
 from gptlab.core.errors import ConfigError
 
@@ -179,6 +180,22 @@ def _missing_from_a_list(text: str, conf_dir: Path | None) -> str | None:
     )
 
 
+def _group_it_does_not_have(text: str, conf_dir: Path | None) -> str | None:
+    """``generate.py data=verdict``: Hydra says "Could not override 'data'. No match in the defaults list"
+    and advises ``+data=verdict``, which fails again in the command's schema ("Key 'data' not in
+    'GenerateConfig'"). Which groups the command has instead."""
+    found = re.search(r"Could not override '([\w/]+)'\. No match in the defaults list", text) or re.search(
+        r"ConfigKeyError raised while composing config:\s*Key '(\w+)' not in '\w+'", text
+    )
+    if not found or conf_dir is None or not (conf_dir / found[1]).is_dir():
+        return None
+    command = Path(sys.argv[0]).name
+    groups = [group for group, _ in command_groups(conf_dir, Path(command).stem)]
+    if not groups:
+        return f"{found[1]} is not a config group of {command}, which has none: its settings are keys (python {command} --help lists them)"
+    return f"{found[1]} is not a config group of {command}; its groups: {', '.join(groups)} (python {command} --help lists their options)"
+
+
 def _options(conf_dir: Path, group: str) -> str:
     """A config group's options: the names of its files in the command's config folder."""
     return ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
@@ -194,7 +211,7 @@ def hydra_message(err: BaseException, conf_dir: Path | None = None) -> str:
     if specific:
         return specific
     text = str(err).strip()
-    from_a_list = _missing_from_a_list(text, conf_dir)
+    from_a_list = _missing_from_a_list(text, conf_dir) or _group_it_does_not_have(text, conf_dir)
     if from_a_list:
         return from_a_list
     if "Could not find" in text and "Available options" in text:
