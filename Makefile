@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval bench-serve clean
+.PHONY: install checkpoint train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval bench-serve clean
 
 install: $(VENV)/.installed
 
@@ -22,16 +22,20 @@ train: install
 
 # Sample from the newest checkpoint of `make train` (or CKPT=path/to/file.ckpt).
 CKPT ?= $(shell ls -t outputs/*/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
-sample: install
+sample: checkpoint install
 	$(PY) generate.py ckpt_path=$(CKPT) $(ARGS)
 
 # Perplexity and bits per byte of the newest checkpoint of `make train` on its own validation data.
-eval: install
+eval: checkpoint install
 	$(PY) eval.py ckpt_path=$(CKPT) $(ARGS)
 
 # The newest checkpoint of `make train` behind the completions API and its page, on http://127.0.0.1:8000.
-serve: install
+serve: checkpoint install
 	$(PY) serve.py ckpt_path=$(CKPT) $(ARGS)
+
+# Before a fresh clone's first `make train` there is no checkpoint to sample, evaluate or serve: say so.
+checkpoint:
+	@test -n "$(CKPT)" || { echo "error: no checkpoint in outputs/*/*/checkpoints/: run make train first, or name one with CKPT=path/to/last.ckpt" >&2; exit 2; }
 
 # DDP on 2 CPU processes (gloo).
 train-ddp: install
@@ -76,12 +80,12 @@ bench-train: install
 
 # Serving: requests/s, p50/p99 latency and tokens/s of serve.py under 1, 4 and 16 concurrent clients, against
 # the same requests one after another through generate.py's code in process (the batching gain).
-bench-serve: install
+bench-serve: checkpoint install
 	$(PY) bench/bench_serve.py $(ARGS)
 
 # Evaluation speed, gptlab against lm-evaluation-harness's hf model on the same weights and requests:
 # perplexity tokens/s and multiple-choice items/s, with the numbers each gives.
-bench-eval: install
+bench-eval: checkpoint install
 	$(PY) bench/bench_eval.py $(ARGS)
 
 # Preparing a 1 GB corpus three ways (ours from files, ours through datasets, nanoGPT's datasets.map), peak

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cli_runner import run_script
 from hydra.core.global_hydra import GlobalHydra
+from repo import REPO_ROOT
 
 from gptlab.core.entrypoint import command
 from gptlab.core.errors import ConfigError
@@ -208,3 +210,13 @@ def test_help_lists_each_commands_own_config_groups():
     assert set(group_lines(prepare.stdout)) == {"data", "paths"} and "text*" in group_lines(prepare.stdout)["data"]
     assert group_lines(generate.stdout) == {} and "generate.py has no config groups" in generate.stdout
     assert "max_new_tokens: 200" in generate.stdout  # its settings are still listed
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("target", ["sample", "eval", "serve"])
+def test_make_targets_of_a_checkpoint_say_when_there_is_none(target):
+    # Before the first `make train` they ran their command with an empty ckpt_path=, whose message named
+    # neither make train nor CKPT=.
+    result = subprocess.run(["make", "-s", target, "CKPT="], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: no checkpoint in outputs/*/*/checkpoints/: run make train first, or name one with CKPT=")
