@@ -19,7 +19,7 @@ from gptlab.core.collector import imports_without_collection
 from gptlab.core.entrypoint import command
 
 
-@command("train")
+@command("train", reports_sweeps=True)
 def main(cfg: DictConfig) -> float | None:
     from gptlab.training.preflight import check_config
     from gptlab.training.wandb_first import import_wandb_first

@@ -165,6 +165,11 @@ def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path):
         assert f"{tmp_path.name}_sweep".encode() in record
     lrs = [OmegaConf.load(sweep_dir / job / ".hydra" / "config.yaml").optim.lr for job in "01"]
     assert lrs == [1e-4, 3e-4]
+    # It ends naming its folder and the command that compares its jobs (it ended on its last job's lines).
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == f"sweep folder: {sweep_dir} (2 jobs); compare them: python report.py sweep_dir={sweep_dir}"
+    assert_ok(run_script("report.py", last.split("python report.py ")[1]))
+    assert (sweep_dir / "report.md").is_file()
 
 
 @pytest.mark.parametrize(

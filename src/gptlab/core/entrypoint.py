@@ -26,6 +26,7 @@ from gptlab.core.sweep_jobs import (
     job_started,
     name_a_job_without_run_folder,
     remove_unused_sweep_folder,
+    sweep_report_line,
 )
 
 if TYPE_CHECKING:
@@ -138,7 +139,9 @@ def one_line_hydra_errors(task_started: Callable[[], bool], conf_dir: Path | Non
         sys.exit(EXIT_USER_ERROR)
 
 
-def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+def command(
+    config_name: str, config_path: str = "conf", reports_sweeps: bool = False
+) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """Turn a task into a gptlab command: the same start, errors, exit codes and clean-up for every one.
 
         @command("train")
@@ -151,7 +154,7 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
     the task: the config is built into its schemas (their range checks run), secrets are masked in every
     output, user mistakes become one line and exit code 2, and a
     closed pipe (``| head``) ends the command quietly. ``config_path`` is relative to the task's own file,
-    as in ``hydra.main``.
+    as in ``hydra.main``. ``reports_sweeps``: a sweep ends with its folder and the report.py command.
     """
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
@@ -168,7 +171,7 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
             guard_outputs()  # no API key or token reaches the console or a log file
             job = current_job()
             if job is not None:
-                job_started()
+                job_started(job)
                 name_a_job_without_run_folder(job)
             with report_user_errors(job), quiet_when_the_reader_leaves():
                 # Every command's ranges and cross-key rules (its schema's checks), before any of its work.
@@ -189,6 +192,8 @@ def command(config_name: str, config_path: str = "conf") -> Callable[[Callable[[
                 raise
             else:
                 end_of_sweep(None)
+                if reports_sweeps and sweep_report_line():
+                    print(sweep_report_line(), flush=True)
                 return result
             finally:
                 remove_unused_sweep_folder()

@@ -16,6 +16,7 @@ sweep, as it always did.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class _Jobs:
     failed: list[str] = field(default_factory=list)
     can_fail_alone: bool = True  # the current job's; False once it started rank processes
     folder_unused: Path | None = None  # the sweep folder of a command that writes no run folder
+    folder: Path | None = None  # the sweep folder (hydra.sweep.dir)
 
 
 _jobs = _Jobs()
@@ -48,6 +50,7 @@ _jobs = _Jobs()
 class Job:
     num: int
     overrides: tuple[str, ...]
+    sweep_dir: Path | None = None
 
     @property
     def name(self) -> str:
@@ -70,12 +73,23 @@ def current_job() -> Job | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hydra = HydraConfig.get()
-    return Job(int(hydra.job.num), tuple(hydra.overrides.task))
+    return Job(int(hydra.job.num), tuple(hydra.overrides.task), Path(hydra.sweep.dir))
 
 
-def job_started() -> None:
+def job_started(job: Job | None = None) -> None:
     _jobs.run += 1
     _jobs.can_fail_alone = True
+    if job is not None and job.sweep_dir is not None:
+        _jobs.folder = job.sweep_dir
+
+
+def sweep_report_line() -> str | None:
+    """Where a finished sweep's jobs are and the command that compares them; None where no job ran here.
+    The last line of a sweep had been its last job's: nothing named the sweep's folder, or report.py."""
+    if _jobs.folder is None or not _jobs.run:
+        return None
+    folder = shlex.quote(str(_jobs.folder))
+    return f"sweep folder: {folder} ({_jobs.run} jobs); compare them: python report.py sweep_dir={folder}"
 
 
 def name_a_job_without_run_folder(job: Job) -> None:
