@@ -5,6 +5,7 @@ interrupted run resumes, an unchanged source is found at once, and each bad inpu
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from corpus_files import write_speech_files
 
 from gptlab.core.errors import DataError
 from gptlab.data import documents, prepare
-from gptlab.data.documents import TextFiles, held_out
+from gptlab.data.documents import TextFiles, find_text_files, held_out
 from gptlab.data.prepare import prepare_shards
 from gptlab.data.shards import open_shard
 from gptlab.data.tokenizers import ENDOFTEXT, GPT2Tokenizer, gpt2_encoding, tokenizer_from_setting
@@ -191,6 +192,20 @@ def test_errors_replace_reads_on_past_bytes_that_do_not_decode(tmp_path):
     prepared = prepare_shards(TextFiles(str(path), errors="replace"), "gpt2", tmp_path / "cache", progress=False)
     text = gpt2_encoding().decode(shard_tokens(prepared, "train").tolist())
     assert text.startswith("caf\ufffd au lait\n")
+
+
+def test_a_folder_of_other_text_files_is_told_the_glob_that_takes_them(tmp_path):
+    # A folder of markdown was refused as holding no .txt file, with nothing said of what would take it.
+    docs = tmp_path / "docs"
+    (docs / "guide").mkdir(parents=True)
+    for path in (docs / "intro.md", docs / "guide" / "setup.md", docs / "logo.png"):
+        path.write_text("# text\n")
+    with pytest.raises(DataError) as refused:
+        find_text_files(str(docs))
+    message = str(refused.value)
+    assert "no .txt file in it" in message and "it holds 2 .md files: take them with a glob" in message
+    suggested = re.search(r"data.path='([^']+)'", message)[1]
+    assert find_text_files(suggested) == [docs / "guide" / "setup.md", docs / "intro.md"]
 
 
 def _write(path, data: bytes):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,18 @@ def find_text_files(path: str, what: str = "data.path") -> list[Path]:
     if target.is_dir():
         files = sorted(p for p in target.rglob("*.txt") if p.is_file())
         if not files:
-            raise DataError(f"{what}={path} is a folder with no .txt file in it (searched recursively)")
+            raise DataError(f"{what}={path} is a folder with no .txt file in it (searched recursively){_other_files(target, what)}")
         return files
     raise DataError(f"{what}={path} does not exist; give a .txt file, a folder of them or a glob")
+
+
+def _other_files(folder: Path, what: str) -> str:
+    """For a folder of other text files (.md, .rst, .py ...): the glob that takes its most common kind."""
+    suffixes = Counter(p.suffix for p in folder.rglob("*") if p.is_file() and p.suffix and not p.name.startswith("."))
+    if not suffixes:
+        return ""
+    suffix, count = suffixes.most_common(1)[0]
+    return f"; it holds {count} {suffix} file{'s' * (count > 1)}: take them with a glob, {what}='{folder}/**/*{suffix}'"
 
 
 class TextFiles:
