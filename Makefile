@@ -98,6 +98,7 @@ bench-data: install
 bench-book: install
 	$(PY) bench/book_verdict.py --book $(BOOK) $(ARGS)
 
+# Caches only: the runs (outputs/, multirun/, their checkpoints and offline wandb runs) are never make's to delete.
 clean:
-	rm -rf outputs multirun wandb lightning_logs .pytest_cache .ruff_cache
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

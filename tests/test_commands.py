@@ -220,3 +220,15 @@ def test_make_targets_of_a_checkpoint_say_when_there_is_none(target):
     result = subprocess.run(["make", "-s", target, "CKPT="], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: no checkpoint in outputs/*/*/checkpoints/: run make train first, or name one with CKPT=")
+
+
+def test_make_clean_removes_caches_and_never_a_run(tmp_path):
+    # It deleted outputs/ and multirun/, every run's checkpoints, without a word.
+    kept = [tmp_path / "outputs/2026-01-01/10-00-00/checkpoints/last.ckpt", tmp_path / "multirun/2026-01-01/10-00-00/0/train.log"]
+    removed = [tmp_path / ".pytest_cache/v/cache/lastfailed", tmp_path / "src/pkg/__pycache__/mod.cpython-311.pyc"]
+    for path in kept + removed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    result = subprocess.run(["make", "-s", "-f", str(REPO_ROOT / "Makefile"), "clean"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in removed)
