@@ -80,3 +80,32 @@ def test_a_report_folder_that_cannot_be_made_is_one_line(sweep_dir, tmp_path):
     (tmp_path / "a-file").write_text("where the report would go")
     with pytest.raises(ConfigError, match=r"cannot create out_dir=.*a-file/report \(Not a directory\)"):
         write_report(sweep_dir, tmp_path / "a-file" / "report")
+
+
+@pytest.mark.e2e
+def test_report_of_an_eval_sweep_tabulates_each_jobs_results(tmp_path):
+    """eval.py -m (checkpoints or settings compared): report.py had listed every job as "no metrics (failed?)"."""
+    import json
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2)).save_pretrained(tmp_path / "gpt2")
+    sweep_dir = tmp_path / "sweep"
+    evaluated = run_script(
+        "eval.py", "-m", f"hydra.sweep.dir={sweep_dir}", f"init_from={tmp_path / 'gpt2'}", "data=verdict",
+        "eval.context=16,32,128",  # job 2: longer than the model's 64 positions
+    )
+    assert evaluated.returncode == 2 and "error: 1 of 3 jobs failed (job 2)" in evaluated.stderr, evaluated.stderr[-2000:]
+    result = run_script("report.py", f"sweep_dir={sweep_dir}")
+    assert_ok(result)
+    with (sweep_dir / "report.csv").open() as f:
+        rows = {r["job"]: r for r in csv.DictReader(f)}
+    for job in ("0", "1"):
+        saved = json.loads((sweep_dir / job / "eval_results.json").read_text())["tasks"]["perplexity"]
+        assert rows[job]["status"] == "ok" and rows[job]["perplexity/tokens"] == str(saved["tokens"])
+        assert float(rows[job]["perplexity/nll"]) == pytest.approx(saved["nll"], abs=1e-4)
+    assert rows["2"]["status"].startswith("failed: eval.context=128 is longer than the model's context")
+    assert list(rows)[-1] == "2"  # lowest perplexity first, the failed job last
+    assert "| eval.context=32 |" in (sweep_dir / "report.md").read_text()

@@ -81,6 +81,13 @@ def csv_text(fieldnames: list[str], rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def markdown_table_text(columns: list[str], rows: list[dict[str, str]]) -> str:
+    """A Markdown table: the header, then one line per row (a "|" in a cell escaped)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row[c].replace("|", "\\|") for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def read_user_text(path: str | Path, key: str, error: type[GptlabError] = ConfigError) -> str:
     """The text of a file the user named with ``key=`` (a prompt, a task's items): UTF-8, without the byte
     order mark Windows editors begin such files with; one line (``error``) when it is missing, a folder or

@@ -1,4 +1,5 @@
-"""Summarise a Hydra multirun folder: one row per job (overrides, best val/loss, val/ppl, steps, time).
+"""Summarise a Hydra multirun folder: one row per job (overrides, best val/loss, val/ppl, steps, time; for an
+eval.py sweep, gptlab.sweeps.eval_report: its metrics).
 
     python report.py sweep_dir=multirun/DATE/TIME            # writes report.md, report.csv, val_loss.png there
     python report.py sweep_dir=multirun/DATE/TIME out_dir=DIR
@@ -18,7 +19,8 @@ import yaml
 
 from gptlab.core.entrypoint import RUN_END_LOGGER
 from gptlab.core.errors import ConfigError
-from gptlab.core.files import csv_text, output_folder
+from gptlab.core.files import csv_text, markdown_table_text, output_folder
+from gptlab.sweeps.eval_report import is_eval_job, write_eval_report
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_sweep, read_rows
 
 COLUMNS = ["job", "overrides", "best val/loss", "val/ppl", "steps", "tokens seen", "time (s)", "status"]
@@ -62,10 +64,14 @@ def job_folders(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
-def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResult:
+def varying_overrides(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> list[str]:
+    """The job's overrides but those of the whole sweep: what differs between jobs is what a reader wants."""
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    # What differs between jobs is what a reader wants; arguments common to the whole sweep are noise.
-    varying = [o for o in overrides if o not in sweep_overrides and not o.startswith("hydra.")]
+    return [o for o in overrides if o not in sweep_overrides and not o.startswith("hydra.")]
+
+
+def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResult:
+    varying = varying_overrides(job_dir, sweep_overrides)
     metrics = job_dir / "csv" / "metrics.csv"
     failure = _failure(job_dir)
     if not metrics.is_file():
@@ -93,9 +99,10 @@ def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResul
 def _failure(job_dir: Path) -> str | None:
     """'failed: <what ended the job>' (the commands write their error line to the job's train.log), 'failed' for
     a traceback there, None for a job that ended well."""
-    log = job_dir / "train.log"
-    if not log.is_file():
+    logs = [job_dir / f"{command}.log" for command in ("train", "eval") if (job_dir / f"{command}.log").is_file()]
+    if not logs:
         return None
+    log = logs[0]
     text = log.read_text(errors="replace")
     marker = f"[{RUN_END_LOGGER}][ERROR] - "
     for line in text.splitlines():
@@ -112,12 +119,7 @@ def common_overrides(job_dirs: list[Path]) -> set[str]:
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
-    def cell(value: str) -> str:
-        return value.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table_text(COLUMNS, rows)
 
 
 def csv_table(rows: list[dict[str, str]]) -> str:
@@ -125,7 +127,8 @@ def csv_table(rows: list[dict[str, str]]) -> str:
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv and val_loss.png for a multirun folder; return their paths."""
+    """Write report.md, report.csv and val_loss.png for a multirun folder of train.py (report.md and
+report.csv for one of eval.py); return their paths."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir
     if not sweep_dir.is_dir():
@@ -138,19 +141,22 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
             "multirun, e.g. multirun/DATE/TIME"
         )
     shared = common_overrides(jobs)
+    heading = f"# Sweep {sweep_dir}\n\n{len(jobs)} jobs"
+    if shared:
+        heading += "; common to all: `" + " ".join(sorted(shared)) + "`"
+    output_folder(out_dir, "out_dir")
+    if all(is_eval_job(job) for job in jobs):  # eval.py's: no curves, each job's eval_results.json
+        labels = [(job.name, " ".join(varying_overrides(job, shared)) or f"job {job.name}", _failure(job)) for job in jobs]
+        return write_eval_report(sweep_dir, out_dir, labels, heading)
     results = [read_job(job, shared) for job in jobs]
     # Best first; jobs without a validation loss last, in job order.
     results.sort(key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0))
     rows = [r.row() for r in results]
-    output_folder(out_dir, "out_dir")
     paths = {
         "markdown": out_dir / "report.md",
         "csv": out_dir / "report.csv",
         "plot": out_dir / "val_loss.png",
     }
-    heading = f"# Sweep {sweep_dir}\n\n{len(results)} jobs"
-    if shared:
-        heading += "; common to all: `" + " ".join(sorted(shared)) + "`"
     best_line = _optuna_best(sweep_dir)
     text = heading + "\n\n" + markdown_table(rows) + (f"\n{best_line}\n" if best_line else "")
     text += f"\n![validation loss]({paths['plot'].name})\n"

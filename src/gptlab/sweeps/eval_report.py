@@ -1,0 +1,67 @@
+"""An eval.py sweep summarised: one row per job, its overrides and every metric of its eval_results.json.
+
+    python eval.py -m ckpt_path=outputs/A,outputs/B tasks=[perplexity,lambada] tasks.lambada.path=...
+    python report.py sweep_dir=multirun/DATE/TIME     # report.md and report.csv, lowest perplexity first
+
+report.py read only training metrics (csv/metrics.csv), so every job of such a sweep was listed as
+"no metrics (failed?)".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gptlab.core.files import csv_text, markdown_table_text
+
+RESULTS = "eval_results.json"
+
+
+def is_eval_job(job_dir: Path) -> bool:
+    return (job_dir / RESULTS).is_file() or (job_dir / "eval.log").is_file()
+
+
+def eval_rows(jobs: list[tuple[str, str, str | None]], sweep_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows for ``jobs``: (job folder name, its overrides, why it failed or None)."""
+    results = {name: _results(sweep_dir / name) for name, _, _ in jobs}
+    metrics = list(dict.fromkeys(key for found in results.values() for key in found))
+    rows = []
+    for name, label, failure in jobs:
+        found = results[name]
+        status = failure or ("ok" if found else "no eval_results.json")
+        rows.append({"job": name, "overrides": label, **{m: _cell(found.get(m)) for m in metrics}, "status": status})
+    # Lowest perplexity first, where the jobs measured one; jobs without it after them, in job order.
+    rows.sort(key=lambda row: (_number(row.get("perplexity/nll")) is None, _number(row.get("perplexity/nll")) or 0.0))
+    return ["job", "overrides", *metrics, "status"], rows
+
+
+def _results(job_dir: Path) -> dict[str, float]:
+    """'task/metric' -> value from the job's eval_results.json ({} where it wrote none)."""
+    path = job_dir / RESULTS
+    if not path.is_file():
+        return {}
+    tasks = json.loads(path.read_text(encoding="utf-8")).get("tasks") or {}
+    return {
+        f"{task}/{metric}": value
+        for task, values in tasks.items()
+        for metric, value in values.items()
+        if metric != "seconds"  # how long, not how good: the machine's, not the model's
+    }
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text else None
+
+
+def write_eval_report(sweep_dir: Path, out_dir: Path, jobs: list[tuple[str, str, str | None]], heading: str) -> dict[str, Path]:
+    columns, rows = eval_rows(jobs, sweep_dir)
+    paths = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
+    paths["markdown"].write_text(heading + "\n\n" + markdown_table_text(columns, rows), encoding="utf-8")
+    paths["csv"].write_text(csv_text(columns, rows), encoding="utf-8")
+    return paths
