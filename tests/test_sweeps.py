@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
@@ -221,3 +223,24 @@ def test_a_rank_of_a_multirun_job_names_the_job_in_its_error_line(monkeypatch, c
     with pytest.raises(SystemExit), report_user_errors():
         raise ConfigError("train/loss is nan at step 1")
     assert capsys.readouterr().err == "error: job 0 (optim.lr=1e9): train/loss is nan at step 1\n"
+
+
+def test_the_ranks_a_multirun_job_starts_get_its_name_in_their_environment(monkeypatch):
+    # Lightning copies the environment for a rank before it asks for the rank's command (rank_command, where
+    # the name was set): no rank of a sweep's first job got it, and the next job's ranks got the previous name.
+    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    from gptlab.core.sweep_jobs import SWEEP_JOB_ENV, Job
+    from gptlab.training import distributed
+
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", SWEEP_JOB_ENV)})
+    started = []
+    monkeypatch.setattr(subprocess_script.subprocess, "Popen", lambda command, env, cwd: started.append(env) or object())
+    monkeypatch.setattr(distributed, "is_multirun_job", lambda: True)
+    for job in (Job(0, ("optim.lr=1e9",)), Job(1, ("optim.lr=1e-3",))):
+        monkeypatch.setattr(distributed, "current_job", lambda job=job: job)
+        distributed.launch_ranks_as_single_runs()
+        subprocess_script._SubprocessScriptLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)._call_children_scripts()
+        distributed.end_process_group()
+    assert [env.get(SWEEP_JOB_ENV) for env in started] == ["job 0 (optim.lr=1e9)", "job 1 (optim.lr=1e-3)"]

@@ -96,13 +96,9 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
         command = [sys.executable, "-m", __main__.__spec__.name]
     if is_multirun_job():
         job_started_rank_processes()  # Lightning watches them: this job cannot fail alone
-        # The ranks run as single runs: their error line names the job, as rank zero's does (whichever
-        # rank fails first, Lightning's watcher may kill the others before they print).
-        os.environ[SWEEP_JOB_ENV] = str(current_job())
         command += [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
         command.append("hydra.mode=RUN")  # hparams_search= configs switch to MULTIRUN on their own
     else:
-        os.environ.pop(SWEEP_JOB_ENV, None)
         command += sys.argv[1:]
     run_dir = hydra_cfg.runtime.output_dir  # resolved once: a rank started a second later uses it too
     # Only rank zero writes .hydra/ and the job's log; the others log to train_ddp_process_N.log.
@@ -120,8 +116,17 @@ def _quoted(value: str) -> str:
 
 
 def launch_ranks_as_single_runs() -> None:
-    """Point Lightning's subprocess launchers at :func:`rank_command` (idempotent)."""
+    """Point Lightning's subprocess launchers at :func:`rank_command` (idempotent).
+
+    In a multirun job, its name goes into the environment its ranks will copy: they run as single runs, and
+    their error line names the job as rank zero's does (whichever rank fails first, Lightning's watcher may
+    kill the others before they print). Set here, before the launch: Lightning copies the environment for a
+    rank before it asks rank_command for the command, so a name set there reached no rank of a sweep's first
+    job, and the previous job's name the ranks of the next. A rank process (a single run) keeps the name it got.
+    """
     _launch_env.update({name: os.environ.get(name) for name in _LAUNCH_ENV})
+    if is_multirun_job():
+        os.environ[SWEEP_JOB_ENV] = str(current_job())
     set_rank_command(rank_command)
 
 
