@@ -30,6 +30,7 @@ def sweep_dir(tmp_path_factory):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert re.search(r"^error: job 0 \([^)]*optim.lr=1000000000.0[^)]*\): train/loss is nan", result.stderr, re.M)
     assert result.stderr.rstrip().endswith("error: 1 of 3 jobs failed (job 0); each one's error is above")
+    assert "Error executing job" not in result.stderr  # Hydra's second line for the failed job, saying less
     assert result.stdout.count("best val/loss:") == 2
     return sweep_dir
 

@@ -236,6 +236,33 @@ def hydra_message(err: BaseException, conf_dir: Path | None = None) -> str:
     return message
 
 
+_failed_jobs_quiet = False
+
+
+def quiet_failed_job_returns() -> None:
+    """Hydra's ``JobReturn.return_value`` writes "Error executing job with overrides: [...]" to stderr before
+    it re-raises a failed job's exception (hydra/core/utils.py; the basic and Optuna sweepers ask for every
+    job's after the sweep or trial). A job failed by a user error already printed its own line, with its
+    number and overrides (:class:`SweepJobFailed`): the second line, saying less, is skipped for it only.
+    Idempotent."""
+    global _failed_jobs_quiet
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from gptlab.core.sweep_jobs import SweepJobFailed
+
+    if _failed_jobs_quiet:
+        return
+    hydras = JobReturn.return_value
+
+    def return_value(job: JobReturn):
+        if job.status == JobStatus.FAILED and isinstance(job._return_value, SweepJobFailed):
+            raise job._return_value
+        return hydras.fget(job)
+
+    JobReturn.return_value = property(return_value, hydras.fset)  # run_job sets it
+    _failed_jobs_quiet = True
+
+
 def instantiate_config(node: Any, where: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(node, **kwargs)``; a key of ``node`` that its target does not take (a key
     added with +, e.g. ``+trainer.profilr=simple``) becomes one line naming it and the closest argument

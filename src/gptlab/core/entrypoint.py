@@ -110,9 +110,15 @@ def one_line_hydra_errors(task_started: Callable[[], bool], conf_dir: Path | Non
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from gptlab.compat.hydra import hydra_message, null_group_override, raise_hydra_errors
+    from gptlab.compat.hydra import (
+        hydra_message,
+        null_group_override,
+        quiet_failed_job_returns,
+        raise_hydra_errors,
+    )
 
     wants_full_error = raise_hydra_errors()
+    quiet_failed_job_returns()  # a failed job's line is printed once, ours
     try:
         yield
     except (HydraException, OmegaConfBaseException) as err:
