@@ -241,3 +241,34 @@ def test_a_run_stopped_by_max_time_says_how_to_train_on_and_its_resume_past_it_i
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert_ok(run_train(run_dir, *run, f"trainer.max_time=00:00:00:0{said[2]}", "ckpt_path=last"))  # as printed
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > step
+
+
+def tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} from a TensorBoard event file (TFRecords of Event protos, read with tensorboardX's)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    [events] = folder.glob("events.out.tfevents.*")
+    data, at, scalars = events.read_bytes(), 0, {}
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at : at + 8])  # then a CRC of the length, the event, its CRC
+        event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+        at += 16 + length
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_logger_tensorboard_writes_the_runs_curves_and_says_where(tmp_path):
+    # logger=tensorboard was a listed option that no test ran.
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *TINY_GPT_RUN, "logger=tensorboard")
+    assert_ok(result)
+    assert f"tensorboard: view with `tensorboard --logdir {run_dir / 'tensorboard'}" in result.stdout
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    rows = read_metrics(run_dir)  # the CSV copy: the same values at the same steps
+    for tag in ("train/loss", "val/loss", "lr", "grad_norm"):
+        logged = {int(float(r["step"])): float(r[tag]) for r in rows if r.get(tag)}
+        assert logged and scalars[tag] == pytest.approx(logged, rel=1e-6), tag
+    assert "hp_metric" not in scalars  # Lightning's placeholder (-1), shown as the run's result otherwise

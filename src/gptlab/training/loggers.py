@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.compat.hydra import instantiate_config
@@ -121,6 +121,11 @@ def offline_wandb_dirs(loggers: list[Logger]) -> list[str]:
         if isinstance(logger, WandbLogger) and offline_wandb_started(logger):
             dirs.append(str(Path(logger.experiment.dir).parent))
     return dirs
+
+
+def tensorboard_dirs(loggers: list[Logger]) -> list[str]:
+    """Folders of the run's TensorBoard event files, to pass to `tensorboard --logdir`."""
+    return [str(logger.log_dir) for logger in loggers if isinstance(logger, TensorBoardLogger)]
 
 
 def finish_wandb(failed: bool) -> None:

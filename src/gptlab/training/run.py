@@ -39,7 +39,13 @@ from gptlab.training.distributed import (
     launch_ranks_as_single_runs,
 )
 from gptlab.training.finetune import parameter_summary
-from gptlab.training.loggers import build_loggers, finish_wandb, log_full_config, offline_wandb_dirs
+from gptlab.training.loggers import (
+    build_loggers,
+    finish_wandb,
+    log_full_config,
+    offline_wandb_dirs,
+    tensorboard_dirs,
+)
 from gptlab.training.model_summary import ModelSummary
 from gptlab.training.module import LanguageModelModule
 from gptlab.training.preflight import Checked, check_config
@@ -268,6 +274,7 @@ def _report(cfg: DictConfig, trainer: L.Trainer, best: float | None, sync_dirs: 
     if _unmonitored_checkpoint(trainer):
         lines.append(f"checkpoint: {_unmonitored_checkpoint(trainer)} (Lightning's own, of the final weights)")
     lines += [f"wandb (offline): upload with `wandb sync {d}`" for d in sync_dirs]
+    lines += [f"tensorboard: view with `tensorboard --logdir {d}`" for d in tensorboard_dirs(trainer.loggers)]
     lines += time_limit_reached(cfg, trainer)
     print("\n".join(lines), flush=True)
 
