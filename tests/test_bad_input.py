@@ -52,6 +52,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "unknown-top-level-key": (["learning_rate=0.1"], ["learning_rate is not a setting of train.py", "--cfg job"]),
     "added-key-read-by-nothing": (["+optim.lr_max=3"], ["optim.lr_max is not a setting of optim", "read by nothing"]),
+    # Skipped without a word: a logger's setting put beside the loggers.
+    "setting-beside-the-loggers": (
+        ["+logger.flush_logs_every_n_steps=10"],
+        ["logger.flush_logs_every_n_steps is not a logger (each key of logger is one: csv)", "logger.csv.flush_logs_every_n_steps"],
+    ),
     "trainer-argument-lightning-lacks": (
         ["+trainer.profilr=simple"],
         ["trainer.profilr is not a setting of Trainer; did you mean trainer.profiler?"],

@@ -182,3 +182,25 @@ def validation_inside_accumulation(setting: object, every_batches: int, accumula
         f"gradient accumulated so far, and a resumed run would differ); validate at step boundaries: "
         f"trainer.val_check_interval={lower} or {lower + accumulate} (a multiple of {accumulate}), or 1.0 (epoch ends)"
     )
+
+
+def check_loggers(loggers: Any) -> None:
+    """Each key of ``logger`` is a logger to build (a ``_target_`` and its settings), or null to drop one: a
+    setting put beside them (``+logger.default_hp_metric=false``) was skipped without a word."""
+    if not isinstance(loggers, Mapping):
+        return
+    built = [name for name, value in loggers.items() if isinstance(value, Mapping) and "_target_" in value]
+    for name, value in loggers.items():
+        if value is None or name in built:
+            continue
+        if isinstance(value, Mapping):
+            raise ConfigError(
+                f"logger.{name} has no _target_: a logger is a class to build, e.g. "
+                f"'+logger.{name}={{_target_: lightning.pytorch.loggers.MLFlowLogger}}'"
+            )
+        example = f"logger.{built[-1]}.{name}" if built else f"logger.NAME.{name}"
+        raise ConfigError(
+            f"logger.{name} is not a logger (each key of logger is one: {', '.join(built) or 'none here'}); "
+            f"a logger's setting goes under its name, e.g. {example}"
+        )
+
