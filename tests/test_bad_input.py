@@ -57,6 +57,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["+logger.flush_logs_every_n_steps=10"],
         ["logger.flush_logs_every_n_steps is not a logger (each key of logger is one: csv)", "logger.csv.flush_logs_every_n_steps"],
     ),
+    # A TypeError traceback ("argument of type 'int' is not iterable").
+    "setting-beside-the-callbacks": (
+        ["+callbacks.every_n_epochs=2"],
+        ["callbacks.every_n_epochs is not a callback (each key of callbacks is one: model_checkpoint,", "e.g. callbacks.model_checkpoint.every_n_epochs"],
+    ),
     "trainer-argument-lightning-lacks": (
         ["+trainer.profilr=simple"],
         ["trainer.profilr is not a setting of Trainer; did you mean trainer.profiler?"],

@@ -82,7 +82,7 @@ def _unknown_key(err: BaseException) -> str | None:
             pass_on = f"; to pass {receiver} one it does not list: {override[1]}" if receiver else ""
             command = Path(sys.argv[0]).name
             key = path.rpartition(".")[2]
-            if receiver and _takes_argument(parent.get("_target_"), key):
+            if receiver and takes_argument(parent.get("_target_"), key):
                 # trainer.max_time: "did you mean trainer.max_steps?" would have sent a user away from a real
                 # argument of Lightning's Trainer that conf/trainer happens not to list.
                 message = f"{path} is an argument of {receiver} that gptlab's config does not list: pass it with {override[1]}"
@@ -92,7 +92,7 @@ def _unknown_key(err: BaseException) -> str | None:
     return None
 
 
-def _takes_argument(target: Any, key: str) -> bool:
+def takes_argument(target: Any, key: str) -> bool:
     """Whether the class a config node builds (its ``_target_``) takes ``key`` by name."""
     if not isinstance(target, str):
         return False

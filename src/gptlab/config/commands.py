@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gptlab.config.ranges import TORCH_SEEDS, TRAIN_SEEDS, at_least, one_of, seed_within
-from gptlab.config.training import check_loggers
+from gptlab.config.training import check_built_entries
 from gptlab.core.errors import ConfigError
 
 
@@ -31,7 +31,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         seed_within("seed", self.seed, TRAIN_SEEDS)
-        check_loggers(self.logger)
+        check_built_entries("logger", self.logger)
+        check_built_entries("callbacks", self.callbacks)
         # (ckpt_path with init_from is allowed: a run started from GPT-2 resumes with its own overrides.)
         max_length = getattr(self.data, "max_length", None)
         context = getattr(self.model, "context_length", None)

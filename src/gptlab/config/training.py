@@ -184,23 +184,41 @@ def validation_inside_accumulation(setting: object, every_batches: int, accumula
     )
 
 
-def check_loggers(loggers: Any) -> None:
-    """Each key of ``logger`` is a logger to build (a ``_target_`` and its settings), or null to drop one: a
-    setting put beside them (``+logger.default_hp_metric=false``) was skipped without a word."""
-    if not isinstance(loggers, Mapping):
+# The groups whose every key is an object to build: what one is called, and a class to give as an example.
+BUILT_GROUPS = {
+    "logger": ("logger", "lightning.pytorch.loggers.MLFlowLogger"),
+    "callbacks": ("callback", "lightning.pytorch.callbacks.EarlyStopping"),
+}
+
+
+def check_built_entries(group: str, entries: Any) -> None:
+    """Each key of ``logger`` (``callbacks``) is a logger (callback) to build, a ``_target_`` and its settings,
+    or null to drop one. A setting put beside them was skipped without a word (``+logger.default_hp_metric=
+    false``), or ended the run in a TypeError traceback (``+callbacks.every_n_epochs=2``)."""
+    if not isinstance(entries, Mapping):
         return
-    built = [name for name, value in loggers.items() if isinstance(value, Mapping) and "_target_" in value]
-    for name, value in loggers.items():
+    what, example_target = BUILT_GROUPS[group]
+    built = [name for name, value in entries.items() if isinstance(value, Mapping) and "_target_" in value]
+    for name, value in entries.items():
         if value is None or name in built:
             continue
         if isinstance(value, Mapping):
             raise ConfigError(
-                f"logger.{name} has no _target_: a logger is a class to build, e.g. "
-                f"'+logger.{name}={{_target_: lightning.pytorch.loggers.MLFlowLogger}}'"
+                f"{group}.{name} has no _target_: a {what} is a class to build, e.g. "
+                f"'+{group}.{name}={{_target_: {example_target}}}'"
             )
-        example = f"logger.{built[-1]}.{name}" if built else f"logger.NAME.{name}"
+        example = f"{group}.{_taker(entries, built, name)}.{name}"
         raise ConfigError(
-            f"logger.{name} is not a logger (each key of logger is one: {', '.join(built) or 'none here'}); "
-            f"a logger's setting goes under its name, e.g. {example}"
+            f"{group}.{name} is not a {what} (each key of {group} is one: {', '.join(built) or 'none here'}); "
+            f"a {what}'s setting goes under its name, e.g. {example}"
         )
+
+
+def _taker(entries: Mapping, built: list[str], setting: str) -> str:
+    """The entry whose class takes ``setting`` (importing the classes: an error's cost only), else the only
+    entry there is, else NAME."""
+    from gptlab.compat.hydra import takes_argument
+
+    takers = [name for name in built if takes_argument(entries[name].get("_target_"), setting)]
+    return takers[0] if takers else built[0] if len(built) == 1 else "NAME"
 
