@@ -33,7 +33,8 @@ def _token_cache_in_tmp(tmp_path_factory):
 def _no_run_folder_left_in_the_repo():
     """An entry point run without hydra.run.dir writes its run folder among the user's own runs, in the repo's
     outputs/ or multirun/ (eval.py's bad-input case did, unseen for weeks): fail the session on any such
-    folder that names a pytest temporary path (a user's own run started meanwhile names none)."""
+    folder that names a pytest temporary path (a user's own run started meanwhile names none; a test's run
+    that names none is not caught either)."""
 
     def run_folders() -> set[Path]:
         patterns = ("outputs/*/*/.hydra", "outputs/eval/*/*/.hydra", "multirun/*/*/*/.hydra")

@@ -132,6 +132,12 @@ CASES = {
     "eval-a-group-of-train-py": (
         ["eval.py", "trainer=cpu"], ["trainer is not a config group of eval.py; its groups: data, model, tasks, paths"]
     ),
+    # A KeyError traceback, and a setting read by nothing.
+    "eval-a-task-added-that-is-none": (["eval.py", "init_from=gpt2", "+tasks.hellaswag=1", "hydra.run.dir={tmp}/eval-run-3"], ["tasks.hellaswag is not a task; the tasks are perplexity"]),
+    "eval-a-setting-no-task-reads": (
+        ["eval.py", "init_from={tmp}/no-model", "+tasks.perplexity.stride=8", "hydra.run.dir={tmp}/eval-run-2"],
+        ["tasks.perplexity.stride is not a setting of the perplexity task; it takes: enabled"],
+    ),
     "generate-wrong-type": (["generate.py", "init_from=gpt2", "top_k=2.5"], ["top_k must be an integer, got 2.5"]),
     "generate-seed-past-torchs": (
         ["generate.py", "init_from=gpt2", "seed=99999999999999999999999"],
@@ -167,8 +173,8 @@ def test_every_command_answers_bad_input_with_one_line_and_exit_code_2(tmp_path)
         assert len(errors) == 1, f"{case}\n{result.stderr[-3000:]}"
         for words in CASES[case][1]:
             assert words in errors[0], f"{case}: {errors[0]}"
-    # Nothing written but eval.py's run folder: no export folder, no report files.
-    assert [path.name for path in tmp_path.iterdir()] == ["eval-run"]
+    # Nothing written but eval.py's run folders: no export folder, no report files.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval-run", "eval-run-2", "eval-run-3"]
 
 
 def test_serve_says_which_part_of_host_and_port_cannot_be_listened_on():

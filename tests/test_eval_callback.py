@@ -13,8 +13,11 @@ from gptlab.evaluation.callback import EvalCallback
 
 
 def test_unknown_tasks_and_negative_intervals_are_refused():
-    with pytest.raises(ConfigError, match="callbacks.eval.tasks names hellaswag; the tasks are perplexity"):
+    with pytest.raises(ConfigError, match="callbacks.eval.tasks.hellaswag is not a task; the tasks are perplexity"):
         EvalCallback(every_n_validations=1, tasks={"hellaswag": {}})
+    # A setting no task reads was read by nothing.
+    with pytest.raises(ConfigError, match=r"callbacks.eval.tasks.lambada.pth is not a setting of the lambada task; did you mean .*lambada.path\?"):
+        EvalCallback(every_n_validations=1, tasks={"lambada": {"pth": "x.jsonl"}})
     with pytest.raises(ConfigError, match="every_n_validations=-1 must be 0"):
         EvalCallback(every_n_validations=-1)
 

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from gptlab.core.errors import ConfigError
 from gptlab.evaluation.perplexity import score_streams
-from gptlab.evaluation.tasks import COUNTS, TASKS, read_tasks, run_task
+from gptlab.evaluation.tasks import COUNTS, check_tasks, read_tasks, run_task
 
 
 class EvalCallback(L.Callback):
@@ -25,11 +25,7 @@ class EvalCallback(L.Callback):
             raise ConfigError(f"callbacks.eval.every_n_validations={every_n_validations} must be 0 (off) or more")
         self.every = every_n_validations
         self.tasks = {name: dict(settings or {}) for name, settings in (tasks or {}).items()}
-        unknown = [name for name in self.tasks if name != "perplexity" and name not in TASKS]
-        if unknown:
-            raise ConfigError(
-                f"callbacks.eval.tasks names {', '.join(unknown)}; the tasks are perplexity, {', '.join(TASKS)}"
-            )
+        check_tasks(self.tasks, "callbacks.eval.tasks")
         # Read (and checked) now, before training: a missing or malformed file ended the run at its first
         # evaluation, in every rank.
         self.items = read_tasks(self.tasks, "callbacks.eval.tasks") if self.every else {}

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gptlab.core.errors import DataError
+from gptlab.config.unknown_keys import unknown_key_message
+from gptlab.core.errors import ConfigError, DataError
 from gptlab.core.files import read_user_text
 from gptlab.evaluation.loglikelihood import loglikelihoods
 
@@ -135,8 +136,27 @@ TASKS = {"multiple_choice": multiple_choice, "lambada": lambada}
 COUNTS = ("items", "tokens", "bytes", "seconds")
 
 
+# Each task's settings (conf/tasks/): another key was read by nothing, and an unknown task's name ended
+# eval.py in a KeyError traceback.
+SETTINGS = {"perplexity": ("enabled",), "multiple_choice": ("path", "limit"), "lambada": ("path", "limit")}
+
+
+def check_tasks(tasks, key: str = "tasks") -> None:
+    """Every task in ``tasks`` is one of ours, with only its own settings; ``key``: where they were set."""
+    for name, settings in tasks.items():
+        if name not in SETTINGS:
+            raise ConfigError(
+                f"{key}.{name} is not a task; the tasks are {', '.join(SETTINGS)} (e.g. tasks=[perplexity,lambada])"
+            )
+        for setting in settings or {}:
+            if setting not in SETTINGS[name]:
+                raise ConfigError(unknown_key_message(f"{key}.{name}.{setting}", SETTINGS[name], f"the {name} task"))
+
+
 def read_tasks(tasks, key: str = "tasks") -> dict[str, list]:
-    """The items of each zero-shot task in ``tasks`` (perplexity reads the caller's data instead)."""
+    """The items of each zero-shot task in ``tasks`` (perplexity reads the caller's data instead), once
+    :func:`check_tasks` found nothing wrong with their names and settings."""
+    check_tasks(tasks, key)
     return {name: TASKS[name].read(settings or {}, f"{key}.{name}") for name, settings in tasks.items() if name in TASKS}
 
 
