@@ -198,8 +198,8 @@ def command(
                 raise
             else:
                 end_of_sweep(None)
-                if reports_sweeps and sweep_report_line():
-                    print(sweep_report_line(), flush=True)
+                if reports_sweeps and (report_line := sweep_report_line()):
+                    print(report_line, flush=True)
                 return result
             finally:
                 remove_unused_sweep_folder()

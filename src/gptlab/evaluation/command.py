@@ -22,7 +22,7 @@ from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.tokenizers import setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
-from gptlab.evaluation.tasks import read_tasks, run_task
+from gptlab.evaluation.tasks import check_tasks, read_tasks, run_task
 
 SPLITS = {"val": ["val"], "train": ["train"], "all": ["train", "val"]}
 
@@ -35,6 +35,7 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
     validate_config(cfg)
     if not cfg.get("tasks"):
         raise ConfigError("tasks= names no task; e.g. tasks=[perplexity] or tasks=[perplexity,lambada]")
+    check_tasks(cfg.tasks)
     items = read_tasks(cfg.tasks)  # a task file's mistake is found before the model loads
     settings = cfg.eval
     device = resolve_device(cfg.device)

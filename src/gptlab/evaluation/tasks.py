@@ -154,9 +154,8 @@ def check_tasks(tasks, key: str = "tasks") -> None:
 
 
 def read_tasks(tasks, key: str = "tasks") -> dict[str, list]:
-    """The items of each zero-shot task in ``tasks`` (perplexity reads the caller's data instead), once
-    :func:`check_tasks` found nothing wrong with their names and settings."""
-    check_tasks(tasks, key)
+    """The items of each zero-shot task in ``tasks`` (perplexity reads the caller's data instead); the caller
+    ran :func:`check_tasks` first."""
     return {name: TASKS[name].read(settings or {}, f"{key}.{name}") for name, settings in tasks.items() if name in TASKS}
 
 

@@ -21,17 +21,21 @@ def is_eval_job(job_dir: Path) -> bool:
     return (job_dir / RESULTS).is_file() or (job_dir / "eval.log").is_file()
 
 
-def eval_rows(jobs: list[tuple[str, str, str | None]], sweep_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Columns and rows for ``jobs``: (job folder name, its overrides, why it failed or None)."""
-    results = {name: _results(sweep_dir / name) for name, _, _ in jobs}
-    metrics = list(dict.fromkeys(key for found in results.values() for key in found))
-    rows = []
-    for name, label, failure in jobs:
-        found = results[name]
-        status = failure or ("ok" if found else "no eval_results.json")
-        rows.append({"job": name, "overrides": label, **{m: _cell(found.get(m)) for m in metrics}, "status": status})
-    # Lowest perplexity first, where the jobs measured one; jobs without it after them, in job order.
-    rows.sort(key=lambda row: (_number(row.get("perplexity/nll")) is None, _number(row.get("perplexity/nll")) or 0.0))
+def eval_rows(jobs: list[tuple[Path, str, str | None]]) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows for ``jobs``: (job folder, its overrides, why it failed or None); lowest perplexity
+    first, where the jobs measured one, then the others in job order."""
+    found = [(job_dir, label, failure, _results(job_dir)) for job_dir, label, failure in jobs]
+    found.sort(key=lambda job: (job[3].get("perplexity/nll") is None, job[3].get("perplexity/nll") or 0.0))
+    metrics = list(dict.fromkeys(key for *_, results in found for key in results))
+    rows = [
+        {
+            "job": job_dir.name,
+            "overrides": label,
+            **{metric: _cell(results.get(metric)) for metric in metrics},
+            "status": failure or ("ok" if results else "no eval_results.json"),
+        }
+        for job_dir, label, failure, results in found
+    ]
     return ["job", "overrides", *metrics, "status"], rows
 
 
@@ -55,12 +59,8 @@ def _cell(value) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
-def _number(text: str | None) -> float | None:
-    return float(text) if text else None
-
-
-def write_eval_report(sweep_dir: Path, out_dir: Path, jobs: list[tuple[str, str, str | None]], heading: str) -> dict[str, Path]:
-    columns, rows = eval_rows(jobs, sweep_dir)
+def write_eval_report(out_dir: Path, jobs: list[tuple[Path, str, str | None]], heading: str) -> dict[str, Path]:
+    columns, rows = eval_rows(jobs)
     paths = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
     paths["markdown"].write_text(heading + "\n\n" + markdown_table_text(columns, rows), encoding="utf-8")
     paths["csv"].write_text(csv_text(columns, rows), encoding="utf-8")

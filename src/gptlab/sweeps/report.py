@@ -99,10 +99,9 @@ def read_job(job_dir: Path, sweep_overrides: set[str] = frozenset()) -> JobResul
 def _failure(job_dir: Path) -> str | None:
     """'failed: <what ended the job>' (the commands write their error line to the job's train.log), 'failed' for
     a traceback there, None for a job that ended well."""
-    logs = [job_dir / f"{command}.log" for command in ("train", "eval") if (job_dir / f"{command}.log").is_file()]
-    if not logs:
+    log = next((job_dir / f"{command}.log" for command in ("train", "eval") if (job_dir / f"{command}.log").is_file()), None)
+    if log is None:
         return None
-    log = logs[0]
     text = log.read_text(errors="replace")
     marker = f"[{RUN_END_LOGGER}][ERROR] - "
     for line in text.splitlines():
@@ -118,17 +117,13 @@ def common_overrides(job_dirs: list[Path]) -> set[str]:
     return set.intersection(*per_job) if len(per_job) > 1 else set()
 
 
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    return markdown_table_text(COLUMNS, rows)
-
-
 def csv_table(rows: list[dict[str, str]]) -> str:
     return csv_text(COLUMNS, rows)
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write report.md, report.csv and val_loss.png for a multirun folder of train.py (report.md and
-report.csv for one of eval.py); return their paths."""
+    report.csv for one of eval.py); return their paths."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir
     if not sweep_dir.is_dir():
@@ -146,8 +141,8 @@ report.csv for one of eval.py); return their paths."""
         heading += "; common to all: `" + " ".join(sorted(shared)) + "`"
     output_folder(out_dir, "out_dir")
     if all(is_eval_job(job) for job in jobs):  # eval.py's: no curves, each job's eval_results.json
-        labels = [(job.name, " ".join(varying_overrides(job, shared)) or f"job {job.name}", _failure(job)) for job in jobs]
-        return write_eval_report(sweep_dir, out_dir, labels, heading)
+        labels = [(job, " ".join(varying_overrides(job, shared)) or f"job {job.name}", _failure(job)) for job in jobs]
+        return write_eval_report(out_dir, labels, heading)
     results = [read_job(job, shared) for job in jobs]
     # Best first; jobs without a validation loss last, in job order.
     results.sort(key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0))
@@ -158,7 +153,7 @@ report.csv for one of eval.py); return their paths."""
         "plot": out_dir / "val_loss.png",
     }
     best_line = _optuna_best(sweep_dir)
-    text = heading + "\n\n" + markdown_table(rows) + (f"\n{best_line}\n" if best_line else "")
+    text = heading + "\n\n" + markdown_table_text(COLUMNS, rows) + (f"\n{best_line}\n" if best_line else "")
     text += f"\n![validation loss]({paths['plot'].name})\n"
     paths["markdown"].write_text(text, encoding="utf-8")
     paths["csv"].write_text(csv_table(rows), encoding="utf-8")
