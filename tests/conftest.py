@@ -1,7 +1,7 @@
 """Shared fixtures: the corpora and their texts, and token caches kept out of the user's home.
 
 Helpers that tests import live in modules of their own (repo.py, tiny_models.py, compose.py, cli_runner.py,
-slow_runs.py): conftest is pytest's, not a module to import."""
+slow_runs.py, logging_isolation.py): conftest is pytest's, not a module to import."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from repo import DATA_DIR, REPO_ROOT
+
+pytest_plugins = ["logging_isolation", "pytester"]  # each test ends with the loggers it found; a pytest in a test
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest worker per core (pytest-xdist): each then computes on one thread, and so do
