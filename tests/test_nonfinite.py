@@ -36,7 +36,8 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert "train/loss is nan at step 1" in line
-    assert "Lower optim.lr" in line and "gradient_clip_val" in line and "last checkpoint" in line
+    assert "Lower optim.lr" in line and "gradient_clip_val" in line
+    assert f"the last checkpoint, {run_dir / 'checkpoints' / 'last.ckpt'}, is kept" in line
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 1  # the step before the NaN, not overwritten afterwards
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
@@ -52,6 +53,7 @@ class FakeTrainer:
     global_step = 5
     max_steps = -1
     _logger_connector = SimpleNamespace(should_update_logs=True)  # Lightning's rule: this step is logged
+    callbacks: list = []
 
 
 def module_with_grads(value: float) -> LanguageModelModule:
@@ -77,5 +79,19 @@ def test_non_finite_gradients_stop_before_the_optimizer_step():
     from gptlab.core.errors import TrainingDiverged
 
     module = module_with_grads(float("inf"))
-    with pytest.raises(TrainingDiverged, match="gradient norm is inf"):
+    with pytest.raises(TrainingDiverged, match="gradient norm is inf") as stopped:
         module.on_before_optimizer_step(optimizer=None)
+    # A run that diverges before its first save said "the last checkpoint is kept" of a file never written.
+    assert "no checkpoint was saved before it" in str(stopped.value)
+
+
+def test_the_checkpoint_a_diverged_run_keeps_is_named_only_once_written(tmp_path):
+    from gptlab.checkpoints.last import LastCheckpoint, kept_checkpoint
+
+    last = LastCheckpoint(dirpath=str(tmp_path))
+    trainer = SimpleNamespace(callbacks=[last])
+    assert kept_checkpoint(trainer) == "no checkpoint was saved before it"
+    last.last_model_path = str(tmp_path / "last.ckpt")  # restored from a checkpoint, the file since deleted
+    assert kept_checkpoint(trainer) == "no checkpoint was saved before it"
+    (tmp_path / "last.ckpt").write_bytes(b"saved")
+    assert kept_checkpoint(trainer) == f"the last checkpoint, {tmp_path / 'last.ckpt'}, is kept (weights from before this step)"

@@ -70,3 +70,14 @@ def checkpoint_dir(trainer: L.Trainer) -> Path:
     if isinstance(callback, ModelCheckpoint) and callback.dirpath:
         return Path(callback.dirpath)
     return Path(trainer.default_root_dir) / "checkpoints"
+
+
+def kept_checkpoint(trainer: L.Trainer) -> str:
+    """What a run that stops on an error leaves to go on from, in words: the newest checkpoint on disk (any is
+    from before the failing step: saves happen after an optimizer step), or that none was saved yet."""
+    saved = [c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+    saved += [c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    for path in saved:
+        if path and Path(path).is_file():
+            return f"the last checkpoint, {path}, is kept (weights from before this step)"
+    return "no checkpoint was saved before it"

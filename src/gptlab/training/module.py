@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
+from gptlab.checkpoints.last import kept_checkpoint
 from gptlab.compat.lightning import attached_trainer, logs_this_step, optimizer_step_pending
 from gptlab.core.errors import ConfigError, TrainingDiverged
 from gptlab.data.tokenizers import tokenizer_from_spec
@@ -132,8 +133,8 @@ class LanguageModelModule(L.LightningModule):
             # Stop before backward and the optimizer step: the weights (and every checkpoint) stay finite.
             raise TrainingDiverged(
                 f"train/loss is {loss.item()} at step {self.global_step} "
-                f"(lr {self.trainer.optimizers[0].param_groups[0]['lr']:.3g}): training stopped; the last "
-                "checkpoint, from before this step, is kept. Lower optim.lr, keep gradient clipping on "
+                f"(lr {self.trainer.optimizers[0].param_groups[0]['lr']:.3g}): training stopped; "
+                f"{kept_checkpoint(self.trainer)}. Lower optim.lr, keep gradient clipping on "
                 "(trainer.gradient_clip_val=1.0), or use trainer.precision=32-true or bf16-mixed instead of 16-mixed"
             )
         self.tokens_seen += batch[0].numel() * self.trainer.world_size
@@ -240,7 +241,7 @@ class LanguageModelModule(L.LightningModule):
                 return  # the gradient scaler skips this step and lowers its scale: routine in float16
             raise TrainingDiverged(
                 f"the gradient norm is {norm.item()} at step {self.global_step}: training stopped before the "
-                "optimizer step; the last checkpoint is kept. Lower optim.lr or keep gradient clipping on "
+                f"optimizer step; {kept_checkpoint(self.trainer)}. Lower optim.lr or keep gradient clipping on "
                 "(trainer.gradient_clip_val=1.0); trainer.detect_anomaly=true finds the operation that overflows"
             )
         if self.logs_this_step():
