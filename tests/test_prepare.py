@@ -13,7 +13,7 @@ from corpus_files import write_speech_files
 
 from gptlab.core.errors import DataError
 from gptlab.data import documents, prepare
-from gptlab.data.documents import TextFiles, find_text_files, held_out
+from gptlab.data.documents import TextFiles, find_text_files, held_out, smallest_ratio_holding_one
 from gptlab.data.prepare import prepare_shards
 from gptlab.data.shards import open_shard
 from gptlab.data.tokenizers import ENDOFTEXT, GPT2Tokenizer, gpt2_encoding, tokenizer_from_setting
@@ -223,6 +223,30 @@ def test_a_val_ratio_too_small_for_one_window_is_refused_with_the_fix(tmp_path, 
     datamodule.prepare_data(progress=False)
     with pytest.raises(DataError, match=r"data.val_ratio=0.001 leaves \d+ validation tokens, fewer than one window of 65"):
         datamodule.setup("fit")
+
+
+def test_a_val_ratio_that_holds_out_the_training_text_is_named_not_the_window(tmp_path, verdict_text):
+    # Three files, the first the corpus: val_ratio=0.9 holds out all three. The line said "no training shard
+    # holds a whole window ...; lower data.max_length", silent on the split that took the text.
+    from gptlab.data.prepared_datamodule import TextFilesDataModule
+
+    (tmp_path / "0.txt").write_text(verdict_text, encoding="utf-8")
+    for name in ("1.txt", "2.txt"):
+        (tmp_path / name).write_text("A short note.\n", encoding="utf-8")
+    assert all(held_out(i, 0.9) for i in range(3))
+    datamodule = TextFilesDataModule(
+        str(tmp_path), val_ratio=0.9, cache_dir=str(tmp_path / "cache"), max_length=64, batch_size=2
+    )
+    datamodule.prepare_data(progress=False)
+    with pytest.raises(DataError, match=r"data.val_ratio=0.9 leaves \d+ training tokens \(of \d+\), fewer than one window of 65.*lower data.val_ratio"):
+        datamodule.setup("fit")
+
+
+def test_the_val_ratio_suggested_for_too_few_documents_holds_out_one():
+    for count in range(2, 60):
+        ratio = smallest_ratio_holding_one(count)
+        assert sum(held_out(i, ratio) for i in range(count)) >= 1, count
+        assert sum(held_out(i, round(ratio - 0.01, 2)) for i in range(count)) == 0, count
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,7 @@ def _bad_inputs(tmp, shakespeare_text) -> dict:
         "missing-path": ("train.py", ["data=text", f"data.path={tmp}/nope"], ["does not exist"]),
         "empty-folder": ("prepare.py", ["data=text", f"data.path={tmp}/empty"], ["no .txt file in it"]),
         "not-utf8": ("train.py", ["data=text", f"data.path={tmp}/latin1"], ["not UTF-8", "byte offset 1", "data.errors=replace"]),
-        "no-validation": ("train.py", ["data=text", f"data.path={few}"], ["holds out none of the 3 documents", "data.val_path"]),
+        "no-validation": ("train.py", ["data=text", f"data.path={few}"], ["holds out none of the 3 documents", "data.val_ratio=0.24 holds out one", "data.val_path"]),
         "other-tokenizer": (
             "train.py",
             ["data=shards", f"data.train={tmp}/other_vocab.bin", f"data.val={tmp}/other_vocab.bin"],

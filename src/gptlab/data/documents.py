@@ -33,6 +33,12 @@ def held_out(index: int, val_ratio: float) -> bool:
     return ((index + 1) * _GOLDEN) % 1.0 < val_ratio
 
 
+def smallest_ratio_holding_one(documents: int) -> float:
+    """The smallest val_ratio, in hundredths, that holds out at least one of the first ``documents``."""
+    lowest = min(((index + 1) * _GOLDEN) % 1.0 for index in range(documents))
+    return (math.floor(lowest * 100) + 1) / 100
+
+
 @dataclass(frozen=True)
 class Piece:
     """Part of a document: its text, its size in bytes, and whether the document ends with it."""
@@ -83,7 +89,8 @@ class TextFiles:
         if not self.val_files and len(self.files) > 1 and held == 0:
             raise DataError(
                 f"data.val_ratio={val_ratio} holds out none of the {len(self.files)} documents (each file is "
-                "one); raise data.val_ratio, or name validation files with data.val_path"
+                f"one); raise data.val_ratio (data.val_ratio={smallest_ratio_holding_one(len(self.files))} holds out "
+                "one), or name validation files with data.val_path"
             )
 
     def fingerprint(self) -> dict:

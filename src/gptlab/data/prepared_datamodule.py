@@ -65,7 +65,7 @@ class PreparedDataModule(ShardDataModule):
         self.tokenizer = tokenizer_from_spec(prepared.tokenizer_spec)
 
     def make_datasets(self) -> tuple[Dataset, Dataset]:
-        held_out = self.prepared.tokens("val")
+        held_out, trained = self.prepared.tokens("val"), self.prepared.tokens("train")
         if not self.separate_validation:
             self._check_corpus_size()
         if held_out <= self.max_length and not self.separate_validation:
@@ -73,6 +73,13 @@ class PreparedDataModule(ShardDataModule):
                 f"data.val_ratio={self.val_ratio} leaves {held_out} validation tokens, fewer than one window of "
                 f"{self.max_length + 1} (data.max_length + 1); raise data.val_ratio, lower data.max_length, or "
                 f"name validation data with {self.validation_key}"
+            )
+        if trained <= self.max_length and not self.separate_validation:
+            # The shards' own line ("lower data.max_length") would not name the split that took the text.
+            raise DataError(
+                f"data.val_ratio={self.val_ratio} leaves {trained} training tokens (of {trained + held_out}), fewer "
+                f"than one window of {self.max_length + 1} (data.max_length + 1); lower data.val_ratio, lower "
+                f"data.max_length, or name validation data with {self.validation_key}"
             )
         return super().make_datasets()
 
