@@ -196,6 +196,9 @@ def test_bad_sources_raise_clear_errors(tmp_path, monkeypatch):
         load_pretrained_gpt(str(tmp_path / "missing"))
     with pytest.raises(GptlabError, match="no config.json"):
         load_pretrained_gpt(str(tmp_path))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(GptlabError, match="is a file but no .ckpt; pass a Hugging Face model folder"):
+        load_pretrained_gpt(str(tmp_path / "pytorch_model.bin"))
 
     def offline(repo_id, **kwargs):  # what the Hub client raises with no network (never download in tests)
         raise OSError(f"Cannot reach https://huggingface.co/{repo_id}: no network")

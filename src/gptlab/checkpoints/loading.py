@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from gptlab.checkpoints.compatibility import load_weights, require_gptlab_checkpoint
-from gptlab.checkpoints.paths import checkpoint_file
+from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.checkpoints.reader import load_checkpoint_safely
 from gptlab.core.devices import available_gpu, require_device
 from gptlab.core.errors import ConfigError, GptlabError
@@ -121,6 +121,8 @@ def load_for_generation(
 ) -> LoadedModel:
     """A model and tokenizer from our checkpoint (``ckpt_path``) or from GPT-2 weights (``init_from``)."""
     require_one_model_source(ckpt_path, init_from)
+    if init_from and names_a_gptlab_checkpoint(str(init_from)):
+        ckpt_path = init_from  # a run of train.py, as train.py's init_from takes it: its weights either way
     if ckpt_path:
         model, tokenizer, checkpoint = load_checkpoint_model(ckpt_path)
         source = str(ckpt_path)

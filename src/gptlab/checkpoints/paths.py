@@ -44,6 +44,17 @@ def checkpoint_file(ckpt_path: str | Path, run_dir: str | Path | None = None) ->
     return path
 
 
+def names_a_gptlab_checkpoint(value: str) -> bool:
+    """Whether ``init_from`` names a checkpoint of train.py (a .ckpt file, or a run or checkpoints folder),
+    not pretrained weights (a GPT-2 name or a Hugging Face folder, which holds config.json)."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.suffix == ".ckpt"
+    if not path.is_dir() or (path / "config.json").is_file():
+        return False
+    return any((path / name).exists() for name in ("last.ckpt", "checkpoints", ".hydra"))
+
+
 def _checkpoints_inside(folder: Path) -> str:
     """The .ckpt files a folder holds, up to three levels down: Lightning's own ModelCheckpoint (a run with
     callbacks=none) writes LOGGER/checkpoints/epoch=E-step=S.ckpt, whose "=" Hydra reads only in quotes."""

@@ -15,7 +15,7 @@ from gptlab.core.errors import ConfigError
 class TrainConfig:
     seed: int = 1337
     ckpt_path: str | None = None  # resume: a .ckpt file, a run or checkpoints folder, or `last`
-    init_from: str | None = None  # start from pretrained weights: gpt2, gpt2-medium, ... or a HF folder
+    init_from: str | None = None  # start from weights: gpt2, gpt2-medium, ..., a HF folder or a run of train.py
     compile: bool = False
     validate_after_fit: bool = True
     # The groups, each composed onto its own schema (gptlab.config.store).

@@ -197,8 +197,8 @@ def resolve_pretrained(name_or_path: str) -> Path:
         return path
     if path.is_file():
         raise GptlabError(
-            f"init_from={name_or_path} is a file; pass a Hugging Face model folder (config.json + weights), "
-            "or use ckpt_path= for a gptlab checkpoint"
+            f"init_from={name_or_path} is a file but no .ckpt; pass a Hugging Face model folder (config.json + "
+            "weights), or a checkpoint of train.py (a .ckpt file or its run folder)"
         )
     raise GptlabError(
         f"init_from={name_or_path} is neither a GPT-2 name ({', '.join(GPT2_NAMES)}) nor an existing folder"

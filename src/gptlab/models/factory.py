@@ -7,6 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from gptlab.checkpoints.paths import names_a_gptlab_checkpoint
 from gptlab.core.errors import ConfigError
 from gptlab.data.window_datamodule import WindowDataModule
 
@@ -25,9 +26,15 @@ def data_and_start_model(cfg: DictConfig) -> tuple[WindowDataModule, nn.Module |
     return datamodule, start_model, model_cfg
 
 
-def positions_trained(cfg: DictConfig, datamodule: WindowDataModule, model_cfg: dict) -> int:
+def positions_trained(
+    cfg: DictConfig, datamodule: WindowDataModule, model_cfg: dict, start_model: nn.Module | None = None
+) -> int:
     """The longest sequence whose positions the model will have been trained on: the data window, or
-    all of a pretrained model's context (its pretraining covered them)."""
+    all of a pretrained model's context (its pretraining covered them), or the longer of this run's window
+    and the one a gptlab checkpoint it starts from was trained on."""
+    earlier = getattr(start_model, "positions_trained_before", None)
+    if earlier is not None:
+        return max(int(earlier), datamodule.max_length)
     if cfg.get("init_from") or cfg.model.get("pretrained"):
         return int(model_cfg.get("context_length") or datamodule.max_length)
     return datamodule.max_length
@@ -36,6 +43,8 @@ def positions_trained(cfg: DictConfig, datamodule: WindowDataModule, model_cfg: 
 def build_start_model(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn.Module | None, dict]:
     """(pretrained model or None, model config). None means: build from the config, randomly initialised."""
     if cfg.get("init_from"):
+        if names_a_gptlab_checkpoint(str(cfg.init_from)):
+            return load_trained_checkpoint(cfg, datamodule)
         return load_pretrained_gpt2(cfg, datamodule)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if model_cfg.get("_target_") == HF_CAUSAL_LM:
@@ -89,6 +98,48 @@ def load_pretrained_gpt2(cfg: DictConfig, datamodule: WindowDataModule) -> tuple
     datamodule.fit_window(model.context_length, "the pretrained context_length")
     print(f"init_from={cfg.init_from}: starting from pretrained weights ({model_cfg})", flush=True)
     return model, model_cfg
+
+
+def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:
+    """The weights of a gptlab checkpoint (``init_from=`` its .ckpt or run folder) as the start of a new run:
+    the model as it was trained (its shape, LoRA adapters merged), a fresh optimizer, schedule and step count,
+    on this run's data, which must be tokenised as the checkpoint's was. (``ckpt_path=`` resumes that run.)"""
+    from gptlab.checkpoints.loading import load_checkpoint_model, trained_window
+
+    model, tokenizer, checkpoint = load_checkpoint_model(str(cfg.init_from))
+    require_same_tokens(tokenizer.spec(), datamodule, f"init_from={cfg.init_from}")
+    datamodule.fit_window(model.context_length, "the checkpoint's context_length")
+    model.positions_trained_before = trained_window(checkpoint, model)
+    model.train()
+    model_cfg = dict(checkpoint["hyper_parameters"]["model"])
+    print(f"init_from={cfg.init_from}: starting from its weights, step {checkpoint.get('global_step')} ({model_cfg})", flush=True)
+    return model, model_cfg
+
+
+def require_same_tokens(trained: dict, datamodule: WindowDataModule, source: str) -> None:
+    """The ids of the checkpoint's tokenizer, and of this run's data, must mean the same text."""
+    here = datamodule.tokenizer.spec()
+
+    def same_ids(spec: dict) -> dict:
+        return {key: value for key, value in spec.items() if key != "name"}  # a folder moved is the same file
+
+    if same_ids(trained) == same_ids(here):
+        return
+    if trained["kind"] == "char" and here["kind"] == "char":
+        fix = "a character model goes on only with text of the very same characters"
+    else:
+        fix = f"tokenise the data as it was: data.tokenizer={trained.get('name', trained['kind'])}"
+    raise ConfigError(
+        f"{source} was trained on {_tokens(trained)}, but data={datamodule.name} gives {_tokens(here)}; {fix}"
+    )
+
+
+def _tokens(spec: dict) -> str:
+    if spec["kind"] == "char":
+        return f"the {len(spec['chars'])} characters of its corpus"
+    if spec["kind"] == "hf":
+        return f"the ids of the tokenizer {spec['name']}"
+    return "GPT-2 BPE ids"
 
 
 def build_hf_causal_lm(model_cfg: dict, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:

@@ -183,7 +183,7 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         finetune=finetune,
         base_model=start_model,
-        train_window=positions_trained(cfg, datamodule, model_cfg),
+        train_window=positions_trained(cfg, datamodule, model_cfg, start_model),
     )
     if finetune and finetune.get("name") != "full":
         print(f"finetune={finetune['name']}: {parameter_summary(module.model)}", flush=True)

@@ -1,0 +1,81 @@
+"""A new run from the weights of an earlier one: ``train.py init_from=<a gptlab run folder or .ckpt>`` (pretrain on
+one corpus, go on with another), with a fresh optimizer, schedule and step count. ``init_from`` took only GPT-2
+names and Hugging Face folders, and ``ckpt_path=`` resumes the earlier run itself (its optimizer, its step)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cli_runner import TINY_RUN, assert_ok, run_train
+from compose import compose_train
+
+from gptlab.core.errors import ConfigError
+from gptlab.models.factory import data_and_start_model, positions_trained
+
+CHAR_RUN = ["model=gpt_tiny", "data=shakespeare_char", *TINY_RUN, "logger=csv"]
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pretrained") / "run"
+    assert_ok(run_train(run_dir, *CHAR_RUN, "data.max_length=16"))
+    return run_dir
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(path, weights_only=True)
+    return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+@pytest.mark.e2e
+def test_a_run_starts_from_a_runs_weights_with_its_own_step_count_and_model(pretrained_run, tmp_path):
+    # lr 1e-12: the weights the new run saves are the ones it started from. model=gpt_small is not what the
+    # checkpoint holds: the shape comes from the checkpoint, as with init_from=gpt2.
+    result = run_train(
+        tmp_path / "next", *CHAR_RUN, "model=gpt_small", f"init_from={pretrained_run}",
+        "optim.lr=1e-12", "scheduler=constant", "trainer.max_steps=2",
+    )
+    assert_ok(result)
+    assert f"init_from={pretrained_run}: starting from its weights, step 4" in result.stdout
+    started = torch.load(tmp_path / "next" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert started["global_step"] == 2  # its own count, not the earlier run's 4 + 2
+    before = weights(pretrained_run / "checkpoints" / "last.ckpt")
+    assert started["hyper_parameters"]["model"] == torch.load(
+        pretrained_run / "checkpoints" / "last.ckpt", weights_only=True
+    )["hyper_parameters"]["model"]
+    after = {k: v for k, v in started["state_dict"].items() if k.startswith("model.")}
+    assert after.keys() == before.keys()
+    assert all(torch.allclose(after[k], before[k], rtol=0, atol=1e-8) for k in before)
+    # Positions 16..31 are trained now (window 32); the earlier run reached 16.
+    assert started["hyper_parameters"]["train_window"] == 32
+
+
+def test_the_window_trained_is_the_longer_of_the_checkpoints_and_this_runs(pretrained_run, tmp_path):
+    cfg = compose_train(tmp_path, "data=shakespeare_char", "data.max_length=8", f"init_from={pretrained_run}")
+    datamodule, model, model_cfg = data_and_start_model(cfg)
+    assert datamodule.max_length == 8
+    assert positions_trained(cfg, datamodule, model_cfg, model) == 16
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["data=verdict"], "was trained on the 65 characters of its corpus, but data=verdict gives GPT-2 BPE ids"),
+        (["data=verdict", "data.tokenizer=char"], "a character model goes on only with text of the very same characters"),
+        (["data=shakespeare_char", "data.max_length=128"], "data.max_length=128 is longer than the checkpoint's context_length=64"),
+    ],
+    ids=["other-tokenizer", "other-characters", "window-too-long"],
+)
+def test_data_the_checkpoints_model_cannot_read_is_refused_in_one_line(pretrained_run, tmp_path, overrides, words):
+    cfg = compose_train(tmp_path, *overrides, f"init_from={pretrained_run}")
+    with pytest.raises(ConfigError, match=words):
+        data_and_start_model(cfg)
+
+
+def test_generation_takes_a_runs_folder_as_init_from_too(pretrained_run):
+    from gptlab.checkpoints.loading import load_for_generation
+
+    by_init, by_ckpt = load_for_generation(init_from=str(pretrained_run)), load_for_generation(ckpt_path=str(pretrained_run))
+    assert by_init.trained_window == by_ckpt.trained_window == 16
+    idx = torch.tensor([[1, 2, 3]])
+    assert torch.equal(by_init.model(idx), by_ckpt.model(idx))
