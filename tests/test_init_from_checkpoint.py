@@ -79,3 +79,13 @@ def test_generation_takes_a_runs_folder_as_init_from_too(pretrained_run):
     assert by_init.trained_window == by_ckpt.trained_window == 16
     idx = torch.tensor([[1, 2, 3]])
     assert torch.equal(by_init.model(idx), by_ckpt.model(idx))
+
+
+@pytest.mark.e2e
+def test_eval_scores_a_run_named_by_init_from_on_its_own_data(pretrained_run, tmp_path):
+    from cli_runner import run_script
+
+    result = run_script("eval.py", f"init_from={pretrained_run}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert_ok(result)
+    assert f"data: the run's own ({pretrained_run / '.hydra' / 'config.yaml'})" in result.stdout
+    assert "shakespeare_char, val split" in result.stdout

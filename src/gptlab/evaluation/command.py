@@ -17,7 +17,7 @@ from gptlab.checkpoints.loading import (
     resolve_device,
     resolve_dtype,
 )
-from gptlab.checkpoints.paths import checkpoint_file
+from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.tokenizers import setting_of
@@ -30,6 +30,8 @@ SPLITS = {"val": ["val"], "train": ["train"], "all": ["train", "val"]}
 def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, data_given: bool = True) -> dict:
     """``data_given``: the user named the data (data=...); if not, a checkpoint's run is evaluated on the
     data it was trained on (its saved config)."""
+    if cfg.init_from and names_a_gptlab_checkpoint(str(cfg.init_from)) and not cfg.ckpt_path:
+        cfg = OmegaConf.merge(cfg, {"ckpt_path": cfg.init_from, "init_from": None})  # a run's weights, as ckpt_path
     if not data_given and cfg.ckpt_path:
         cfg = with_run_data(cfg)
     validate_config(cfg)
