@@ -32,6 +32,10 @@ def sweep_dir(tmp_path_factory):
     assert result.stderr.rstrip().endswith("error: 1 of 3 jobs failed (job 0); each one's error is above")
     assert "Error executing job" not in result.stderr  # Hydra's second line for the failed job, saying less
     assert result.stdout.count("best val/loss:") == 2
+    # The report lists the failed job with its error: its command is said where a job failed too.
+    assert result.stdout.rstrip().endswith(
+        f"sweep folder: {sweep_dir} (3 jobs); compare them: python report.py sweep_dir={sweep_dir}"
+    )
     return sweep_dir
 
 

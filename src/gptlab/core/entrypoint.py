@@ -26,7 +26,6 @@ from gptlab.core.sweep_jobs import (
     job_started,
     name_a_job_without_run_folder,
     remove_unused_sweep_folder,
-    sweep_report_line,
 )
 
 if TYPE_CHECKING:
@@ -194,12 +193,10 @@ def command(
                 with one_line_hydra_errors(lambda: started, conf_dir):
                     result = hydra_main()
             except Exception as err:
-                end_of_sweep(err)  # exits 2 when the sweep ended on its failed jobs
+                end_of_sweep(err, reports_sweeps)  # exits 2 when the sweep ended on its failed jobs
                 raise
             else:
-                end_of_sweep(None)
-                if reports_sweeps and (report_line := sweep_report_line()):
-                    print(report_line, flush=True)
+                end_of_sweep(None, reports_sweeps)
                 return result
             finally:
                 remove_unused_sweep_folder()

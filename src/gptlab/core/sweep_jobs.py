@@ -148,11 +148,16 @@ def failed_jobs() -> str | None:
     return f"{len(_jobs.failed)} of {_jobs.run} jobs failed ({', '.join(_jobs.failed)}); each one's error is above"
 
 
-def end_of_sweep(err: BaseException | None) -> None:
+def end_of_sweep(err: BaseException | None, reports: bool = False) -> None:
     """After Hydra's sweep: exit 2 with one line when it ended on failed jobs, a note when it finished
     with some failed (an Optuna search that allows failures). ``err``: what the sweep raised, if anything;
-    an error that is no failed job's is not ours to summarise and is re-raised by the caller."""
+    an error that is no failed job's is not ours to summarise and is re-raised by the caller. ``reports``:
+    a sweep that ran to its end, failed jobs or not, first prints its folder and the report.py command (the
+    report lists a failed job with its error; it was left unsaid where a job failed)."""
     summary = failed_jobs()
+    ran_to_its_end = err is None or isinstance(err, SweepJobFailed) or (summary and len(_jobs.failed) == _jobs.run)
+    if reports and ran_to_its_end and (report_line := sweep_report_line()):
+        print(report_line, flush=True)
     if isinstance(err, SweepJobFailed):
         # None here: the jobs ran in processes of their own (a SLURM launcher), whose lines went to their
         # logs; the failure Hydra hands back is the first one.
