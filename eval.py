@@ -13,7 +13,7 @@ from gptlab.core.collector import imports_without_collection
 from gptlab.core.entrypoint import command
 
 
-@command("eval")
+@command("eval", reports_sweeps=True)
 def main(cfg: DictConfig) -> None:
     with imports_without_collection():
         from gptlab.evaluation.command import data_named, evaluate_from_config, output_folder

@@ -103,7 +103,10 @@ def test_report_of_an_eval_sweep_tabulates_each_jobs_results(tmp_path):
         "eval.context=16,32,128",  # job 2: longer than the model's 64 positions
     )
     assert evaluated.returncode == 2 and "error: 1 of 3 jobs failed (job 2)" in evaluated.stderr, evaluated.stderr[-2000:]
-    result = run_script("report.py", f"sweep_dir={sweep_dir}")
+    # Its last line says where the jobs are and how to compare them (only train.py's sweeps said it).
+    command = evaluated.stdout.rstrip().splitlines()[-1]
+    assert command == f"sweep folder: {sweep_dir} (3 jobs); compare them: python report.py sweep_dir={sweep_dir}"
+    result = run_script(*command.split("python ")[1].split())
     assert_ok(result)
     with (sweep_dir / "report.csv").open() as f:
         rows = {r["job"]: r for r in csv.DictReader(f)}
