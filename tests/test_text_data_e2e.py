@@ -5,6 +5,7 @@ train with data=shards, and each bad input gets one line and exit 2 with nothing
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,6 +37,7 @@ def test_prepare_then_train_on_a_folder_of_text_files_finds_the_shards_at_once(t
     assert_ok(prepared)
     assert "tokenising (gpt2)" in prepared.stderr and "data=shards data.train=" in prepared.stdout
     assert "train: 11 documents" in prepared.stdout or "train: 10 documents" in prepared.stdout
+    assert re.search(r"^  val: \d+ documents?, [\d,]+ tokens in 1 shard$", prepared.stdout, re.M), prepared.stdout
 
     trained = run_train(tmp_path / "run", "data=text", f"data.path={tmp_path}/plays", *TINY, env=env)
     assert_ok(trained)

@@ -35,8 +35,14 @@ def report(datamodule: PreparedDataModule) -> None:
     print(f"shards: {prepared.folder} ({index['tokenizer']['kind']} tokenizer, {index['vocab_size']} ids)")
     for split in ("train", "val"):
         record = index["splits"][split]
-        print(f"  {split}: {record['documents']:,} documents, {record['tokens']:,} tokens in {len(record['shards'])} shards")
+        shards = len(record["shards"])
+        print(f"  {split}: {counted(record['documents'], 'document')}, {record['tokens']:,} tokens in {counted(shards, 'shard')}")
     print(
         "train on them with the same data= options (found at once), or name the shards: "
         f"data=shards data.train='{prepared.folder}/train_*.bin' data.val='{prepared.folder}/val_*.bin'"
     )
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 shard', '2 shards', '1,024 documents'."""
+    return f"{number:,} {noun}{'s' * (number != 1)}"
