@@ -89,3 +89,21 @@ def test_eval_scores_a_run_named_by_init_from_on_its_own_data(pretrained_run, tm
     assert_ok(result)
     assert f"data: the run's own ({pretrained_run / '.hydra' / 'config.yaml'})" in result.stdout
     assert "shakespeare_char, val split" in result.stdout
+
+
+def test_a_lora_runs_weights_start_a_run_that_trains_every_weight(tmp_path):
+    # Merged, a LoRA run's base weights were still frozen: finetune=full then had nothing to train, and the
+    # first backward ended in a RuntimeError traceback.
+    from tiny_models import TINY_GPT
+
+    from gptlab.training.module import LanguageModelModule
+
+    lora = {"name": "lora", "rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
+    module = LanguageModelModule(model=TINY_GPT, tokenizer={"kind": "gpt2"}, finetune=lora)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 3}
+    torch.save(checkpoint, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    cfg = compose_train(tmp_path, "data=verdict", f"init_from={tmp_path / 'run'}")
+    _, model, _ = data_and_start_model(cfg)
+    assert not any("lora" in name for name, _ in model.named_parameters())  # the adapters are merged
+    assert all(p.requires_grad for p in model.parameters())

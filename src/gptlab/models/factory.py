@@ -110,7 +110,8 @@ def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowDataModule) -> tu
     require_same_tokens(tokenizer.spec(), datamodule, f"init_from={cfg.init_from}")
     datamodule.fit_window(model.context_length, "the checkpoint's context_length")
     model.positions_trained_before = trained_window(checkpoint, model)
-    model.train()
+    # A LoRA run's base weights stay frozen after its adapters are merged: this run trains what finetune= says.
+    model.requires_grad_(True).train()
     model_cfg = dict(checkpoint["hyper_parameters"]["model"])
     print(f"init_from={cfg.init_from}: starting from its weights, step {checkpoint.get('global_step')} ({model_cfg})", flush=True)
     return model, model_cfg
