@@ -192,7 +192,7 @@ def test_export_without_qkv_bias_writes_zero_biases():
 
 
 def test_bad_sources_raise_clear_errors(tmp_path, monkeypatch):
-    with pytest.raises(GptlabError, match="neither a GPT-2 name"):
+    with pytest.raises(GptlabError, match="neither a GPT-2 name .* nor an existing folder \\(a Hugging Face model, or a run of train.py\\) or .ckpt file"):
         load_pretrained_gpt(str(tmp_path / "missing"))
     with pytest.raises(GptlabError, match="no config.json"):
         load_pretrained_gpt(str(tmp_path))

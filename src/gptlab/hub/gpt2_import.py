@@ -201,7 +201,8 @@ def resolve_pretrained(name_or_path: str) -> Path:
             "weights), or a checkpoint of train.py (a .ckpt file or its run folder)"
         )
     raise GptlabError(
-        f"init_from={name_or_path} is neither a GPT-2 name ({', '.join(GPT2_NAMES)}) nor an existing folder"
+        f"init_from={name_or_path} is neither a GPT-2 name ({', '.join(GPT2_NAMES)}) nor an existing folder (a "
+        "Hugging Face model, or a run of train.py) or .ckpt file"
     )
 
 
