@@ -107,3 +107,14 @@ def test_a_lora_runs_weights_start_a_run_that_trains_every_weight(tmp_path):
     _, model, _ = data_and_start_model(cfg)
     assert not any("lora" in name for name, _ in model.named_parameters())  # the adapters are merged
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_run_folder_without_last_ckpt_is_told_the_file_to_pass_as_init_from(tmp_path):
+    # callbacks=none leaves Lightning's own file; the line suggested passing it as ckpt_path= (a resume).
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "csv" / "checkpoints").mkdir(parents=True)
+    (run / "csv" / "checkpoints" / "epoch=0-step=3.ckpt").write_bytes(b"")
+    cfg = compose_train(tmp_path, "data=verdict", f"init_from={run}")
+    with pytest.raises(ConfigError, match=r"it holds csv/checkpoints/epoch=0-step=3.ckpt: pass it, 'init_from=\""):
+        data_and_start_model(cfg)

@@ -71,9 +71,9 @@ def resolve_dtype(name: str | None) -> torch.dtype:
     return DTYPES[name]
 
 
-def read_checkpoint(path: str | Path) -> tuple[Path, dict]:
-    """Load a gptlab checkpoint as a dict, checking that it is one."""
-    path = checkpoint_file(path)
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> tuple[Path, dict]:
+    """Load a gptlab checkpoint as a dict, checking that it is one (``key``: the setting that named it)."""
+    path = checkpoint_file(path, key=key)
     # weights_only: a file carrying code is refused; each way a file can be unusable has its own message.
     checkpoint = load_checkpoint_safely(path)
     require_gptlab_checkpoint(path, checkpoint)
@@ -88,9 +88,9 @@ def model_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     return without_compile_prefix(weights)
 
 
-def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, object, dict]:
+def load_checkpoint_model(path: str | Path, key: str = "ckpt_path") -> tuple[nn.Module, object, dict]:
     """Rebuild (model, tokenizer, checkpoint) from one of our checkpoints, on the CPU, in eval mode."""
-    path, checkpoint = read_checkpoint(path)
+    path, checkpoint = read_checkpoint(path, key)
     hparams = checkpoint["hyper_parameters"]
     model = apply_finetune(instantiate(dict(hparams["model"]), _convert_="all"), hparams.get("finetune"))
     load_weights(path, model, model_state_dict(checkpoint))

@@ -13,9 +13,10 @@ from gptlab.core.errors import ConfigError
 _EXAMPLE = "e.g. outputs/DATE/TIME/checkpoints/last.ckpt, or its run folder outputs/DATE/TIME"
 
 
-def checkpoint_file(ckpt_path: str | Path, run_dir: str | Path | None = None) -> Path:
+def checkpoint_file(ckpt_path: str | Path, run_dir: str | Path | None = None, key: str = "ckpt_path") -> Path:
     """The .ckpt file that ``ckpt_path`` names: a file; a run or checkpoints folder, which stands for its
-    ``last.ckpt``; or ``last``, the last checkpoint of ``run_dir`` (the run being resumed in place)."""
+    ``last.ckpt``; or ``last``, the last checkpoint of ``run_dir`` (the run being resumed in place).
+    ``key``: the setting that named it, as the messages say it (train.py's ``init_from`` takes runs too)."""
     if str(ckpt_path) == "last":
         if run_dir is None:
             raise ConfigError(f"ckpt_path=last means this run folder's last checkpoint; here name it ({_EXAMPLE})")
@@ -35,10 +36,10 @@ def checkpoint_file(ckpt_path: str | Path, run_dir: str | Path | None = None) ->
         for candidate in (path / "last.ckpt", path / "checkpoints" / "last.ckpt"):
             if candidate.is_file():
                 return candidate
-        raise ConfigError(f"folder {path} has no last.ckpt (nor checkpoints/last.ckpt){_checkpoints_inside(path)}")
+        raise ConfigError(f"folder {path} has no last.ckpt (nor checkpoints/last.ckpt){_checkpoints_inside(path, key)}")
     if not path.is_file():
         raise ConfigError(
-            f"ckpt_path={ckpt_path}: checkpoint {path} does not exist or is not a file; "
+            f"{key}={ckpt_path}: checkpoint {path} does not exist or is not a file; "
             f"pass a .ckpt file written by train.py ({_EXAMPLE})"
         )
     return path
@@ -55,7 +56,7 @@ def names_a_gptlab_checkpoint(value: str) -> bool:
     return any((path / name).exists() for name in ("last.ckpt", "checkpoints", ".hydra"))
 
 
-def _checkpoints_inside(folder: Path) -> str:
+def _checkpoints_inside(folder: Path, key: str) -> str:
     """The .ckpt files a folder holds, up to three levels down: Lightning's own ModelCheckpoint (a run with
     callbacks=none) writes LOGGER/checkpoints/epoch=E-step=S.ckpt, whose "=" Hydra reads only in quotes."""
     found = sorted(p for depth in range(4) for p in folder.glob("*/" * depth + "*.ckpt") if p.is_file())
@@ -64,15 +65,15 @@ def _checkpoints_inside(folder: Path) -> str:
     names = ", ".join(str(p.relative_to(folder)) for p in found[:5])
     if len(found) > 1:
         return f"; it holds {names}: pass one of them"
-    return f"; it holds {names}: pass it, {ckpt_path_override(found[0])}"
+    return f"; it holds {names}: pass it, {path_override(found[0], key)}"
 
 
-def ckpt_path_override(path: Path) -> str:
-    """``ckpt_path=PATH`` as a shell passes it to Hydra: quoted when Hydra's grammar needs quotes."""
+def path_override(path: Path, key: str = "ckpt_path") -> str:
+    """``KEY=PATH`` as a shell passes it to Hydra: quoted when Hydra's grammar needs quotes."""
     value = str(path)
     if re.fullmatch(r"[\w/.\-]+", value):
-        return f"ckpt_path={value}"
-    return shlex.quote(f'ckpt_path="{value}"')
+        return f"{key}={value}"
+    return shlex.quote(f'{key}="{value}"')
 
 
 def check_fresh_run_folder(run_dir: str | Path, ckpt_path: str | None) -> None:

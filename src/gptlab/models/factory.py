@@ -106,7 +106,7 @@ def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowDataModule) -> tu
     on this run's data, which must be tokenised as the checkpoint's was. (``ckpt_path=`` resumes that run.)"""
     from gptlab.checkpoints.loading import load_checkpoint_model, trained_window
 
-    model, tokenizer, checkpoint = load_checkpoint_model(str(cfg.init_from))
+    model, tokenizer, checkpoint = load_checkpoint_model(str(cfg.init_from), key="init_from")
     require_same_tokens(tokenizer.spec(), datamodule, f"init_from={cfg.init_from}")
     datamodule.fit_window(model.context_length, "the checkpoint's context_length")
     model.positions_trained_before = trained_window(checkpoint, model)
