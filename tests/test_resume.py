@@ -289,12 +289,12 @@ def test_under_ddp_ranks_take_disjoint_windows_that_make_up_the_epoch_and_resume
 def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     from omegaconf import OmegaConf
 
-    from gptlab.training.loggers import _wandb_settings, resume_run_id
+    from gptlab.training.loggers import resume_run_id, wandb_settings
 
     (tmp_path / "wandb" / "offline-run-20261122_071500-abc123").mkdir(parents=True)
     cfg = OmegaConf.create({"ckpt_path": "last", "paths": {"output_dir": str(tmp_path)}})
     assert resume_run_id(cfg) == "abc123"
-    settings = _wandb_settings(OmegaConf.create({"name": None, "group": None, "offline": True}), "abc123")
+    settings = wandb_settings(OmegaConf.create({"name": None, "group": None, "offline": True}), "abc123")
     assert settings.id == "abc123" and settings.resume == "allow"
     cfg.ckpt_path = None
     assert resume_run_id(cfg) is None  # a fresh run starts its own

@@ -12,6 +12,7 @@ from cli_runner import (
     TINY_RUN,
     assert_finite,
     assert_ok,
+    clean_env,
     last_value,
     read_metrics,
     run_script,
@@ -123,6 +124,25 @@ def test_wandb_goes_offline_without_an_api_key_and_says_how_to_sync(wandb_run):
     [record_file] = offline_run.glob("run-*.wandb")
     assert b"gptlab.models.GPT" in record_file.read_bytes() and b"the-verdict" in record_file.read_bytes()
     assert_finite(last_value(read_metrics(run_dir), "val/loss"))
+
+
+def test_wandb_mode_disabled_turns_wandb_off_instead_of_logging_offline(tmp_path, monkeypatch):
+    # With no API key the run was forced offline, and Lightning's offline switch (WANDB_MODE=dryrun)
+    # overrode wandb's own off switch: a wandb run was written anyway.
+    result = run_train(
+        tmp_path / "run", "model=gpt_tiny", "data=verdict", *TINY_RUN, env=clean_env(WANDB_MODE="disabled")
+    )
+    assert_ok(result)
+    assert "logging offline" not in result.stdout and "wandb sync" not in result.stdout
+    assert not (tmp_path / "run" / "wandb").exists()
+    assert_finite(last_value(read_metrics(tmp_path / "run"), "val/loss"))  # the CSV copy is kept
+    from gptlab.training import loggers
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(loggers, "has_wandb_credentials", lambda: False)
+    wandb = OmegaConf.create({"_target_": "lightning.pytorch.loggers.WandbLogger", "offline": False})
+    assert loggers.wandb_settings(wandb.copy()).offline  # no key: offline, as before
+    assert not loggers.wandb_settings(OmegaConf.merge(wandb, {"mode": "disabled"})).offline  # +logger.wandb.mode
 
 
 def test_resume_from_checkpoint_continues_the_step_count(tmp_path, wandb_run):

@@ -50,7 +50,7 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             continue
         if name == "wandb":
             check_wandb_keys(logger_cfg)
-            logger_cfg = _wandb_settings(logger_cfg, resume_run_id(cfg))
+            logger_cfg = wandb_settings(logger_cfg, resume_run_id(cfg))
         if logger_cfg._target_ in ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger"):
             logger_cfg = logger_cfg.copy()
             logger_cfg._target_ = f"{AppendingCSVLogger.__module__}.AppendingCSVLogger"
@@ -89,7 +89,7 @@ def check_wandb_keys(logger_cfg: DictConfig) -> None:
             raise ConfigError(unknown_key_message(f"logger.wandb.{key}", takes, "WandbLogger or wandb.init"))
 
 
-def _wandb_settings(logger_cfg: DictConfig, run_id: str | None = None) -> DictConfig:
+def wandb_settings(logger_cfg: DictConfig, run_id: str | None = None) -> DictConfig:
     logger_cfg = logger_cfg.copy()
     run_name, group = _hydra_run_identity()
     with open_dict(logger_cfg):
@@ -98,10 +98,11 @@ def _wandb_settings(logger_cfg: DictConfig, run_id: str | None = None) -> DictCo
         if run_id and not logger_cfg.get("id"):
             logger_cfg.id = run_id
             logger_cfg.resume = "allow"
-        wants_online = not logger_cfg.get("offline") and os.environ.get("WANDB_MODE") not in (
-            "offline",
-            "dryrun",
-        )
+        mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE")
+        if mode == "disabled":
+            # wandb's own off switch: forced offline (Lightning then sets WANDB_MODE=dryrun) it logged anyway.
+            return logger_cfg
+        wants_online = not logger_cfg.get("offline") and mode not in ("offline", "dryrun")
         if wants_online and not has_wandb_credentials():
             print("wandb: no API key found (WANDB_API_KEY or `wandb login`): logging offline", flush=True)
             logger_cfg.offline = True
