@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cli_runner import TINY_RUN, assert_ok, run_train
+from cli_runner import TINY_RUN, assert_ok, run_script, run_train
 from compose import compose_train
 
 from gptlab.core.errors import ConfigError
@@ -22,8 +22,7 @@ def pretrained_run(tmp_path_factory):
     return run_dir
 
 
-def weights(path) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(path, weights_only=True)
+def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
 
 
@@ -38,12 +37,10 @@ def test_a_run_starts_from_a_runs_weights_with_its_own_step_count_and_model(pret
     assert_ok(result)
     assert f"init_from={pretrained_run}: starting from its weights, step 4" in result.stdout
     started = torch.load(tmp_path / "next" / "checkpoints" / "last.ckpt", weights_only=True)
+    earlier = torch.load(pretrained_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert started["global_step"] == 2  # its own count, not the earlier run's 4 + 2
-    before = weights(pretrained_run / "checkpoints" / "last.ckpt")
-    assert started["hyper_parameters"]["model"] == torch.load(
-        pretrained_run / "checkpoints" / "last.ckpt", weights_only=True
-    )["hyper_parameters"]["model"]
-    after = {k: v for k, v in started["state_dict"].items() if k.startswith("model.")}
+    assert started["hyper_parameters"]["model"] == earlier["hyper_parameters"]["model"]
+    before, after = model_weights(earlier), model_weights(started)
     assert after.keys() == before.keys()
     assert all(torch.allclose(after[k], before[k], rtol=0, atol=1e-8) for k in before)
     # Positions 16..31 are trained now (window 32); the earlier run reached 16.
@@ -83,8 +80,6 @@ def test_generation_takes_a_runs_folder_as_init_from_too(pretrained_run):
 
 @pytest.mark.e2e
 def test_eval_scores_a_run_named_by_init_from_on_its_own_data(pretrained_run, tmp_path):
-    from cli_runner import run_script
-
     result = run_script("eval.py", f"init_from={pretrained_run}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert_ok(result)
     assert f"data: the run's own ({pretrained_run / '.hydra' / 'config.yaml'})" in result.stdout

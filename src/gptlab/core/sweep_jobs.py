@@ -155,7 +155,8 @@ def end_of_sweep(err: BaseException | None, reports: bool = False) -> None:
     a sweep that ran to its end, failed jobs or not, first prints its folder and the report.py command (the
     report lists a failed job with its error; it was left unsaid where a job failed)."""
     summary = failed_jobs()
-    ran_to_its_end = err is None or isinstance(err, SweepJobFailed) or (summary and len(_jobs.failed) == _jobs.run)
+    every_job_failed = bool(summary) and len(_jobs.failed) == _jobs.run
+    ran_to_its_end = err is None or isinstance(err, SweepJobFailed) or every_job_failed
     if reports and ran_to_its_end and (report_line := sweep_report_line()):
         print(report_line, flush=True)
     if isinstance(err, SweepJobFailed):
@@ -168,6 +169,6 @@ def end_of_sweep(err: BaseException | None, reports: bool = False) -> None:
     if err is None:
         print(f"note: {summary}", file=sys.stderr, flush=True)
         return
-    if len(_jobs.failed) == _jobs.run:  # the sweeper's own error about it (Optuna: "no trials are completed")
+    if every_job_failed:  # the sweeper's own error about it (Optuna: "no trials are completed")
         print(f"error: {summary}; then the sweeper: {str(err).strip().splitlines()[0]}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)

@@ -100,7 +100,7 @@ def wandb_settings(logger_cfg: DictConfig, run_id: str | None = None) -> DictCon
             logger_cfg.resume = "allow"
         mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE")
         if mode == "disabled":
-            # wandb's own off switch: forced offline (Lightning then sets WANDB_MODE=dryrun) it logged anyway.
+            # wandb's own off switch: no run. Forced offline, Lightning set WANDB_MODE=dryrun over it.
             return logger_cfg
         wants_online = not logger_cfg.get("offline") and mode not in ("offline", "dryrun")
         if wants_online and not has_wandb_credentials():
