@@ -15,7 +15,7 @@ from cli_runner import TINY_GPT_RUN, assert_ok, clean_env, run_script, run_train
 from repo import DATA_DIR, REPO_ROOT
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
-# the 45 runs of its module fixture run once, not once a worker.
+# its module fixture's runs (one a case) run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad_input")]
 
 BASE = [*TINY_GPT_RUN, "logger=csv"]
@@ -61,6 +61,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "setting-beside-the-callbacks": (
         ["+callbacks.every_n_epochs=2"],
         ["callbacks.every_n_epochs is not a callback (each key of callbacks is one: model_checkpoint,", "e.g. callbacks.model_checkpoint.every_n_epochs"],
+    ),
+    # Skipped without a word: the run trained without the callback the user added.
+    "new-callback-without-its-class": (
+        ["+callbacks.early_stop={{monitor: val/loss, patience: 3}}"],  # {{ }}: the overrides are str.format()ted,
+        ["callbacks.early_stop has settings but no _target_", "+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping"],
     ),
     "trainer-argument-lightning-lacks": (
         ["+trainer.profilr=simple"],

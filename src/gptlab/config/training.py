@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 from gptlab.config.ranges import at_least, fraction, one_of, positive
@@ -198,15 +199,51 @@ def check_built_entries(group: str, entries: Any) -> None:
     what = BUILT_GROUPS[group]
     built = [name for name, value in entries.items() if isinstance(value, Mapping) and "_target_" in value]
     for name, value in entries.items():
-        # Settings without a _target_ are those of one the option left out (debug=fast tunes text_sample,
-        # which callbacks=none drops): skipped, as Lightning never sees them.
-        if value is None or isinstance(value, Mapping):
+        if value is None or name in built:
+            continue
+        if isinstance(value, Mapping):
+            check_settings_of_a_shipped_entry(group, name)
             continue
         example = f"{group}.{_taker(entries, built, name)}.{name}"
         raise ConfigError(
             f"{group}.{name} is not a {what} (each key of {group} is one: {', '.join(built) or 'none here'}); "
             f"a {what}'s setting goes under its name, e.g. {example}"
         )
+
+
+# A class to name in the message where a new entry has none.
+EXAMPLE_TARGETS = {"logger": "lightning.pytorch.loggers.MLFlowLogger", "callbacks": "lightning.pytorch.callbacks.EarlyStopping"}
+
+
+def check_settings_of_a_shipped_entry(group: str, name: str) -> None:
+    """Settings without a ``_target_`` are those of an entry the configs ship and an option left out (debug=fast
+    tunes text_sample, which callbacks=none drops): skipped, as Lightning never sees them. Under any other name
+    they are a new entry missing its class (``+callbacks.early_stop={monitor: val/loss, patience: 3}``), which
+    was skipped without a word: the run trained without it."""
+    shipped = shipped_entry_names(group)
+    if shipped is None or name in shipped:
+        return
+    raise ConfigError(
+        f"{group}.{name} has settings but no _target_, so no {BUILT_GROUPS[group]} is built from it; name its "
+        f"class, e.g. +{group}.{name}._target_={EXAMPLE_TARGETS[group]} (the configs' own: {', '.join(sorted(shipped))})"
+    )
+
+
+def shipped_entry_names(group: str) -> set[str] | None:
+    """The entries that conf/<group>/*.yaml define (in every config folder Hydra searches); None outside a
+    Hydra command, where no folder is known."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    names: set[str] = set()
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.schema != "file":
+            continue
+        for option in sorted(Path(source.path, group).glob("*.yaml")):
+            names.update(str(key) for key in OmegaConf.load(option) if key != "defaults")
+    return names
 
 
 def _taker(entries: Mapping, built: list[str], setting: str) -> str:
