@@ -150,6 +150,37 @@ def test_a_mixture_of_text_files_and_a_preset_trains_by_weight_and_counts_each_s
     assert sum(tokens.values()) == 13 * 4 * 32
 
 
+def test_validation_logs_each_sources_loss_and_the_mixtures_over_all_their_tokens(mixture):
+    from tiny_models import TINY_GPT
+    from trainers import quiet_trainer
+
+    from gptlab.models.fused_loss import IGNORE_INDEX
+    from gptlab.training.module import LanguageModelModule
+
+    dm = mixture([{"kind": "text", "path": str(mixture.plays), "val_ratio": 0.3, "name": "plays"}, {"kind": "verdict"}])
+    torch.manual_seed(0)
+    module = LanguageModelModule(model=TINY_GPT, tokenizer=dm.tokenizer.spec())
+    trainer = quiet_trainer()
+    trainer.validate(module, datamodule=dm)
+    logged = {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+    # Each source scored alone, every validation window of it once, weighted by the targets it scores.
+    totals = {}
+    with torch.no_grad():
+        for name, windows in zip(["plays", "verdict"], dm.val_set.datasets, strict=True):
+            loss_sum = scored = 0.0
+            for inputs, targets in torch.utils.data.DataLoader(windows, batch_size=4):
+                count = float((targets != IGNORE_INDEX).sum())
+                loss_sum += float(module.model.loss(inputs, targets)) * count
+                scored += count
+            totals[name] = (loss_sum, scored)
+            assert logged[f"val/loss/{name}"] == pytest.approx(loss_sum / scored, rel=1e-5)
+    assert totals["plays"][1] > 0 and totals["verdict"][1] > 0
+    whole = sum(loss for loss, _ in totals.values()) / sum(count for _, count in totals.values())
+    assert logged["val/loss"] == pytest.approx(whole, rel=1e-5)
+    assert logged["val/loss/plays"] != pytest.approx(logged["val/loss/verdict"], rel=1e-3)
+
+
 def test_the_drawn_count_travels_in_the_checkpoint(mixture):
     sources = [{"kind": "shakespeare", "weight": 1}, {"kind": "verdict", "weight": 1}]
     dm = mixture(sources)

@@ -108,6 +108,8 @@ def test_a_mixture_of_text_files_a_jsonl_file_and_a_preset_prepares_and_trains_b
     assert abs(seen["plays"] / sum(seen.values()) - 0.5) < 0.15
     assert abs(seen["verdict"] / sum(seen.values()) - 0.25) < 0.15
     assert_finite(last_value(rows, "val/loss"))
+    for name in seen:  # and each source's own
+        assert_finite(last_value(rows, f"val/loss/{name}"))
 
 
 def test_shards_made_by_nanogpt_and_llmc_train_with_data_shards(tmp_path, shakespeare_text):

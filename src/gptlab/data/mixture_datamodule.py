@@ -5,8 +5,9 @@
 Each source is any other data kind (``kind``: text, hf, shards, or a preset such as shakespeare) with that
 kind's own keys, read from its file in conf/data/ and checked against its schema, as ``data=<kind>`` would
 be. The window and batch keys are the mixture's, and every source must use the same tokenizer (the model
-has one vocabulary). Validation scores every source's validation windows; the run logs how many training
-tokens it has seen of each source (``tokens_seen/<name>``).
+has one vocabulary). Validation scores every source's validation windows, and logs each source's loss
+(``val/loss/<name>``) beside the mixture's; the run logs how many training tokens it has seen of each
+source (``tokens_seen/<name>``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from gptlab.core.errors import ConfigError, DataError, GptlabError, first_line
 from gptlab.core.resolvers import repo_root
@@ -171,6 +172,12 @@ class MixtureDataModule(WindowDataModule):
             vals.append(val)
         self.train_windows = [len(train) for train in trains]
         return ConcatDataset(trains), ConcatDataset(vals)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One loader per source, in the order of data.sources (Lightning's ``dataloader_idx``): the module logs
+        each source's validation loss, ``val/loss/<name>``, beside the mixture's ``val/loss`` over all of them.
+        Lightning applies trainer.limit_val_batches to each loader."""
+        return [self.validation_loader(windows) for windows in self.val_set.datasets]
 
     def token_streams(self, split: str) -> list:
         return [stream for source in self.sources for stream in source.token_streams(split)]

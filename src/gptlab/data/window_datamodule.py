@@ -136,10 +136,13 @@ class WindowDataModule(L.LightningDataModule):
             return 0
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self.validation_loader(self.val_set)
+
+    def validation_loader(self, windows: Dataset) -> DataLoader:
         # Ordered, and the last partial batch is kept so every validation window counts.
-        sampler = validation_sampler(self.val_set, self.trainer)  # several ranks: each window once
-        return DataLoader(self.val_set, sampler=sampler, shuffle=False, **self._loader_settings(drop_last=False))
+        sampler = validation_sampler(windows, self.trainer)  # several ranks: each window once
+        return DataLoader(windows, sampler=sampler, shuffle=False, **self._loader_settings(drop_last=False))
 
     def _loader_settings(self, drop_last: bool) -> dict:
         return dict(

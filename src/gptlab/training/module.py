@@ -94,6 +94,9 @@ class LanguageModelModule(L.LightningModule):
         self.optim_cfg = dict(optim or {})
         self.scheduler_cfg = dict(scheduler or {"name": "constant"})
         self.val_loss = MeanMetric()
+        # data=mixture: each source's own validation loss as well (see setup); the names to log them by.
+        self.val_loss_by_source: nn.ModuleList | None = None
+        self.val_source_names: list[str] = []
         self.tokens_seen = 0
         self.best_val_loss = math.inf
         # The latest validation: what the model card of a checkpoint taken at that step reports.
@@ -164,12 +167,25 @@ class LanguageModelModule(L.LightningModule):
             return True
         return logs_this_step(trainer) or 0 < trainer.max_steps <= trainer.global_step + 1
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def setup(self, stage: str) -> None:
+        """Data that mixes sources (data=mixture) validates each with a loader of its own: one mean each.
+        Made here, before Lightning moves the module to its device; their states are not saved in checkpoints."""
+        trainer = attached_trainer(self)
+        names = list(getattr(trainer.datamodule if trainer is not None else None, "source_names", None) or [])
+        if names and self.val_source_names != names:
+            self.val_loss_by_source = nn.ModuleList(MeanMetric() for _ in names)
+            self.val_source_names = names
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         # Weighted by the targets scored (ScoredWindows marks those an earlier window scored -100), so the
         # epoch value is the mean over every validation token once; MeanMetric also combines DDP ranks.
-        self.val_loss.update(self.loss(batch), weight=(batch[1] != IGNORE_INDEX).sum())
+        loss, scored = self.loss(batch), (batch[1] != IGNORE_INDEX).sum()
+        self.val_loss.update(loss, weight=scored)
+        if self.val_loss_by_source is not None:
+            self.val_loss_by_source[dataloader_idx].update(loss, weight=scored)
 
     def on_validation_epoch_end(self) -> None:
+        by_source = self.validation_loss_by_source()
         if self.trainer.sanity_checking:
             self.val_loss.reset()
             return
@@ -187,6 +203,19 @@ class LanguageModelModule(L.LightningModule):
         self.log("val/loss", val_loss, prog_bar=True, sync_dist=True)
         # Perplexity of the whole validation set: exp of its mean loss, not a mean of batch perplexities.
         self.log("val/ppl", torch.exp(val_loss), sync_dist=True)
+        for name, loss in by_source.items():
+            self.log(f"val/loss/{name}", loss, sync_dist=True)
+
+    def validation_loss_by_source(self) -> dict[str, torch.Tensor]:
+        """Each source's mean validation loss (data=mixture; none for other data), the metrics reset."""
+        if self.val_loss_by_source is None:
+            return {}
+        # Computed on every rank, as each compute is a collective under DDP (a rank may hold none of a small
+        # source's windows: the others' count).
+        losses = {name: metric.compute() for name, metric in zip(self.val_source_names, self.val_loss_by_source, strict=True)}
+        for metric in self.val_loss_by_source:
+            metric.reset()
+        return losses
 
     def configure_optimizers(self):
         lr = float(self.optim_cfg.get("lr", 3e-4))
