@@ -105,8 +105,8 @@ def test_train_imports_lightning_without_full_collections_and_exits_without_one(
 IMPORT_ORDER = """
 import atexit, runpy, sys
 first = []
-sys.addaudithook(lambda event, args: event == "import" and args[0] in ("wandb", "lightning") and args[0] not in first
-                 and first.append(args[0]))
+sys.addaudithook(lambda event, args: event == "import" and args[0] in ("wandb", "lightning", "scipy", "transformers")
+                 and args[0] not in first and first.append(args[0]))
 atexit.register(lambda: print("imported first:", " ".join(first)))
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -116,7 +116,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 @pytest.mark.parametrize("logger, order", [("wandb", "wandb lightning"), ("csv", "lightning")])
 def test_wandb_is_imported_before_lightning_only_when_the_run_logs_to_it(tmp_path, logger, order):
     """wandb's start walks every loaded module for each of its pydantic models: after Lightning's ~6,000
-    modules it took 0.3 s longer (gptlab.training.wandb_first). A CSV-only run never imports wandb."""
+    modules it took 0.3 s longer (gptlab.training.wandb_first). A CSV-only run never imports wandb. Neither
+    imports scipy or transformers, which torchmetrics imported only because they are installed
+    (gptlab.compat.torchmetrics: 2 s a run)."""
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_ORDER, "train.py", *TINY_GPT_RUN, f"logger={logger}", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=REPO_ROOT, env=clean_env(), timeout=600,
