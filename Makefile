@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install checkpoint train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval bench-serve clean
+.PHONY: install checkpoint train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval bench-serve bench-startup clean
 
 install: $(VENV)/.installed
 
@@ -68,7 +68,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Benchmarks print side-by-side tables and ratios from one run; numbers are written down in BENCHMARKS.md.
-bench: bench-generate bench-train bench-data bench-eval bench-serve
+bench: bench-generate bench-train bench-data bench-eval bench-serve bench-startup
 
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)
@@ -92,6 +92,10 @@ bench-eval: checkpoint install
 # memory, the loader against a gpt124m step, start-up on prepared shards. ARGS="--gb 1 4" adds 4 GB.
 bench-data: install
 	$(PY) bench/bench_data.py $(ARGS)
+
+# A command's start: torchmetrics imported lean (the default) against its full import, fresh processes.
+bench-startup: install
+	$(PY) bench/bench_startup.py $(ARGS)
 
 # The book's chapter-5 run (its own gpt_train.py, from a LLMs-from-scratch checkout) beside
 # experiment=verdict_gpt124m: make bench-book BOOK=path/to/LLMs-from-scratch
