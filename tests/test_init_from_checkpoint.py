@@ -47,6 +47,33 @@ def test_a_run_starts_from_a_runs_weights_with_its_own_step_count_and_model(pret
     assert started["hyper_parameters"]["train_window"] == 32
 
 
+@pytest.mark.e2e
+def test_a_run_from_a_runs_weights_takes_the_dropout_the_command_line_gives(pretrained_run, tmp_path):
+    # The checkpoint's model was trained without dropout (gpt_tiny); going on with little data wants some.
+    result = run_train(
+        tmp_path / "next", *CHAR_RUN, f"init_from={pretrained_run}", "model.drop_rate=0.3", "trainer.max_steps=2"
+    )
+    assert_ok(result)
+    started = torch.load(tmp_path / "next" / "checkpoints" / "last.ckpt", weights_only=True)
+    earlier = torch.load(pretrained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert earlier["hyper_parameters"]["model"]["drop_rate"] == 0.0
+    assert started["hyper_parameters"]["model"] == {**earlier["hyper_parameters"]["model"], "drop_rate": 0.3}
+
+
+def test_model_settings_a_runs_weights_fix_are_refused_and_dropout_is_taken(pretrained_run, tmp_path):
+    from gptlab.checkpoints.loading import load_checkpoint_model
+    from gptlab.models.factory import trained_model_changes
+
+    cfg = compose_train(tmp_path, "data=shakespeare_char", "model.drop_rate=0.25", "model.n_layers=3", f"init_from={pretrained_run}")
+    # Before, any model.KEY= beside init_from=<run> was read by nothing, without a word.
+    with pytest.raises(ConfigError, match="model.n_layers=3 does not apply with init_from=.*only model.drop_rate can change"):
+        trained_model_changes(cfg, ["model=gpt_small", "model.n_layers=3"])
+    changes = trained_model_changes(cfg, ["model=gpt_small", "model.drop_rate=0.25"])  # model=NAME: not read
+    assert changes == {"drop_rate": 0.25}
+    model, _, _ = load_checkpoint_model(pretrained_run, key="init_from", model_changes=changes)
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.25}
+
+
 def test_the_window_trained_is_the_longer_of_the_checkpoints_and_this_runs(pretrained_run, tmp_path):
     cfg = compose_train(tmp_path, "data=shakespeare_char", "data.max_length=8", f"init_from={pretrained_run}")
     datamodule, model, model_cfg = data_and_start_model(cfg)

@@ -88,11 +88,19 @@ def model_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     return without_compile_prefix(weights)
 
 
-def load_checkpoint_model(path: str | Path, key: str = "ckpt_path") -> tuple[nn.Module, object, dict]:
-    """Rebuild (model, tokenizer, checkpoint) from one of our checkpoints, on the CPU, in eval mode."""
+def load_checkpoint_model(
+    path: str | Path, key: str = "ckpt_path", model_changes: dict | None = None
+) -> tuple[nn.Module, object, dict]:
+    """Rebuild (model, tokenizer, checkpoint) from one of our checkpoints, on the CPU, in eval mode.
+    ``model_changes``: constructor arguments that differ from the checkpoint's and leave the weights as they
+    are (a new run's dropout)."""
     path, checkpoint = read_checkpoint(path, key)
     hparams = checkpoint["hyper_parameters"]
-    model = apply_finetune(instantiate(dict(hparams["model"]), _convert_="all"), hparams.get("finetune"))
+    unknown = sorted(set(model_changes or {}) - set(hparams["model"]))
+    if unknown:
+        raise ConfigError(f"{key}={path}: its model has no {', '.join(f'model.{k}' for k in unknown)} to change")
+    model_cfg = {**hparams["model"], **(model_changes or {})}
+    model = apply_finetune(instantiate(model_cfg, _convert_="all"), hparams.get("finetune"))
     load_weights(path, model, model_state_dict(checkpoint))
     tokenizer = tokenizer_from_spec(dict(hparams["tokenizer"]))
     # LoRA adapters are folded into the weights: the same outputs, a plain (exportable, faster) model.

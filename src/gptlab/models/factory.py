@@ -106,15 +106,46 @@ def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowDataModule) -> tu
     on this run's data, which must be tokenised as the checkpoint's was. (``ckpt_path=`` resumes that run.)"""
     from gptlab.checkpoints.loading import load_checkpoint_model, trained_window
 
-    model, tokenizer, checkpoint = load_checkpoint_model(str(cfg.init_from), key="init_from")
+    changes = trained_model_changes(cfg, command_line_overrides())
+    model, tokenizer, checkpoint = load_checkpoint_model(str(cfg.init_from), key="init_from", model_changes=changes)
     require_same_tokens(tokenizer.spec(), datamodule, f"init_from={cfg.init_from}")
     datamodule.fit_window(model.context_length, "the checkpoint's context_length")
     model.positions_trained_before = trained_window(checkpoint, model)
     # A LoRA run's base weights stay frozen after its adapters are merged: this run trains what finetune= says.
     model.requires_grad_(True).train()
-    model_cfg = dict(checkpoint["hyper_parameters"]["model"])
+    model_cfg = {**checkpoint["hyper_parameters"]["model"], **changes}
     print(f"init_from={cfg.init_from}: starting from its weights, step {checkpoint.get('global_step')} ({model_cfg})", flush=True)
     return model, model_cfg
+
+
+# What a run started from a checkpoint may change of its model: dropout is training, not the weights' shape.
+CHANGEABLE_WHEN_TRAINED = ("drop_rate",)
+
+
+def trained_model_changes(cfg: DictConfig, overrides: list[str]) -> dict:
+    """The model settings of a run started from a gptlab checkpoint (``init_from=<run>``) that the command
+    line changes: ``model.drop_rate`` alone; the rest is the checkpoint's (its shape fits its weights). Any
+    other ``model.KEY=`` was read by nothing, without a word: it is refused."""
+    changes = {}
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if not key.startswith("model."):
+            continue  # model=NAME too: not read, as with init_from=gpt2
+        name = key.removeprefix("model.")
+        if name not in CHANGEABLE_WHEN_TRAINED:
+            raise ConfigError(
+                f"{override.lstrip('+~')} does not apply with init_from={cfg.init_from}: the model is rebuilt as that run trained "
+                f"it; of its settings only {', '.join(f'model.{k}' for k in CHANGEABLE_WHEN_TRAINED)} can change"
+            )
+        changes[name] = OmegaConf.select(cfg, key)
+    return changes
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides the user typed (Hydra's task overrides); none outside a Hydra command."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def require_same_tokens(trained: dict, datamodule: WindowDataModule, source: str) -> None:
