@@ -66,12 +66,33 @@ def test_model_settings_a_runs_weights_fix_are_refused_and_dropout_is_taken(pret
 
     cfg = compose_train(tmp_path, "data=shakespeare_char", "model.drop_rate=0.25", "model.n_layers=3", f"init_from={pretrained_run}")
     # Before, any model.KEY= beside init_from=<run> was read by nothing, without a word.
-    with pytest.raises(ConfigError, match="model.n_layers=3 does not apply with init_from=.*only model.drop_rate can change"):
+    with pytest.raises(ConfigError, match="model.n_layers=3 does not apply with init_from=.*only model.drop_rate, model.attn_impl, model.fused_loss can"):
         trained_model_changes(cfg, ["model=gpt_small", "model.n_layers=3"])
     changes = trained_model_changes(cfg, ["model=gpt_small", "model.drop_rate=0.25"])  # model=NAME: not read
     assert changes == {"drop_rate": 0.25}
     model, _, _ = load_checkpoint_model(pretrained_run, key="init_from", model_changes=changes)
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.25}
+    # How it computes what the weights define can change too.
+    cfg = compose_train(tmp_path, "data=shakespeare_char", "model.fused_loss=false", f"init_from={pretrained_run}")
+    changes = trained_model_changes(cfg, ["model.fused_loss=false"])
+    model, _, _ = load_checkpoint_model(pretrained_run, key="init_from", model_changes=changes)
+    assert changes == {"fused_loss": False} and model.cfg.fused_loss is False
+
+
+def test_gpt2_weights_are_computed_as_the_config_says(tmp_path):
+    # init_from=gpt2 (or a Hugging Face folder) took model.drop_rate from the config, but built the GPT with
+    # the default attention and loss whatever model.attn_impl and model.fused_loss said.
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, n_positions=64)).save_pretrained(tmp_path / "hf")
+    cfg = compose_train(
+        tmp_path, "data=verdict", "data.max_length=32", f"init_from={tmp_path / 'hf'}",
+        "model.fused_loss=false", "model.attn_impl=manual", "model.drop_rate=0.0",
+    )
+    _, model, model_cfg = data_and_start_model(cfg)
+    assert (model.cfg.fused_loss, model.cfg.attn_impl, model.cfg.drop_rate) == (False, "manual", 0.0)
+    assert (model_cfg["fused_loss"], model_cfg["attn_impl"]) == (False, "manual")  # and so is the checkpoint's
 
 
 def test_the_window_trained_is_the_longer_of_the_checkpoints_and_this_runs(pretrained_run, tmp_path):

@@ -51,8 +51,9 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 
 
 
-def gpt_config_from_hf(hf_config: Mapping, drop_rate: float | None = None) -> dict:
-    """Our model config dict (with ``_target_``) for a Hugging Face GPT-2 ``config.json``."""
+def gpt_config_from_hf(hf_config: Mapping, drop_rate: float | None = None, runtime: Mapping | None = None) -> dict:
+    """Our model config dict (with ``_target_``) for a Hugging Face GPT-2 ``config.json``. ``runtime``: how our
+    GPT computes what the weights define (``attn_impl``, ``fused_loss``), else its defaults."""
     hf = dict(hf_config)
     model_type = hf.get("model_type", "gpt2")
     if model_type != "gpt2":
@@ -85,6 +86,7 @@ def gpt_config_from_hf(hf_config: Mapping, drop_rate: float | None = None) -> di
         "qkv_bias": True,
         "tie_weights": bool(hf.get("tie_word_embeddings", True)),
         "gelu": _OUR_GELU.get(activation),
+        **(runtime or {}),
     }
 
 
@@ -130,9 +132,9 @@ def state_dict_from_hf(hf_state: Mapping[str, torch.Tensor], cfg: GPTConfig) -> 
 
 
 def gpt_from_hf_state(
-    hf_state: Mapping[str, torch.Tensor], hf_config: Mapping, drop_rate: float | None = None
+    hf_state: Mapping[str, torch.Tensor], hf_config: Mapping, drop_rate: float | None = None, runtime: Mapping | None = None
 ) -> tuple[GPT, dict]:
-    model_cfg = gpt_config_from_hf(hf_config, drop_rate)
+    model_cfg = gpt_config_from_hf(hf_config, drop_rate, runtime)
     model = GPT(**{k: v for k, v in model_cfg.items() if k != "_target_"})
     state = state_dict_from_hf(hf_state, model.cfg)
     try:
@@ -206,14 +208,17 @@ def resolve_pretrained(name_or_path: str) -> Path:
     )
 
 
-def load_pretrained_gpt(name_or_path: str, drop_rate: float | None = None) -> tuple[GPT, dict]:
+def load_pretrained_gpt(
+    name_or_path: str, drop_rate: float | None = None, runtime: Mapping | None = None
+) -> tuple[GPT, dict]:
     """Our GPT with GPT-2 weights, and its model config dict (with ``_target_``, ready for a checkpoint).
 
     ``name_or_path`` is gpt2, gpt2-medium, gpt2-large, gpt2-xl or a local Hugging Face folder.
-    ``drop_rate`` overrides the dropout stored with the weights (e.g. 0.0 to fine-tune without it).
+    ``drop_rate`` overrides the dropout stored with the weights (e.g. 0.0 to fine-tune without it);
+    ``runtime`` sets ``attn_impl`` and ``fused_loss``.
     """
     state, config = read_hf_folder(resolve_pretrained(name_or_path))
-    return gpt_from_hf_state(state, config, drop_rate)
+    return gpt_from_hf_state(state, config, drop_rate, runtime)
 
 
 class HFTokenizer:

@@ -12,6 +12,12 @@ from gptlab.core.errors import ConfigError
 from gptlab.data.window_datamodule import WindowDataModule
 
 HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
+# How our GPT computes what its weights define (the fast path, BENCHMARKS.md): a model started from weights
+# takes them from the config, as a new one does.
+RUNTIME_SETTINGS = ("attn_impl", "fused_loss")
+# What a run started from a checkpoint may change of its model: its dropout (training, not the weights'
+# shape) and the runtime settings.
+CHANGEABLE_WHEN_TRAINED = ("drop_rate", *RUNTIME_SETTINGS)
 
 
 def data_and_start_model(cfg: DictConfig) -> tuple[WindowDataModule, nn.Module | None, dict]:
@@ -94,7 +100,8 @@ def load_pretrained_gpt2(cfg: DictConfig, datamodule: WindowDataModule) -> tuple
     from gptlab.hub.gpt2_import import load_pretrained_gpt  # transformers is slow to import: only when needed
 
     require_gpt2_tokens(datamodule, f"init_from={cfg.init_from}")
-    model, model_cfg = load_pretrained_gpt(str(cfg.init_from), drop_rate=cfg.model.get("drop_rate"))
+    runtime = {key: cfg.model[key] for key in RUNTIME_SETTINGS if cfg.model.get(key) is not None}
+    model, model_cfg = load_pretrained_gpt(str(cfg.init_from), drop_rate=cfg.model.get("drop_rate"), runtime=runtime)
     datamodule.fit_window(model.context_length, "the pretrained context_length")
     print(f"init_from={cfg.init_from}: starting from pretrained weights ({model_cfg})", flush=True)
     return model, model_cfg
@@ -118,14 +125,11 @@ def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowDataModule) -> tu
     return model, model_cfg
 
 
-# What a run started from a checkpoint may change of its model: dropout is training, not the weights' shape.
-CHANGEABLE_WHEN_TRAINED = ("drop_rate",)
-
-
 def trained_model_changes(cfg: DictConfig, overrides: list[str]) -> dict:
     """The model settings of a run started from a gptlab checkpoint (``init_from=<run>``) that the command
-    line changes: ``model.drop_rate`` alone; the rest is the checkpoint's (its shape fits its weights). Any
-    other ``model.KEY=`` was read by nothing, without a word: it is refused."""
+    line changes: ``model.drop_rate``, ``model.attn_impl``, ``model.fused_loss``; the rest is the checkpoint's
+    (its shape fits its weights, its GELU is what it learned with). Any other ``model.KEY=`` was read by
+    nothing, without a word: it is refused."""
     changes = {}
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
