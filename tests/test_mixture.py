@@ -227,3 +227,35 @@ def test_each_bad_mixture_gets_a_clear_message(mixture):
     # Character vocabularies are each corpus's own: one model cannot read both.
     message = bad(mixture, [{"kind": "verdict"}, {"kind": "shakespeare"}], tokenizer="char")
     assert "data.sources[1] (shakespeare) is tokenised differently from data.sources[0] (verdict)" in message
+
+
+def test_eval_scores_each_source_of_a_mixture_as_it_would_alone_and_the_mixture_over_all(mixture, data_dir, tmp_path):
+    from omegaconf import OmegaConf
+    from tiny_models import TINY_GPT
+
+    from gptlab.checkpoints.loading import LoadedModel
+    from gptlab.data.tokenizers import GPT2Tokenizer
+    from gptlab.evaluation.command import perplexity_on_data
+    from gptlab.models.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(**{k: v for k, v in TINY_GPT.items() if k != "_target_"}).eval()
+    loaded = LoadedModel(model=model, tokenizer=GPT2Tokenizer(), trained_window=32, source="tiny")
+    plays = {"kind": "text", "path": str(mixture.plays), "val_ratio": 0.3, "name": "plays"}
+
+    def scored(*sources) -> dict:
+        data = {
+            "_target_": "gptlab.data.mixture_datamodule.MixtureDataModule", "sources": list(sources),
+            "data_dir": str(data_dir), "cache_dir": str(tmp_path / "cache"), "batch_size": 4, "max_length": 32,
+        }
+        cfg = OmegaConf.create({"data": data, "eval": {"split": "val", "batch_size": 8}})
+        return perplexity_on_data(cfg, loaded, context=32, stride=32, device="cpu")[1]
+
+    both, plays_alone, verdict_alone = scored(plays, {"kind": "verdict"}), scored(plays), scored({"kind": "verdict"})
+    for name, alone in (("plays", plays_alone), ("verdict", verdict_alone)):
+        assert "plays/nll" not in alone  # one source: the figures are its own, once
+        for metric in ("nll", "ppl", "bits_per_byte", "tokens"):
+            assert both[f"{name}/{metric}"] == pytest.approx(alone[metric], rel=1e-6)
+    assert both["tokens"] == plays_alone["tokens"] + verdict_alone["tokens"]
+    whole = (plays_alone["nll"] * plays_alone["tokens"] + verdict_alone["nll"] * verdict_alone["tokens"]) / both["tokens"]
+    assert both["nll"] == pytest.approx(whole, rel=1e-6)

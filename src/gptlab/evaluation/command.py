@@ -93,13 +93,29 @@ def perplexity_on_data(cfg: DictConfig, loaded: LoadedModel, context: int, strid
             f"data.tokenizer={setting_of(ours.spec())} (a character model: the corpus it was trained on)"
         )
     split = cfg.eval.split
-    score = StreamScore()
-    for part in SPLITS[split]:
-        streams = datamodule.token_streams(part)
-        score.add(score_streams(loaded.model, streams, context, stride, cfg.eval.batch_size, device, ours.byte_length))
+    score, by_source = StreamScore(), {}
+    for source, data in sources_of(datamodule):
+        part = StreamScore()
+        for split_part in SPLITS[split]:
+            streams = data.token_streams(split_part)
+            part.add(score_streams(loaded.model, streams, context, stride, cfg.eval.batch_size, device, ours.byte_length))
+        score.add(part)
+        by_source[source] = part
     if score.tokens == 0:
         raise ConfigError(f"data={datamodule.name} has no token to score in its {split} split")
-    return {"name": datamodule.name, "split": split}, score.metrics()
+    metrics = score.metrics()
+    if len(by_source) > 1:  # data=mixture: each source's own figures too, as <source>/ppl ...
+        for source, part in by_source.items():
+            metrics.update({f"{source}/{name}": value for name, value in part.metrics().items() if name != "bytes"})
+    return {"name": datamodule.name, "split": split}, metrics
+
+
+def sources_of(datamodule) -> list[tuple[str | None, object]]:
+    """(name, data module) of each source a mixture mixes; the data module itself for other data."""
+    names = getattr(datamodule, "source_names", None)  # a mixture's, once its tokenizer is loaded
+    if names is None:
+        return [(None, datamodule)]
+    return list(zip(names, datamodule.sources, strict=True))
 
 
 def with_run_data(cfg: DictConfig) -> DictConfig:
