@@ -121,6 +121,7 @@ def test_two_machines_started_by_hand_train_like_one_process(tmp_path, single_di
     assert "MEMBER: 2/2" in outputs[1]
     assert (tmp_path / "node0" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "node1" / "checkpoints").exists()  # global rank zero alone checkpoints
+    assert not (tmp_path / "node1" / "csv").exists()  # and logs (an empty csv/ was left there)
     assert column(read_metrics(tmp_path / "node0"), "val/loss") == pytest.approx(
         column(read_metrics(single_dir), "val/loss"), abs=1e-4
     )

@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.trainer.states import RunningStage
 
 from gptlab.compat import warn_if_untested
@@ -166,6 +167,7 @@ class AppendingCSVLogger(CSVLogger):
     """CSVLogger that keeps the metrics already in its folder, so a resumed run continues the same file."""
 
     @property
+    @rank_zero_experiment  # as Lightning's own: other ranks (another node's run folder) get no csv/ folder
     def experiment(self) -> _AppendingWriter:
         if self._experiment is None:
             os.makedirs(self.root_dir, exist_ok=True)
