@@ -185,10 +185,11 @@ class LanguageModelModule(L.LightningModule):
             self.val_loss_by_source[dataloader_idx].update(loss, weight=scored)
 
     def on_validation_epoch_end(self) -> None:
-        by_source = self.validation_loss_by_source()
         if self.trainer.sanity_checking:
-            self.val_loss.reset()
+            for metric in [self.val_loss, *(self.val_loss_by_source or [])]:
+                metric.reset()
             return
+        by_source = self.validation_loss_by_source()
         val_loss = self.val_loss.compute()
         self.val_loss.reset()
         if self.validating_best_checkpoint:
