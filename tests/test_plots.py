@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cli_runner import TINY_RUN, assert_ok, run_train
 
-from gptlab.sweeps.plots import curves_from_rows, plot_run
+from gptlab.sweeps.plots import Curves, curves_from_rows, plot_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -39,6 +39,20 @@ def test_plot_run_writes_a_png_even_without_validation(tmp_path):
     )
     assert_png(path)
 
+
+
+@pytest.mark.parametrize("decades", [0.1, 4], ids=["within-a-decade", "four-decades"])
+def test_the_perplexity_axis_labels_its_ticks_in_plain_text(tmp_path, monkeypatch, decades):
+    # The log scale's TeX labels ($10^{2}$) were a third of a run's plot time, which every run's end waited for.
+    from matplotlib.mathtext import MathTextParser
+
+    def refuse(self, text, *args, **kwargs):
+        raise AssertionError(f"a label was parsed as TeX: {text}")
+
+    monkeypatch.setattr(MathTextParser, "parse", refuse)
+    losses = [1.5 + decades * 2.3 * i / 9 for i in range(10)]
+    path = plot_run(Curves(train=[(1e6 * i, loss) for i, loss in enumerate(losses)]), tmp_path / "p.png")
+    assert_png(path)
 
 @pytest.mark.e2e
 def test_a_training_run_saves_its_loss_curves_and_logs_them_to_wandb(tmp_path):
