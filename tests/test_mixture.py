@@ -4,6 +4,7 @@ tokens counted per source are the ones drawn, and each bad mixture gets one clea
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -179,6 +180,14 @@ def test_validation_logs_each_sources_loss_and_the_mixtures_over_all_their_token
     whole = sum(loss for loss, _ in totals.values()) / sum(count for _, count in totals.values())
     assert logged["val/loss"] == pytest.approx(whole, rel=1e-5)
     assert logged["val/loss/plays"] != pytest.approx(logged["val/loss/verdict"], rel=1e-3)
+
+    # best.ckpt validated after fit (validate_after_fit) reports each source too, under best/.
+    module.validating_best_checkpoint = True
+    trainer.validate(module, datamodule=dm)
+    best = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("best/")}
+    expected = {"best/val_loss" + name[len("val/loss"):]: logged[name] for name in ("val/loss", "val/loss/plays", "val/loss/verdict")}
+    expected["best/val_ppl"] = math.exp(logged["val/loss"])
+    assert best == pytest.approx(expected, rel=1e-6)
 
 
 def test_the_drawn_count_travels_in_the_checkpoint(mixture):

@@ -196,6 +196,8 @@ class LanguageModelModule(L.LightningModule):
             # Drawn as val/loss it read as the final weights' loss, one step after the last validation.
             self.log("best/val_loss", val_loss, sync_dist=True)
             self.log("best/val_ppl", torch.exp(val_loss), sync_dist=True)
+            for name, loss in by_source.items():
+                self.log(f"best/val_loss/{name}", loss, sync_dist=True)
             return
         self.best_val_loss = min(self.best_val_loss, val_loss.item())
         self.last_validation = {"step": self.global_step, "val/loss": val_loss.item()}
