@@ -15,7 +15,7 @@ from torch import nn
 
 from gptlab.core.errors import ConfigError, GptlabError, first_line
 from gptlab.models.checks import check_window
-from gptlab.models.language_model import LanguageModel
+from gptlab.models.language_model import LanguageModel, is_peft_model
 
 # Config keys that name the context window, by model family.
 _CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length")
@@ -120,9 +120,7 @@ class HFCausalLM(LanguageModel):
         return self
 
     def merge_lora(self) -> nn.Module:
-        from peft import PeftModel
-
-        if isinstance(self.hf, PeftModel):
+        if is_peft_model(self.hf):
             self.hf = self.hf.merge_and_unload()
         return self
 

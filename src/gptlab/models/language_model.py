@@ -9,6 +9,7 @@ hub and the throughput callback call these; none of them switches on a model's t
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -84,6 +85,13 @@ class LanguageModel(nn.Module):
             "only the GPT (model=gpt124m, gpt_small, ...) and model=hf_causal_lm export to Hugging Face; "
             f"this is {type(self).__name__}"
         )
+
+
+def is_peft_model(module: nn.Module) -> bool:
+    """Whether peft's LoRA wrapper holds ``module``'s adapters. Only a process that imported peft can have
+    made one: the others (generating from a plain checkpoint) skip peft's import, seconds of their start."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(module, peft.PeftModel)
 
 
 def find_language_model(module: nn.Module) -> LanguageModel | None:

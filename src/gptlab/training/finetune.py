@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from gptlab.core.errors import ConfigError
-from gptlab.models.language_model import LanguageModel, language_model
+from gptlab.models.language_model import LanguageModel, is_peft_model, language_model
 
 
 def _lora_config(cfg: dict, model: LanguageModel):
@@ -41,9 +41,7 @@ def apply_finetune(model: LanguageModel, cfg: dict | None) -> nn.Module:
 
 def merge_finetune(model: nn.Module) -> LanguageModel:
     """Fold LoRA adapters into the base weights; a model without adapters comes back as it is."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):  # the adapters were added around the model
+    if is_peft_model(model):  # the adapters were added around the model
         model = model.merge_and_unload()
     return language_model(model).merge_lora()
 
