@@ -192,28 +192,6 @@ def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path):
     assert (sweep_dir / "report.md").is_file()
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["model=gpt_huge"], "Could not find 'model/gpt_huge'"),
-        (["model.n_heads=3"], "error: model.emb_dim=32 is not divisible by model.n_heads=3"),
-        (["data.max_length=128"], "error: data.max_length=128 is longer than model.context_length=64"),
-        pytest.param(
-            ["trainer.accelerator=gpu"],
-            "error: trainer.accelerator=gpu but PyTorch sees no CUDA GPU",
-            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
-        ),
-    ],
-    ids=["unknown-option", "heads", "window", "no-gpu"],
-)
-def test_bad_override_gets_one_clear_line(tmp_path, overrides, message):
-    result = run_train(tmp_path / "run", "model=gpt_tiny", "data=verdict", "debug=fast", "logger=csv", *overrides)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert not (tmp_path / "run" / "checkpoints").exists()
-
-
 def test_init_from_a_hugging_face_folder_starts_from_its_weights(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
