@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from cli_runner import TINY_RUN, assert_ok, run_train
+from cli_runner import TINY_RUN, assert_ok, clean_env
+from repo import REPO_ROOT
 
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_run
 
@@ -40,7 +44,6 @@ def test_plot_run_writes_a_png_even_without_validation(tmp_path):
     assert_png(path)
 
 
-
 @pytest.mark.parametrize("decades", [0.1, 4], ids=["within-a-decade", "four-decades"])
 def test_the_perplexity_axis_labels_its_ticks_in_plain_text(tmp_path, monkeypatch, decades):
     # The log scale's TeX labels ($10^{2}$) were a third of a run's plot time, which every run's end waited for.
@@ -54,12 +57,20 @@ def test_the_perplexity_axis_labels_its_ticks_in_plain_text(tmp_path, monkeypatc
     path = plot_run(Curves(train=[(1e6 * i, loss) for i, loss in enumerate(losses)]), tmp_path / "p.png")
     assert_png(path)
 
+
 @pytest.mark.e2e
 def test_a_training_run_saves_its_loss_curves_and_logs_them_to_wandb(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_train(run_dir, "model=gpt_tiny", "data=verdict", *TINY_RUN)  # default logger: wandb + csv
+    result = subprocess.run(  # the default logger: wandb + csv
+        [sys.executable, "-X", "importtime", "train.py", f"hydra.run.dir={run_dir}", "model=gpt_tiny", "data=verdict", *TINY_RUN],
+        cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=600,
+    )
     assert_ok(result)
     assert_png(run_dir / "loss_curves.png")
     assert f"loss curves: {run_dir / 'loss_curves.png'}" in result.stdout
     [logged] = (run_dir / "wandb").glob("offline-run-*/files/media/images/loss_curves_*.png")
     assert_png(logged)
+    assert list((run_dir / "wandb").glob("offline-run-*/files/media/table/samples_*.table.json"))
+    # wandb imported pandas at the first table or image it logged, only to ask whether it was a DataFrame.
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "wandb" in imported and "pandas" not in imported

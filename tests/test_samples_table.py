@@ -46,3 +46,18 @@ def test_the_samples_table_grows_by_one_row_per_validation(tmp_path, data_dir, m
     resumed = TextSampleCallback()
     resumed.load_state_dict(samples.state_dict())
     assert resumed.rows == latest["data"]
+
+
+def test_wandb_still_knows_a_data_frame_where_pandas_is_loaded():
+    # gptlab.compat.wandb asks only where pandas is loaded: a user's own DataFrame is still one.
+    import pandas as pd
+    import wandb
+    from wandb import util
+
+    from gptlab.compat.wandb import ask_about_data_frames_only_where_pandas_is_loaded
+
+    ask_about_data_frames_only_where_pandas_is_loaded()
+    ask_about_data_frames_only_where_pandas_is_loaded()  # once: not wrapped twice
+    assert util.is_pandas_data_frame.pandas_only_where_loaded
+    assert util.is_pandas_data_frame(pd.DataFrame({"step": [2], "text": ["a"]}))
+    assert not util.is_pandas_data_frame(wandb.Table(columns=["step", "text"], data=[[2, "a"]]))

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gptlab.compat.hydra import instantiate_config
 from gptlab.compat.lightning import AppendingCSVLogger, offline_wandb_started, without_unset_anonymous
+from gptlab.compat.wandb import ask_about_data_frames_only_where_pandas_is_loaded
 from gptlab.config.unknown_keys import unknown_key_message
 from gptlab.core.errors import ConfigError
 from gptlab.core.redaction import redact_config
@@ -55,7 +56,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             logger_cfg = logger_cfg.copy()
             logger_cfg._target_ = f"{AppendingCSVLogger.__module__}.AppendingCSVLogger"
         logger = instantiate_config(logger_cfg, f"logger.{name}")
-        loggers.append(without_unset_anonymous(logger) if isinstance(logger, WandbLogger) else logger)
+        if isinstance(logger, WandbLogger):
+            ask_about_data_frames_only_where_pandas_is_loaded()
+            logger = without_unset_anonymous(logger)
+        loggers.append(logger)
     return loggers
 
 
