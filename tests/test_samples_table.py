@@ -57,7 +57,8 @@ def test_wandb_still_knows_a_data_frame_where_pandas_is_loaded():
     from gptlab.compat.wandb import ask_about_data_frames_only_where_pandas_is_loaded
 
     ask_about_data_frames_only_where_pandas_is_loaded()
-    ask_about_data_frames_only_where_pandas_is_loaded()  # once: not wrapped twice
-    assert util.is_pandas_data_frame.pandas_only_where_loaded
+    patched = util.is_pandas_data_frame
+    ask_about_data_frames_only_where_pandas_is_loaded()
+    assert util.is_pandas_data_frame is patched and patched.pandas_only_where_loaded  # wrapped once
     assert util.is_pandas_data_frame(pd.DataFrame({"step": [2], "text": ["a"]}))
     assert not util.is_pandas_data_frame(wandb.Table(columns=["step", "text"], data=[[2, "a"]]))
