@@ -167,6 +167,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=4", "data.train_ratio=0.05"],
         ["8 windows, 2 for each of 4 ranks, fewer than one batch of data.batch_size=4", "fewer trainer.devices"],
     ),
+    # Refused by every DDP rank once fit had started them: the same line once per rank.
+    "prompt-outside-a-character-vocabulary-under-ddp": (
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data=shakespeare_char", 'callbacks.text_sample.prompt="~~"'],
+        ["characters '~' are not in this model's 65-character vocabulary"],
+    ),
     "output-not-writable": (
         ["hydra.run.dir={tmp}/a-file/run"],
         ["cannot create the run folder", "hydra.run.dir=PATH"],

@@ -37,8 +37,12 @@ class TextSampleCallback(L.Callback):
         self.seed = seed
         self.rows: list[list] = []  # [step, text] of every sample so far (the wandb table)
 
+    def check_prompt(self, tokenizer) -> None:
+        """A prompt the vocabulary cannot encode fails now, not at the first validation."""
+        tokenizer.encode(self.prompt)
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.tokenizer.encode(self.prompt)  # a prompt the vocabulary cannot encode fails now, not later
+        self.check_prompt(pl_module.tokenizer)  # train.py checked it before fit; a Trainer of yours may not
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Only while fitting: a stand-alone `trainer.validate` would repeat the last sample.

@@ -24,7 +24,7 @@ from gptlab.core.redaction import scrub_saved_configs
 from gptlab.data.window_datamodule import WindowDataModule
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
-from gptlab.training.callbacks import ValidateAtMaxSteps
+from gptlab.training.callbacks import TextSampleCallback, ValidateAtMaxSteps
 from gptlab.training.console import (
     hide_checkpoint_folder_warning,
     hide_lightnings_notes_to_itself,
@@ -194,6 +194,9 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     launch_ranks_as_single_runs()  # DDP ranks of a multirun job join the job, not a new sweep
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
+    for callback in callbacks:  # before fit starts DDP's other ranks, which would each print the same error
+        if isinstance(callback, TextSampleCallback):
+            callback.check_prompt(datamodule.tokenizer)
     trainer: L.Trainer = instantiate_config(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO(resume)],
         **max_time_as_lightning_takes_it(cfg.trainer),
