@@ -25,9 +25,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_script(script: str, *overrides: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *overrides: str, env: dict | None = None, timeout: int = 600, python_args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """``python_args``: flags of Python itself, e.g. ``("-X", "importtime")`` (see :func:`imported_modules`)."""
     return subprocess.run(
-        [sys.executable, script, *overrides],
+        [sys.executable, *python_args, script, *overrides],
         cwd=REPO_ROOT,
         env=env or clean_env(),
         capture_output=True,
@@ -36,8 +39,18 @@ def run_script(script: str, *overrides: str, env: dict | None = None, timeout: i
     )
 
 
-def run_train(run_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run_script("train.py", f"hydra.run.dir={run_dir}", *overrides, env=env)
+def run_train(
+    run_dir: Path, *overrides: str, env: dict | None = None, python_args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    return run_script("train.py", f"hydra.run.dir={run_dir}", *overrides, env=env, python_args=python_args)
+
+
+IMPORT_TIMES = ("-X", "importtime")
+
+
+def imported_modules(result: subprocess.CompletedProcess) -> set[str]:
+    """The modules a command run with ``python_args=IMPORT_TIMES`` imported (Python lists them on stderr)."""
+    return {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import TINY_GPT_RUN, assert_ok, clean_env, run_script, run_train
-from repo import DATA_DIR, REPO_ROOT
+from cli_runner import IMPORT_TIMES, TINY_GPT_RUN, assert_ok, imported_modules, run_script, run_train
+from repo import DATA_DIR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
 # its module fixture's runs (one a case) run once, not once a worker.
@@ -265,11 +264,8 @@ def test_device_mistakes_are_refused_before_lightning_is_imported(case, tmp_path
     if case in MACHINE_HAS and MACHINE_HAS[case]():
         pytest.skip(f"this machine has what the '{case}' case lacks")
     overrides, words = CASES[case]
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "train.py", f"hydra.run.dir={tmp_path}/run", *BASE, *overrides],
-        cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=300,
-    )
+    result = run_train(tmp_path / "run", *BASE, *overrides, python_args=IMPORT_TIMES)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1 and all(w in errors[0] for w in words), result.stderr[-3000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = imported_modules(result)
     assert "hydra" in imported and "lightning" not in imported, errors[0]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from cli_runner import assert_ok, clean_env, run_script
+from cli_runner import IMPORT_TIMES, assert_ok, clean_env, imported_modules, run_script
 from repo import REPO_ROOT
 from tiny_models import TINY_GPT
 from trainers import quiet_trainer
@@ -114,17 +114,21 @@ def test_a_prompt_file_from_any_editor_is_read_or_refused_in_one_line(tmp_path):
 
 @pytest.mark.e2e
 def test_gpt_checkpoint_with_gpt2_tokenizer(ckpts):
-    overrides = [f"ckpt_path={ckpts['gpt']}", "prompt=Every effort moves you", "num_samples=2", "max_new_tokens=8", "top_p=0.9"]
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "generate.py", *overrides],
-        cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=300,
+    result = run_script(
+        "generate.py",
+        f"ckpt_path={ckpts['gpt']}",
+        "prompt=Every effort moves you",
+        "num_samples=2",
+        "max_new_tokens=8",
+        "top_p=0.9",
+        python_args=IMPORT_TIMES,
     )
     assert_ok(result)
     texts = samples(result.stdout)
     assert len(texts) == 2 and all(t.startswith("Every effort moves you") for t in texts)
     # A checkpoint without LoRA adapters is generated from without peft, and so without transformers: the
     # check for peft's wrapper imported both, seconds of every start.
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = imported_modules(result)
     assert "torch" in imported and not imported & {"peft", "transformers", "lightning"}, imported & {"peft", "transformers", "lightning"}
 
 

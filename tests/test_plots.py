@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from cli_runner import TINY_RUN, assert_ok, clean_env
-from repo import REPO_ROOT
+from cli_runner import IMPORT_TIMES, TINY_RUN, assert_ok, imported_modules, run_train
 
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_run
 
@@ -61,10 +57,8 @@ def test_the_perplexity_axis_labels_its_ticks_in_plain_text(tmp_path, monkeypatc
 @pytest.mark.e2e
 def test_a_training_run_saves_its_loss_curves_and_logs_them_to_wandb(tmp_path):
     run_dir = tmp_path / "run"
-    result = subprocess.run(  # the default logger: wandb + csv
-        [sys.executable, "-X", "importtime", "train.py", f"hydra.run.dir={run_dir}", "model=gpt_tiny", "data=verdict", *TINY_RUN],
-        cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=600,
-    )
+    # The default logger: wandb + csv.
+    result = run_train(run_dir, "model=gpt_tiny", "data=verdict", *TINY_RUN, python_args=IMPORT_TIMES)
     assert_ok(result)
     assert_png(run_dir / "loss_curves.png")
     assert f"loss curves: {run_dir / 'loss_curves.png'}" in result.stdout
@@ -72,5 +66,5 @@ def test_a_training_run_saves_its_loss_curves_and_logs_them_to_wandb(tmp_path):
     assert_png(logged)
     assert list((run_dir / "wandb").glob("offline-run-*/files/media/table/samples_*.table.json"))
     # wandb imported pandas at the first table or image it logged, only to ask whether it was a DataFrame.
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = imported_modules(result)
     assert "wandb" in imported and "pandas" not in imported
