@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -81,3 +83,24 @@ def importable_from_tests(env: dict[str, str]) -> dict[str, str]:
     """``env`` with this folder on PYTHONPATH, so a subprocess can instantiate the callbacks above."""
     paths = [str(TESTS_DIR), *filter(None, [env.get("PYTHONPATH")])]
     return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def checkpoint_step(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
+    except Exception:  # not written yet
+        return -1
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(
+                f"run ended (exit {process.returncode}) before the test could stop it\n{out[-2000:]}\n{err[-2000:]}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("timed out waiting for the run")
+        time.sleep(0.05)

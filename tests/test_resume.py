@@ -7,14 +7,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from cli_runner import assert_ok, clean_env, read_metrics, run_train
 from repo import DATA_DIR, REPO_ROOT
-from slow_runs import importable_from_tests, slow_overrides
+from slow_runs import checkpoint_step, importable_from_tests, slow_overrides, wait_for
 
 from gptlab.checkpoints.reader import load_checkpoint_safely
 from gptlab.core.files import atomic_write_bytes
@@ -68,27 +67,6 @@ def start_train(run_dir: Path, *overrides: str, slow_steps: float = 0, slow_save
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def checkpoint_step(path: Path) -> int:
-    try:
-        return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
-    except Exception:  # not written yet
-        return -1
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(
-                f"run ended (exit {process.returncode}) before the test could stop it\n{out[-2000:]}\n{err[-2000:]}"
-            )
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("timed out waiting for the run")
-        time.sleep(0.05)
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

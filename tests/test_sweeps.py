@@ -3,31 +3,45 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import yaml
 from cli_runner import TINY_RUN, assert_ok, clean_env, run_script
 from hydra import compose, initialize_config_dir
 from repo import REPO_ROOT
+from slow_runs import checkpoint_step, importable_from_tests, slow_overrides, wait_for
 
 from gptlab.sweeps.slurm import TrainJob, slurm_parameters
 
 
-def search(tmp_path, *overrides: str):
-    """Three trials of the tiny model, into tmp_path/search, the study kept in tmp_path/optuna.db."""
-    return run_script(
+def search_args(tmp_path, *overrides: str) -> list[str]:
+    """A search of the tiny model (three trials), into tmp_path/search, the study kept in tmp_path/optuna.db."""
+    return [
         "train.py",
         "-m",
         "hparams_search=lr_warmup_wd",
         f"hydra.sweep.dir={tmp_path / 'search'}",
         "hydra.sweeper.n_trials=3",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",  # a study that can be continued
-        *overrides,
         "model=gpt_tiny",
         "data=verdict",
         *TINY_RUN,
         "logger=csv",
-    )
+        *overrides,
+    ]
+
+
+def search(tmp_path, *overrides: str):
+    return run_script(*search_args(tmp_path, *overrides))
+
+
+def saved_study(tmp_path):
+    import optuna
+
+    return optuna.load_study(study_name="lr_warmup_wd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 
 
 @pytest.mark.e2e
@@ -57,9 +71,7 @@ def test_optuna_search_runs_trials_and_reports_the_lowest_val_loss(tmp_path):
     assert len(losses) == 3
     assert best["best_value"] == pytest.approx(min(losses), abs=1e-4)  # what train.py returned, minimised
 
-    import optuna
-
-    study = optuna.load_study(study_name="lr_warmup_wd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = saved_study(tmp_path)
     assert len(study.trials) == 3 and study.best_value == pytest.approx(best["best_value"])
 
     from gptlab.sweeps.report import write_report
@@ -75,7 +87,7 @@ def test_a_trial_that_diverges_is_marked_failed_and_the_search_goes_on(tmp_path)
     assert_ok(result)  # the search finished, with a best trial
     import optuna
 
-    study = optuna.load_study(study_name="lr_warmup_wd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = saved_study(tmp_path)
     failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(study.trials) == 3 and failed and completed, [t.state for t in study.trials]
@@ -83,6 +95,43 @@ def test_a_trial_that_diverges_is_marked_failed_and_the_search_goes_on(tmp_path)
     jobs = ", ".join(f"job {n}" for n in failed)
     assert f"note: {len(failed)} of 3 jobs failed ({jobs}); each one's error is above" in result.stderr
     assert study.best_value == min(t.value for t in completed)
+
+
+@pytest.mark.e2e
+def test_a_stopped_search_fails_its_trial_and_a_continued_one_tries_new_values(tmp_path):
+    import optuna
+
+    # Stopped in job 0's training: its trial stayed RUNNING in the saved study for ever.
+    long_trials = ["trainer.max_epochs=100", "callbacks.last_checkpoint.every_n_train_steps=1"]
+    process = subprocess.Popen(
+        [sys.executable, *search_args(tmp_path, *long_trials, *slow_overrides(steps=0.2))],
+        cwd=REPO_ROOT,
+        env=importable_from_tests(clean_env()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: checkpoint_step(tmp_path / "search" / "0" / "checkpoints" / "last.ckpt") >= 1, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    [stopped] = saved_study(tmp_path).trials
+    assert stopped.state == optuna.trial.TrialState.FAIL, stopped.state
+    assert "note: Optuna trial 0 of study lr_warmup_wd marked failed (stopped before it finished)" in err
+
+    # Continued: its seeded sampler started over and proposed trial 0's values again, and its job 0 found
+    # the first search's checkpoints in the same sweep folder and failed.
+    result = search(tmp_path, "hydra.sweeper.n_trials=2")
+    assert_ok(result)
+    assert "note: study lr_warmup_wd in sqlite:///" in result.stderr
+    assert "has 1 trial: continuing it from trial 1 (job folder 1), its sampler seeded 1338" in result.stderr
+    trials = saved_study(tmp_path).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(t.params != stopped.params for t in trials[1:]), [t.params for t in trials]
+    assert sorted(p.name for p in (tmp_path / "search").iterdir() if p.is_dir()) == ["0", "1", "2"]
+    for trial in trials[1:]:
+        overrides = yaml.safe_load((tmp_path / "search" / str(trial.number) / ".hydra" / "overrides.yaml").read_text())
+        assert f"optim.lr={trial.params['optim.lr']}" in overrides  # job folder N holds trial N
 
 
 def compose_train(*overrides: str):
