@@ -1,8 +1,9 @@
 """Every use of a private Lightning, Hydra or torch name, one module per library (``compat.lightning``,
-``compat.hydra``, ``compat.torch``), and the workarounds for torchmetrics' import (``compat.torchmetrics``) and
-wandb's pandas import (``compat.wandb``): what each patch works around, and the version it was written for.
+``compat.hydra``, ``compat.torch``), Hydra's Optuna sweeper subclassed (``compat.optuna_sweeper``), and the
+workarounds for torchmetrics' import (``compat.torchmetrics``) and wandb's pandas import (``compat.wandb``): what
+each patch works around, and the version it was written for.
 
-Nothing else in gptlab reaches into either library's internals. Importing a module here warns once when the
+Nothing else in gptlab reaches into these libraries' internals. Importing a module here warns once when the
 installed version is not the one its patches were written (and tested) against.
 """
 
