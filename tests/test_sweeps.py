@@ -170,8 +170,19 @@ def test_slurm_job_function_trains_and_requeues_into_the_same_folder(tmp_path, m
     assert f"hydra.run.dir={run_dir}" in command and command[-1] == "ckpt_path=last"
 
 
-def test_a_search_whose_every_trial_failed_ends_in_one_line(monkeypatch, capsys):
-    # Optuna's own "No trials are completed yet" ValueError (it asks for the best trial) follows the failures.
+@pytest.mark.e2e
+def test_a_search_whose_every_trial_failed_ends_in_one_line_that_says_so(tmp_path):
+    result = search(tmp_path, "hydra.sweeper.n_trials=2", "optim.lr=1e9")  # diverges at the first step
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    # Optuna 2.10's words for it were "Record does not exist." (the plugin asks for the best trial at the end).
+    assert result.stderr.splitlines()[-1] == (
+        "error: 2 of 2 jobs failed (job 0, job 1); each one's error is above; then the sweeper: no trial of "
+        "study lr_warmup_wd completed, so it has no best parameters"
+    )
+
+
+def test_the_line_after_a_search_whose_every_trial_failed(monkeypatch, capsys):
+    # The sweeper's own error (it asks for the best trial) follows the failures.
     from gptlab.core import sweep_jobs
 
     monkeypatch.setattr(sweep_jobs, "_jobs", sweep_jobs._Jobs())
@@ -179,14 +190,14 @@ def test_a_search_whose_every_trial_failed_ends_in_one_line(monkeypatch, capsys)
         sweep_jobs.job_started()
         sweep_jobs.fail_job(sweep_jobs.Job(job, ("optim.lr=1e9",)), "error", "train/loss is nan at step 1")
     with pytest.raises(SystemExit) as stopped:
-        sweep_jobs.end_of_sweep(ValueError("No trials are completed yet."))
+        sweep_jobs.end_of_sweep(ValueError("no trial of study s completed, so it has no best parameters"))
     assert stopped.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "error: job 0 (optim.lr=1e9): train/loss is nan at step 1",
         "error: job 1 (optim.lr=1e9): train/loss is nan at step 1",
-        "error: 2 of 2 jobs failed (job 0, job 1); each one's error is above; then the sweeper: No trials are "
-        "completed yet.",
+        "error: 2 of 2 jobs failed (job 0, job 1); each one's error is above; then the sweeper: no trial of study "
+        "s completed, so it has no best parameters",
     ]
 
 

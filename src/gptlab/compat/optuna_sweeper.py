@@ -51,8 +51,12 @@ class OptunaSweeperFailingStoppedTrials(OptunaSweeperImpl):
         self.continue_saved_study()
         try:
             super().sweep(arguments)
-        except BaseException:  # the stop itself (SystemExit, KeyboardInterrupt) above all
+        except BaseException as err:  # the stop itself (SystemExit, KeyboardInterrupt) above all
             self.fail_unfinished_trials()
+            if isinstance(err, ValueError) and self.in_flight and not completed_trials(self.in_flight[0].study):
+                # Optuna's words for it, as the plugin asks for the best trial at the end: "Record does not exist."
+                name = self.in_flight[0].study.study_name
+                raise ValueError(f"no trial of study {name} completed, so it has no best parameters") from None
             raise
 
     def continue_saved_study(self) -> None:
@@ -93,6 +97,10 @@ class OptunaSweeperFailingStoppedTrials(OptunaSweeperImpl):
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def trials_so_far(study_name: str | None, storage: Any) -> int:
