@@ -171,6 +171,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data=shakespeare_char", 'callbacks.text_sample.prompt="~~"'],
         ["characters '~' are not in this model's 65-character vocabulary"],
     ),
+    # Not a setting out of range, but the same mistake met by every rank: each printed its line.
+    "learning-rate-that-diverges-under-ddp": (
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "optim.lr=1e9"],
+        ["train/loss is nan at step 1", "Lower optim.lr"],
+    ),
     "output-not-writable": (
         ["hydra.run.dir={tmp}/a-file/run"],
         ["cannot create the run folder", "hydra.run.dir=PATH"],

@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,8 @@ def test_a_failing_ddp_job_ends_its_sweep_and_leaves_no_process_behind(tmp_path)
         timeout=300,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert re.search(r"^error: job 0 \([^)]*optim.lr=1000000000.0\): train/loss is nan", result.stderr, re.M)
+    # Once: both ranks met it, and each printed it.
+    assert len(re.findall(r"^error: job 0 \([^)]*optim.lr=1000000000.0\): train/loss is nan", result.stderr, re.M)) == 1
     assert not (sweep_dir / "1").exists()
     left = [p for p in Path("/proc").glob("[0-9]*") if str(sweep_dir).encode() in _command_line(p)]
     assert not left, [_command_line(p) for p in left]
@@ -190,6 +192,26 @@ def _command_line(process: Path) -> bytes:
         return (process / "cmdline").read_bytes()
     except OSError:  # it ended while we looked
         return b""
+
+
+def test_a_line_every_rank_of_a_launch_meets_is_printed_by_one_of_them(monkeypatch, tmp_path):
+    from gptlab.core import rank_lines
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(rank_lines.LAUNCH_ID_ENV, raising=False)  # restored after the test
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(rank_lines, "_started_ranks", False)
+    rank_lines.name_this_launch()
+    assert rank_lines.first_to_say("error: x") and rank_lines.first_to_say("error: x")  # no ranks: one process
+    rank_lines.ranks_started()  # rank zero, whose LOCAL_RANK Lightning's launch took back
+    assert rank_lines.first_to_say("error: x")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a rank it started, with the launch's name
+    assert not rank_lines.first_to_say("error: x")
+    assert rank_lines.first_to_say("error: y")  # a line that differs is its own
+    rank_lines.name_this_launch()  # the next job of a sweep launches anew: nothing said yet
+    assert rank_lines.first_to_say("error: x")
+    monkeypatch.delenv(rank_lines.LAUNCH_ID_ENV)  # ranks of another launcher (torchrun): each says its own
+    assert rank_lines.first_to_say("error: x") and rank_lines.first_to_say("error: x")
 
 
 def test_several_nodes_need_a_launcher_or_the_rendezvous_variables(monkeypatch):

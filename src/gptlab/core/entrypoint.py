@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gptlab.core.collector import exit_without_collection
 from gptlab.core.errors import GptlabError
+from gptlab.core.rank_lines import first_to_say
 from gptlab.core.redaction import guard_outputs, load_dotenv
 from gptlab.core.sweep_jobs import (
     Job,
@@ -72,7 +73,9 @@ def report_user_errors(job: Job | None = None) -> Iterator[None]:
         if job is not None and exit_code == EXIT_USER_ERROR and can_fail_alone():
             raise fail_job(job, label, message) from None
         job_name = job or job_of_this_rank()
-        print(f"{label}: {f'{job_name}: ' if job_name else ''}{message}", file=sys.stderr, flush=True)
+        line = f"{label}: {f'{job_name}: ' if job_name else ''}{message}"
+        if first_to_say(line):  # every DDP rank may meet the same error: the line once
+            print(line, file=sys.stderr, flush=True)
         sys.exit(exit_code)
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from gptlab.compat.lightning import attached_trainer, set_rank_command
 from gptlab.core.errors import ConfigError
+from gptlab.core.rank_lines import name_this_launch, ranks_started
 from gptlab.core.sweep_jobs import SWEEP_JOB_ENV, current_job, job_started_rank_processes
 
 
@@ -88,6 +89,7 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
     from hydra.utils import get_original_cwd, to_absolute_path
 
     hydra_cfg = HydraConfig.get()
+    ranks_started()  # their error lines and this process's are printed once (gptlab.core.rank_lines)
     import __main__
 
     if __main__.__spec__ is None:
@@ -125,6 +127,8 @@ def launch_ranks_as_single_runs() -> None:
     job, and the previous job's name the ranks of the next. A rank process (a single run) keeps the name it got.
     """
     _launch_env.update({name: os.environ.get(name) for name in _LAUNCH_ENV})
+    if "LOCAL_RANK" not in os.environ:  # this process would start the ranks (a rank, or torchrun's, has it set)
+        name_this_launch()
     if is_multirun_job():
         os.environ[SWEEP_JOB_ENV] = str(current_job())
     set_rank_command(rank_command)
