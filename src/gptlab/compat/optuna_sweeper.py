@@ -64,7 +64,7 @@ class OptunaSweeperFailingStoppedTrials(OptunaSweeperImpl):
         if not earlier:
             return
         self.job_idx = earlier
-        sampler_config = self.config.hydra.sweeper.sampler
+        sampler_config = self.config.hydra.sweeper.get("sampler") or {}
         reseeded = ""
         if not isinstance(self.sampler, functools.partial) and sampler_config.get("seed") is not None:
             seed = int(sampler_config.seed) + earlier
