@@ -181,6 +181,18 @@ def test_a_search_whose_every_trial_failed_ends_in_one_line_that_says_so(tmp_pat
     )
 
 
+@pytest.mark.e2e
+def test_a_study_storage_that_cannot_be_opened_is_one_line(tmp_path):
+    # SQLAlchemy's traceback, before any trial ran.
+    missing = tmp_path / "no-such-folder" / "optuna.db"
+    result = search(tmp_path, f"hydra.sweeper.storage=sqlite:///{missing}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: hydra.sweeper.storage=sqlite:///{missing} cannot be opened (")
+    assert "unable to open database file" in line and "hydra.sweeper.storage=null" in line
+    assert not (tmp_path / "search").exists()
+
+
 def test_the_line_after_a_search_whose_every_trial_failed(monkeypatch, capsys):
     # The sweeper's own error (it asks for the best trial) follows the failures.
     from gptlab.core import sweep_jobs

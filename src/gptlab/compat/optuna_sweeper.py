@@ -30,6 +30,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from optuna.trial import TrialState
 
 from gptlab.compat import warn_if_untested
+from gptlab.core.errors import ConfigError, first_line
 
 WRITTEN_FOR = "1.3.0"
 warn_if_untested("hydra-optuna-sweeper", plugin_version, WRITTEN_FOR, "a stopped search's trials")
@@ -111,3 +112,8 @@ def trials_so_far(study_name: str | None, storage: Any) -> int:
         return len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False))
     except KeyError:  # no such study yet
         return 0
+    except Exception as err:  # SQLAlchemy's URL, driver or file errors: a traceback before any trial ran
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage} cannot be opened ({first_line(err)}); give a database Optuna can "
+            "open, e.g. sqlite:///optuna.db (a file in a folder that exists), or hydra.sweeper.storage=null for a study in memory"
+        ) from err

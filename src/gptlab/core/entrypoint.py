@@ -128,6 +128,11 @@ def one_line_hydra_errors(task_started: Callable[[], bool], conf_dir: Path | Non
             raise
         print(f"error: {hydra_message(err, conf_dir)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+    except GptlabError as err:  # a sweeper's own check: a task reports its errors itself (report_user_errors)
+        if wants_full_error:
+            raise
+        print(f"{err.label}: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
     except ValueError as err:
         message = None if wants_full_error or task_started() else null_group_override(err, conf_dir)
         if message is None:
