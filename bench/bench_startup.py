@@ -7,9 +7,10 @@
     git worktree add /tmp/gptlab-before <commit>
     python bench/bench_startup.py --against /tmp/gptlab-before
 
-Three measures, each a fresh process, wall clock from start to exit: importing gptlab and Lightning; a
+Four measures, each a fresh process, wall clock from start to exit: importing gptlab and Lightning; a
 whole tiny train.py run (the tiny GPT on The Verdict, 4 steps, CSV logger); generate.py from that run's
-checkpoint (8 tokens). Each contender's processes import the gptlab of its own checkout.
+checkpoint (8 tokens); eval.py on that checkpoint (perplexity on the run's own validation split). Each
+contender's processes import the gptlab of its own checkout.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main() -> None:
         if not (args.against / "train.py").is_file():
             sys.exit(f"error: --against {args.against} is not a gptlab checkout (no train.py there)")
         contenders[f"{args.against} (lean)"] = (args.against.resolve(), {})
-    measures = ("import gptlab, lightning", "tiny train.py run", "generate.py, 8 tokens")
+    measures = ("import gptlab, lightning", "tiny train.py run", "generate.py, 8 tokens", "eval.py, perplexity")
     times: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
@@ -65,6 +66,7 @@ def main() -> None:
                     ["-c", "import gptlab, lightning"],
                     [*TINY_RUN, f"hydra.run.dir={run_dir}"],
                     ["generate.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "prompt=I HAD", "max_new_tokens=8"],
+                    ["eval.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"hydra.run.dir={run_dir}/eval"],
                 )
                 for measure, command in zip(measures, commands, strict=True):
                     times.setdefault((measure, name), []).append(timed(checkout, command, env))

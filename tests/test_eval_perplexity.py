@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from cli_runner import TINY_RUN, assert_ok, run_script, run_train
+from cli_runner import IMPORT_TIMES, TINY_RUN, assert_ok, imported_modules, run_script, run_train
 
 from gptlab.checkpoints.loading import load_for_generation
 from gptlab.core.errors import ConfigError
@@ -109,9 +109,11 @@ def test_eval_py_after_training_prints_perplexity_and_bits_per_byte_and_writes_r
     }
     with ThreadPoolExecutor(3) as pool:
         good, own, mismatch, stride = pool.map(
-            lambda name: run_script("eval.py", *cases[name], f"hydra.run.dir={tmp_path}/{name}"), cases
+            lambda name: run_script("eval.py", *cases[name], f"hydra.run.dir={tmp_path}/{name}", python_args=IMPORT_TIMES),
+            cases,
         )
     assert_ok(good)
+    assert "lightning" not in imported_modules(good)  # it reads data through the Lightning-free data classes
     assert "perplexity/ppl" in good.stdout and "perplexity/bits_per_byte" in good.stdout
     results = json.loads((tmp_path / "good" / "eval_results.json").read_text())
     assert results["settings"] == {"context": 32, "stride": 16, "batch_size": 4, "dtype": "float32"}

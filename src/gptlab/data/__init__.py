@@ -1,1 +1,1 @@
-"""Corpora, tokenizers, token windows and the LightningDataModule."""
+"""Corpora, tokenizers, token windows, and the data classes the Trainer fits as LightningDataModules."""

@@ -1,5 +1,5 @@
 """The preset corpora (data=shakespeare, data=verdict): one registered text, split on characters as the
-reference notebooks do, tokenised, cut into windows. Batching and resume are WindowDataModule's."""
+reference notebooks do, tokenised, cut into windows. Batching and resume are WindowData's."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from gptlab.data import token_cache
+from gptlab.data.class_names import lightning_class
 from gptlab.data.corpora import CORPORA, corpus_path, read_corpus
 from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_setting
-from gptlab.data.window_datamodule import WindowDataModule
+from gptlab.data.window_data import WindowData
 from gptlab.data.windows import ScoredWindows, TokenWindows
 
 
@@ -20,7 +21,7 @@ def split_text(text: str, train_ratio: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-class TextDataModule(WindowDataModule):
+class TextData(WindowData):
     def __init__(
         self,
         corpus: str,
@@ -95,3 +96,11 @@ class TextDataModule(WindowDataModule):
 
     def _encode(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer.encode_corpus(text), dtype=torch.long)
+
+
+# What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
+LIGHTNING_NAMES = {"TextDataModule": TextData}
+
+
+def __getattr__(name: str) -> type:
+    return lightning_class(__name__, name, LIGHTNING_NAMES)

@@ -16,15 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from gptlab.core.errors import ConfigError, DataError, GptlabError, first_line
 from gptlab.core.resolvers import repo_root
+from gptlab.data.class_names import lightning_class, read_data
 from gptlab.data.mixture_sampler import MixtureSampler
-from gptlab.data.window_datamodule import WindowDataModule
+from gptlab.data.window_data import WindowData
 
 # The keys that are the mixture's and not a source's: the windows are cut and batched once for all.
 MIXTURE_KEYS = ("batch_size", "max_length", "stride", "val_stride", "num_workers", "tokenizer")
@@ -62,7 +62,7 @@ def _group_file(name: str) -> tuple[type, DictConfig]:
     return schema, values
 
 
-class MixtureDataModule(WindowDataModule):
+class MixtureData(WindowData):
     def __init__(
         self,
         sources=(),
@@ -77,13 +77,13 @@ class MixtureDataModule(WindowDataModule):
             sources = OmegaConf.to_container(sources, resolve=True)
         self._specs, self._windows = sources, windows
         self._paths = {"data_dir": data_dir, "cache_dir": cache_dir}
-        self._sources: list[WindowDataModule] | None = None  # built on first use, as other kinds read theirs
+        self._sources: list[WindowData] | None = None  # built on first use, as other kinds read theirs
         self.sampler: MixtureSampler | None = None
         self._drawn_before_epoch: torch.Tensor | None = None  # windows drawn in the epochs before this one
         self._counted: tuple[int, int, torch.Tensor] | None = None  # (epoch, positions, windows drawn) so far
 
     @property
-    def sources(self) -> list[WindowDataModule]:
+    def sources(self) -> list[WindowData]:
         """Each source's own data module, its config checked as ``data=<kind>`` would be."""
         if self._sources is None:
             specs = self._specs
@@ -100,7 +100,7 @@ class MixtureDataModule(WindowDataModule):
             self._sources = [self._build_source(i, spec, self._paths, self._windows) for i, spec in enumerate(specs)]
         return self._sources
 
-    def _build_source(self, i: int, spec: dict, paths: dict, windows: dict) -> WindowDataModule:
+    def _build_source(self, i: int, spec: dict, paths: dict, windows: dict) -> WindowData:
         where = f"data.sources[{i}]"
         kind = spec.get("kind")
         if kind not in MIXABLE_KINDS:
@@ -125,7 +125,9 @@ class MixtureDataModule(WindowDataModule):
                 raise ConfigError(f"{err.key} is not a key of data={kind}; its keys are {known}") from None
             except OmegaConfBaseException as err:  # a value of the wrong type
                 raise ConfigError(f"{err.key}: {first_line(err)}") from None
-            return instantiate(config, **{k: v for k, v in windows.items() if k != "seed"}, seed=self.seed)
+            # The plain class: the mixture is what a Trainer fits, its sources are read through it.
+            settings = {k: v for k, v in windows.items() if k != "seed"}
+            return read_data(config, **settings, seed=self.seed)
 
     @contextmanager
     def _about(self, i: int):
@@ -250,3 +252,11 @@ def _names(specs: list[dict]) -> list[str]:
                 f"would be one series); give each source a name of its own, e.g. data.sources[{later}].name={name}_b"
             )
     return names
+
+
+# What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
+LIGHTNING_NAMES = {"MixtureDataModule": MixtureData}
+
+
+def __getattr__(name: str) -> type:
+    return lightning_class(__name__, name, LIGHTNING_NAMES)

@@ -3,21 +3,21 @@ source's that tokenises into shards, for a mixture)."""
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gptlab.core.errors import ConfigError
-from gptlab.data.mixture_datamodule import MixtureDataModule
+from gptlab.data.class_names import read_data
+from gptlab.data.mixture_datamodule import MixtureData
 from gptlab.data.prepare_parts import prepare_parts
-from gptlab.data.prepared_datamodule import PreparedDataModule
+from gptlab.data.prepared_datamodule import PreparedData
 
 
 def prepare_from_config(cfg: DictConfig) -> None:
-    datamodule = instantiate(cfg.data)
+    datamodule = read_data(cfg.data)  # no Lightning: nothing is trained here
     if cfg.parts > 1:
         return prepare_parts(cfg, datamodule)
-    modules = datamodule.sources if isinstance(datamodule, MixtureDataModule) else [datamodule]
-    to_prepare = [module for module in modules if isinstance(module, PreparedDataModule)]
+    modules = datamodule.sources if isinstance(datamodule, MixtureData) else [datamodule]
+    to_prepare = [module for module in modules if isinstance(module, PreparedData)]
     if not to_prepare:
         raise ConfigError(
             f"data={datamodule.name} needs no preparing (train.py reads it as it is); prepare.py is for "
@@ -28,7 +28,7 @@ def prepare_from_config(cfg: DictConfig) -> None:
         report(module)
 
 
-def report(datamodule: PreparedDataModule) -> None:
+def report(datamodule: PreparedData) -> None:
     prepared = datamodule.prepare_data()
     datamodule.load_tokenizer()
     index = prepared.index

@@ -17,16 +17,16 @@ from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.core.errors import ConfigError
-from gptlab.data.prepared_datamodule import HFDataModule
+from gptlab.data.class_names import read_data
+from gptlab.data.prepared_datamodule import HFData
 
 
 def prepare_parts(cfg: DictConfig, datamodule) -> None:
     parts, nodes, node = int(cfg.parts), int(cfg.nodes), int(cfg.node)
-    if not isinstance(datamodule, HFDataModule):
+    if not isinstance(datamodule, HFData):
         raise ConfigError(
             f"parts={parts} splits a Hugging Face dataset (data=hf) into parts prepared side by side; "
             f"data={datamodule.name} is tokenised on every core as one (leave parts=1)"
@@ -54,7 +54,7 @@ def prepare_parts(cfg: DictConfig, datamodule) -> None:
 
 def prepare_part(data: dict, part: int, parts: int) -> dict:
     """One part, in a worker process: its slice of the dataset, tokenised in this process alone."""
-    datamodule: HFDataModule = instantiate(data)
+    datamodule: HFData = read_data(data)
     datamodule.part, datamodule.num_proc = (part, parts), 1
     if datamodule.max_tokens is not None:  # the token budget is the whole dataset's
         datamodule.max_tokens = math.ceil(datamodule.max_tokens / parts)

@@ -1,6 +1,6 @@
 """Data that is tokenised into shards on first use and read from them afterwards: the user's text files
 (data=text) and Hugging Face datasets (data=hf). The shards are gptlab.data.prepare's, in ``cache_dir``;
-once they exist, this is a ShardDataModule over them."""
+once they exist, this is a ShardData over them."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from torch.utils.data import Dataset
 
 from gptlab.config.data import require_path
 from gptlab.core.errors import ConfigError, DataError
+from gptlab.data.class_names import lightning_class
 from gptlab.data.documents import TextFiles
 from gptlab.data.hf_documents import HFDataset
 from gptlab.data.prepare import PreparedShards, prepare_shards
-from gptlab.data.shard_datamodule import ShardDataModule
+from gptlab.data.shard_datamodule import ShardData
 from gptlab.data.tokenizers import tokenizer_from_spec
 
 
-class PreparedDataModule(ShardDataModule):
+class PreparedData(ShardData):
     # What a user sets to name validation data of their own, for messages.
     validation_key = "data.val_path"
 
@@ -101,7 +102,7 @@ class PreparedDataModule(ShardDataModule):
             )
 
 
-class TextFilesDataModule(PreparedDataModule):
+class TextFilesData(PreparedData):
     """data=text: a file, a folder of .txt files or a glob, each file one document."""
 
     def __init__(self, path: str | None = None, val_path: str | None = None, errors: str = "strict", **settings):
@@ -120,7 +121,7 @@ class TextFilesDataModule(PreparedDataModule):
         return TextFiles(require_path("data.path", self.path, "my_texts/"), self.val_path, self.val_ratio, self.errors)
 
 
-class HFDataModule(PreparedDataModule):
+class HFData(PreparedData):
     """data=hf: Hugging Face ``datasets.load_dataset`` (local json/jsonl/parquet/csv files, or the Hub)."""
 
     validation_key = "data.val_split"
@@ -161,3 +162,11 @@ class HFDataModule(PreparedDataModule):
             path, self.dataset_name, data_files, self.split, self.val_split, self.val_ratio, self.text_column,
             self.streaming, self.cache_dir, self.part,
         )
+
+
+# What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
+LIGHTNING_NAMES = {"TextFilesDataModule": TextFilesData, "HFDataModule": HFData}
+
+
+def __getattr__(name: str) -> type:
+    return lightning_class(__name__, name, LIGHTNING_NAMES)

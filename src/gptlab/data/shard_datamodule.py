@@ -1,5 +1,5 @@
 """Data from token shards named directly (data=shards: made by prepare.py, llm.c or nanoGPT). Training
-windows are drawn from memory maps (ShardWindows); batching and resume are WindowDataModule's. The data
+windows are drawn from memory maps (ShardWindows); batching and resume are WindowData's. The data
 kinds that make their shards first (data=text, data=hf) build on this: gptlab.data.prepared_datamodule.
 """
 
@@ -14,10 +14,11 @@ from torch.utils.data import Dataset
 
 from gptlab.config.data import require_path
 from gptlab.core.errors import ConfigError, DataError
+from gptlab.data.class_names import lightning_class
 from gptlab.data.prepare import INDEX
 from gptlab.data.shards import open_shard, summarize_shard
 from gptlab.data.tokenizers import setting_of, tokenizer_from_setting, tokenizer_from_spec
-from gptlab.data.window_datamodule import WindowDataModule
+from gptlab.data.window_data import WindowData
 from gptlab.data.windows import ShardWindows, scored_shard_windows
 
 # Tokens read from the start of each shard made elsewhere to check its ids against the vocabulary (all of
@@ -34,7 +35,7 @@ def shard_files(pattern: str, key: str) -> list[Path]:
     return files
 
 
-class ShardDataModule(WindowDataModule):
+class ShardData(WindowData):
     def __init__(self, train: str | None = None, val: str | None = None, tokenizer: str = "gpt2", **windows):
         super().__init__(**windows)  # batch_size, max_length, stride, val_stride, num_workers, seed
         self.train_pattern, self.val_pattern = train, val
@@ -99,3 +100,11 @@ def _recorded_tokenizer(folder: Path) -> dict | None:
         return json.loads(index.read_text())["tokenizer"]
     except (ValueError, KeyError):
         return None
+
+
+# What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
+LIGHTNING_NAMES = {"ShardDataModule": ShardData}
+
+
+def __getattr__(name: str) -> type:
+    return lightning_class(__name__, name, LIGHTNING_NAMES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab.checkpoints.loading import (
@@ -20,6 +19,7 @@ from gptlab.checkpoints.loading import (
 from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
+from gptlab.data.class_names import read_data
 from gptlab.data.tokenizers import setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
 from gptlab.evaluation.tasks import check_tasks, read_tasks, run_task
@@ -82,7 +82,7 @@ def load_model(cfg: DictConfig, device) -> LoadedModel:
 
 
 def perplexity_on_data(cfg: DictConfig, loaded: LoadedModel, context: int, stride: int, device) -> tuple[dict, dict]:
-    datamodule = instantiate(cfg.data, seed=0)
+    datamodule = read_data(cfg.data, seed=0)  # its Lightning-free class: nothing is trained here
     datamodule.prepare_data()
     datamodule.load_tokenizer()
     ours, theirs = loaded.tokenizer, datamodule.tokenizer

@@ -9,7 +9,7 @@ from torch import nn
 
 from gptlab.checkpoints.paths import names_a_gptlab_checkpoint
 from gptlab.core.errors import ConfigError
-from gptlab.data.window_datamodule import WindowDataModule
+from gptlab.data.window_data import WindowData
 
 HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
 # How our GPT computes what its weights define (the fast path, BENCHMARKS.md): a model started from weights
@@ -20,11 +20,11 @@ RUNTIME_SETTINGS = ("attn_impl", "fused_loss")
 CHANGEABLE_WHEN_TRAINED = ("drop_rate", *RUNTIME_SETTINGS)
 
 
-def data_and_start_model(cfg: DictConfig) -> tuple[WindowDataModule, nn.Module | None, dict]:
+def data_and_start_model(cfg: DictConfig) -> tuple[WindowData, nn.Module | None, dict]:
     """The run's data and the model it starts from, in the order each needs the other: the tokenizer
     sets the model's vocabulary, then the model (its config, or pretrained weights) sets the training
     window, then the corpus is cut into windows."""
-    datamodule: WindowDataModule = instantiate(cfg.data, seed=cfg.seed)
+    datamodule: WindowData = instantiate(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.load_tokenizer()
     start_model, model_cfg = build_start_model(cfg, datamodule)
@@ -33,7 +33,7 @@ def data_and_start_model(cfg: DictConfig) -> tuple[WindowDataModule, nn.Module |
 
 
 def positions_trained(
-    cfg: DictConfig, datamodule: WindowDataModule, model_cfg: dict, start_model: nn.Module | None = None
+    cfg: DictConfig, datamodule: WindowData, model_cfg: dict, start_model: nn.Module | None = None
 ) -> int:
     """The longest sequence whose positions the model will have been trained on: the data window, or
     all of a pretrained model's context (its pretraining covered them), or the longer of this run's window
@@ -46,7 +46,7 @@ def positions_trained(
     return datamodule.max_length
 
 
-def build_start_model(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn.Module | None, dict]:
+def build_start_model(cfg: DictConfig, datamodule: WindowData) -> tuple[nn.Module | None, dict]:
     """(pretrained model or None, model config). None means: build from the config, randomly initialised."""
     if cfg.get("init_from"):
         if names_a_gptlab_checkpoint(str(cfg.init_from)):
@@ -58,7 +58,7 @@ def build_start_model(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn
     return None, model_config(model_cfg, datamodule)
 
 
-def model_config(model_cfg: dict, datamodule: WindowDataModule) -> dict:
+def model_config(model_cfg: dict, datamodule: WindowData) -> dict:
     """The model's constructor arguments, checked against the data it will see."""
     model_cfg["vocab_size"] = vocabulary_size(model_cfg.get("vocab_size"), datamodule.tokenizer)
     datamodule.fit_window(model_cfg["context_length"], "model.context_length")
@@ -86,7 +86,7 @@ def vocabulary_size(requested: int | None, tokenizer) -> int:
     )
 
 
-def require_gpt2_tokens(datamodule: WindowDataModule, source: str) -> None:
+def require_gpt2_tokens(datamodule: WindowData, source: str) -> None:
     kind = datamodule.tokenizer.spec()["kind"]
     if kind != "gpt2":
         raise ConfigError(
@@ -95,7 +95,7 @@ def require_gpt2_tokens(datamodule: WindowDataModule, source: str) -> None:
         )
 
 
-def load_pretrained_gpt2(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:
+def load_pretrained_gpt2(cfg: DictConfig, datamodule: WindowData) -> tuple[nn.Module, dict]:
     """GPT-2 weights in our GPT (`init_from=`); the model's shape comes from them, not from `model=`."""
     from gptlab.hub.gpt2_import import load_pretrained_gpt  # transformers is slow to import: only when needed
 
@@ -107,7 +107,7 @@ def load_pretrained_gpt2(cfg: DictConfig, datamodule: WindowDataModule) -> tuple
     return model, model_cfg
 
 
-def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:
+def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowData) -> tuple[nn.Module, dict]:
     """The weights of a gptlab checkpoint (``init_from=`` its .ckpt or run folder) as the start of a new run:
     the model as it was trained (its shape, LoRA adapters merged), a fresh optimizer, schedule and step count,
     on this run's data, which must be tokenised as the checkpoint's was. (``ckpt_path=`` resumes that run.)"""
@@ -152,7 +152,7 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def require_same_tokens(trained: dict, datamodule: WindowDataModule, source: str) -> None:
+def require_same_tokens(trained: dict, datamodule: WindowData, source: str) -> None:
     """The ids of the checkpoint's tokenizer, and of this run's data, must mean the same text."""
     here = datamodule.tokenizer.spec()
 
@@ -178,7 +178,7 @@ def _tokens(spec: dict) -> str:
     return "GPT-2 BPE ids"
 
 
-def build_hf_causal_lm(model_cfg: dict, datamodule: WindowDataModule) -> tuple[nn.Module, dict]:
+def build_hf_causal_lm(model_cfg: dict, datamodule: WindowData) -> tuple[nn.Module, dict]:
     """`model=hf_causal_lm`: a transformers model, pretrained (`model.pretrained=`) or from `model.hf_config`."""
     from gptlab.models.hf_causal_lm import HFCausalLM, pretrained_reading
 

@@ -21,7 +21,7 @@ from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.core.redaction import scrub_saved_configs
-from gptlab.data.window_datamodule import WindowDataModule
+from gptlab.data.window_data import WindowData
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import TextSampleCallback, ValidateAtMaxSteps
@@ -123,7 +123,7 @@ def resume_command(cfg: DictConfig, changes: dict[str, str] | None = None) -> st
     return " ".join(["python", Path(sys.argv[0]).name, *map(shlex.quote, args)])
 
 
-def batches_per_epoch(trainer: L.Trainer, datamodule: WindowDataModule) -> int:
+def batches_per_epoch(trainer: L.Trainer, datamodule: WindowData) -> int:
     """Training batches of one rank in one epoch (before trainer.limit_train_batches), the same on every
     rank. The datamodule's setup already refused a split of less than one batch; with several ranks each
     takes only its share of the windows, which Lightning does not check: with no batch it goes on to a
