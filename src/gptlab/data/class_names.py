@@ -1,7 +1,7 @@
 """The names configs give the data classes (``data._target_``), resolved with or without Lightning.
 
 A data module file lists its classes' Lightning names (``LIGHTNING_NAMES``: ``{"TextDataModule": TextData}``)
-and resolves them in its module ``__getattr__`` with :func:`lightning_class`, so Hydra's instantiate of a
+and resolves them with the module ``__getattr__`` that :func:`lightning_getattr` makes, so Hydra's instantiate of a
 config builds the twin a Trainer needs. Commands that only read data (eval.py, prepare.py, a mixture's
 sources) build the plain class from the same config with :func:`data_class`, and never import Lightning.
 """
@@ -9,17 +9,22 @@ sources) build the plain class from the same config with :func:`data_class`, and
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 
-def lightning_class(module_name: str, name: str, lightning_names: dict[str, type]) -> type:
+def lightning_getattr(module_name: str, lightning_names: dict[str, type]) -> Callable[[str], type]:
     """A data module file's ``__getattr__``: the LightningDataModule twin its configs name by ``name``."""
-    data_class = lightning_names.get(name)
-    if data_class is None:
-        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
-    from gptlab.data.window_datamodule import lightning_twin  # Lightning, for a Trainer's run only
 
-    return lightning_twin(data_class, name)
+    def twin_named(name: str) -> type:
+        data_class = lightning_names.get(name)
+        if data_class is None:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        from gptlab.data.window_datamodule import lightning_twin  # Lightning, for a Trainer's run only
+
+        return lightning_twin(data_class, name)
+
+    return twin_named
 
 
 def data_class(target: Any) -> Any:

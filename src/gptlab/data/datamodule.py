@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from gptlab.data import token_cache
-from gptlab.data.class_names import lightning_class
+from gptlab.data.class_names import lightning_getattr
 from gptlab.data.corpora import CORPORA, corpus_path, read_corpus
 from gptlab.data.tokenizers import CharTokenizer, tokenizer_from_setting
 from gptlab.data.window_data import WindowData
@@ -100,7 +100,4 @@ class TextData(WindowData):
 
 # What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
 LIGHTNING_NAMES = {"TextDataModule": TextData}
-
-
-def __getattr__(name: str) -> type:
-    return lightning_class(__name__, name, LIGHTNING_NAMES)
+__getattr__ = lightning_getattr(__name__, LIGHTNING_NAMES)

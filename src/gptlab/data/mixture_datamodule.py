@@ -22,7 +22,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from gptlab.core.errors import ConfigError, DataError, GptlabError, first_line
 from gptlab.core.resolvers import repo_root
-from gptlab.data.class_names import lightning_class, read_data
+from gptlab.data.class_names import lightning_getattr, read_data
 from gptlab.data.mixture_sampler import MixtureSampler
 from gptlab.data.window_data import WindowData
 
@@ -256,7 +256,4 @@ def _names(specs: list[dict]) -> list[str]:
 
 # What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
 LIGHTNING_NAMES = {"MixtureDataModule": MixtureData}
-
-
-def __getattr__(name: str) -> type:
-    return lightning_class(__name__, name, LIGHTNING_NAMES)
+__getattr__ = lightning_getattr(__name__, LIGHTNING_NAMES)

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from gptlab.config.data import require_path
 from gptlab.core.errors import ConfigError, DataError
-from gptlab.data.class_names import lightning_class
+from gptlab.data.class_names import lightning_getattr
 from gptlab.data.documents import TextFiles
 from gptlab.data.hf_documents import HFDataset
 from gptlab.data.prepare import PreparedShards, prepare_shards
@@ -166,7 +166,4 @@ class HFData(PreparedData):
 
 # What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
 LIGHTNING_NAMES = {"TextFilesDataModule": TextFilesData, "HFDataModule": HFData}
-
-
-def __getattr__(name: str) -> type:
-    return lightning_class(__name__, name, LIGHTNING_NAMES)
+__getattr__ = lightning_getattr(__name__, LIGHTNING_NAMES)

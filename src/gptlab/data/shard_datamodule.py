@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from gptlab.config.data import require_path
 from gptlab.core.errors import ConfigError, DataError
-from gptlab.data.class_names import lightning_class
+from gptlab.data.class_names import lightning_getattr
 from gptlab.data.prepare import INDEX
 from gptlab.data.shards import open_shard, summarize_shard
 from gptlab.data.tokenizers import setting_of, tokenizer_from_setting, tokenizer_from_spec
@@ -104,7 +104,4 @@ def _recorded_tokenizer(folder: Path) -> dict | None:
 
 # What the configs name (data._target_): each class's LightningDataModule twin (gptlab.data.class_names).
 LIGHTNING_NAMES = {"ShardDataModule": ShardData}
-
-
-def __getattr__(name: str) -> type:
-    return lightning_class(__name__, name, LIGHTNING_NAMES)
+__getattr__ = lightning_getattr(__name__, LIGHTNING_NAMES)

@@ -4,8 +4,8 @@ position in the training data that travels in every checkpoint (exact mid-epoch 
 A subclass says where the tokens come from: ``load_tokenizer`` (what the model needs to know first) and
 ``make_datasets`` (the training and validation windows, once the window length is settled).
 
-No Lightning here: eval.py, prepare.py and the checks before a run read data through these classes alone
-(Lightning's import is 1.7 s of a start). The Trainer fits their LightningDataModule twins, the same
+No Lightning here: eval.py and prepare.py read data through these classes alone (Lightning's import is
+1.7 s of a start). The Trainer fits their LightningDataModule twins, the same
 classes with Lightning's base added (gptlab.data.window_datamodule), which is what the configs name.
 """
 
