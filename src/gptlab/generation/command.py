@@ -11,7 +11,7 @@ import torch
 from gptlab.checkpoints.loading import require_one_model_source
 from gptlab.core.errors import ConfigError
 from gptlab.core.files import read_user_text
-from gptlab.generation.decoding import check_sampling_args, generate
+from gptlab.generation.decoding import check_sampling_args, generate, start_ids
 
 
 class TextStream:
@@ -119,10 +119,7 @@ def _prompt_ids(tokenizer, prompt: str | None) -> tuple[list[int], bool]:
     """Token ids of a prompt and whether to show them; no prompt starts at EOS (or a newline)."""
     if prompt is not None:
         return tokenizer.encode(prompt), True
-    if tokenizer.eos_id is not None:
-        return [tokenizer.eos_id], False
-    chars = getattr(tokenizer, "chars", "")
-    return tokenizer.encode("\n" if "\n" in chars or not chars else chars[0]), False
+    return start_ids(tokenizer), False
 
 
 def _completion_ids(row: list[int], eos_id: int | None) -> list[int]:

@@ -28,6 +28,16 @@ def notice_once(message: str) -> None:
         print(f"note: {message}", file=sys.stderr)
 
 
+def start_ids(tokenizer) -> list[int]:
+    """Where a continuation starts when no prompt is given: the end-of-text token (a new document), else,
+    for a character vocabulary, a newline (nanoGPT's sample.py starts there) or, lacking one, its first
+    character."""
+    if tokenizer.eos_id is not None:
+        return [tokenizer.eos_id]
+    chars = getattr(tokenizer, "chars", "")
+    return tokenizer.encode("\n" if "\n" in chars or not chars else chars[0])
+
+
 def check_sampling_args(
     temperature: float | None,
     top_k: int | None,

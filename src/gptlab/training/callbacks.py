@@ -8,21 +8,28 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
 
-from gptlab.generation.decoding import generate
+from gptlab.core.errors import ConfigError
+from gptlab.generation.decoding import generate, notice_once, start_ids
 from gptlab.training.distributed import is_sharded
+
+# The prompt of the text samples when none is set: the opening of "The Verdict" (the book's own prompt).
+DEFAULT_PROMPT = "Every effort moves you"
 
 
 class TextSampleCallback(L.Callback):
     """After each validation, continue a fixed prompt and print, save and log the text.
 
     Sampling draws from its own generator, seeded by the step, so it never shifts the training RNG:
-    a run with samples trains exactly like one without.
+    a run with samples trains exactly like one without. With no ``prompt`` set, samples continue
+    DEFAULT_PROMPT, or, where a character vocabulary lacks some of its characters (a corpus of your own),
+    start where generate.py starts without a prompt, and say so once.
     """
 
     def __init__(
         self,
-        prompt: str = "Every effort moves you",
+        prompt: str | None = None,
         max_new_tokens: int = 50,
         temperature: float = 0.8,
         top_k: int | None = 50,
@@ -36,10 +43,28 @@ class TextSampleCallback(L.Callback):
         self.output_file = Path(output_file) if output_file else None
         self.seed = seed
         self.rows: list[list] = []  # [step, text] of every sample so far (the wandb table)
+        self.prompt_ids: list[int] | None = None  # settled by check_prompt, for the run's tokenizer
 
     def check_prompt(self, tokenizer) -> None:
-        """A prompt the vocabulary cannot encode fails now, not at the first validation."""
-        tokenizer.encode(self.prompt)
+        """Settle the prompt's token ids now: a prompt set that the vocabulary cannot encode fails here,
+        not at the first validation."""
+        if self.prompt is not None:
+            try:
+                self.prompt_ids = tokenizer.encode(self.prompt)
+            except ConfigError as err:
+                raise ConfigError(f"callbacks.text_sample.prompt={self.prompt!r}: {err}") from None
+            return
+        try:
+            self.prompt_ids = tokenizer.encode(DEFAULT_PROMPT)
+        except ConfigError:  # only a character vocabulary refuses characters
+            self.prompt_ids = start_ids(tokenizer)
+            missing = "".join(sorted(set(DEFAULT_PROMPT) - set(tokenizer.chars)))
+            if rank_zero_only.rank == 0:  # every DDP rank settles it; one says so
+                notice_once(
+                    f"the text samples start from {tokenizer.decode(self.prompt_ids)!r}: the default prompt "
+                    f"{DEFAULT_PROMPT!r} has characters ({missing!r}) that this corpus's vocabulary lacks; "
+                    "set callbacks.text_sample.prompt= to choose one"
+                )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check_prompt(pl_module.tokenizer)  # train.py checked it before fit; a Trainer of yours may not
@@ -79,7 +104,9 @@ class TextSampleCallback(L.Callback):
 
     def sample(self, pl_module: L.LightningModule, step: int) -> str:
         tokenizer = pl_module.tokenizer
-        prompt = torch.tensor([tokenizer.encode(self.prompt)], device=pl_module.device)
+        if self.prompt_ids is None:
+            self.check_prompt(tokenizer)
+        prompt = torch.tensor([self.prompt_ids], device=pl_module.device)
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed + step)
         ids = generate(
             pl_module.model,

@@ -1,16 +1,49 @@
-"""The wandb samples table (seen with `wandb leet` or on the dashboard) keeps every sample, step by step."""
+"""The text samples after each validation: the prompt they continue, and the wandb samples table (seen with
+`wandb leet` or on the dashboard), which keeps every sample, step by step."""
 
 from __future__ import annotations
 
 import json
 
 import lightning as L
+import pytest
 from lightning.pytorch.loggers import WandbLogger
 from tiny_models import TINY_GPT
 
+from gptlab.core.errors import ConfigError
 from gptlab.data.datamodule import TextDataModule
-from gptlab.training.callbacks import TextSampleCallback
+from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
+from gptlab.training.callbacks import DEFAULT_PROMPT, TextSampleCallback
 from gptlab.training.module import LanguageModelModule
+
+
+def test_no_prompt_set_continues_the_default_prompt_where_the_vocabulary_has_its_characters(capsys):
+    for tokenizer in (GPT2Tokenizer(), CharTokenizer.from_text(DEFAULT_PROMPT + "\n")):
+        samples = TextSampleCallback()
+        samples.check_prompt(tokenizer)
+        assert tokenizer.decode(samples.prompt_ids) == DEFAULT_PROMPT
+    assert "note" not in capsys.readouterr().err
+
+
+def test_a_corpus_without_the_default_prompts_characters_samples_from_a_newline_and_says_so(capsys):
+    """A character corpus of your own (here lower case, no "E") used to stop the run before its first step."""
+    tokenizer = CharTokenizer.from_text("every effort moves you\n")
+    samples = TextSampleCallback()
+    samples.check_prompt(tokenizer)
+    samples.check_prompt(tokenizer)  # train.py settles it before fit, the callback again as fit starts
+    assert tokenizer.decode(samples.prompt_ids) == "\n"
+    [note] = capsys.readouterr().err.splitlines()
+    assert "the text samples start from '\\n'" in note and "('E')" in note
+    assert "callbacks.text_sample.prompt=" in note
+
+    without_newline = CharTokenizer.from_text("every effort")
+    samples.check_prompt(without_newline)
+    assert without_newline.decode(samples.prompt_ids) == " "  # the vocabulary's first character
+
+
+def test_a_prompt_set_outside_the_vocabulary_is_refused_naming_the_setting():
+    with pytest.raises(ConfigError, match=r"^callbacks.text_sample.prompt='Zoo': characters 'Z' are not in"):
+        TextSampleCallback(prompt="Zoo").check_prompt(CharTokenizer.from_text("zoo"))
 
 
 def test_the_samples_table_grows_by_one_row_per_validation(tmp_path, data_dir, monkeypatch):
