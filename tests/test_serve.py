@@ -212,6 +212,22 @@ def test_a_bad_request_gets_a_4xx_in_openais_shape_and_the_server_keeps_serving(
     assert server.complete(prompt="Hi", max_tokens=3).status_code == 200
 
 
+def test_a_prompt_outside_a_character_models_vocabulary_is_a_400_and_the_server_keeps_serving(tmp_path):
+    run = tmp_path / "char-run"
+    assert_ok(run_train(run, "model=gpt_tiny", "data=shakespeare_char", *TINY_RUN, "logger=csv"))
+    served = Server(tmp_path, f"ckpt_path={run}")
+    try:
+        response = served.complete(prompt=["ROMEO:", "To be ~ or not"], max_tokens=3)
+        assert response.status_code == 400, response.text  # was a 500, "internal error"
+        error = response.json()["error"]
+        assert error["param"] == "prompt" and error["type"] == "invalid_request_error"
+        assert error["message"].startswith("'prompt': characters '~' are not in this model's 65-character vocabulary")
+        assert served.complete(prompt="ROMEO:", max_tokens=3).status_code == 200
+        assert "Traceback" not in served.output()
+    finally:
+        served.stop()
+
+
 def test_unknown_routes_and_methods_are_4xx_in_openais_shape(server):
     for response, status in [
         (httpx.get(f"{server.url}/v1/chat/completions"), 404),

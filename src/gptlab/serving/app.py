@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from gptlab.core.errors import ConfigError
 from gptlab.serving.engine import Engine, Job
 from gptlab.serving.protocol import ApiError, Limits, parse_completion_request, prompts_of, stop_strings
 
@@ -100,7 +101,7 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
                            "model", code="model_not_found")
         tokenizer = engine.tokenizer
         prompts = prompts_of(body)
-        prompt_ids = [tokenizer.encode(p) for p in prompts]
+        prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
         longest = max(len(ids) for ids in prompt_ids)
         if longest > limits.max_prompt_tokens:
             raise ApiError(400, f"the prompt has {longest} tokens, more than this server's limit of {limits.max_prompt_tokens}", "prompt",
@@ -124,6 +125,14 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
         return await collect(request, job, events, head, len(prompts) * body.n)
 
     return app
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """A prompt's ids; one a character vocabulary cannot encode is the client's mistake (400), not ours."""
+    try:
+        return tokenizer.encode(prompt)
+    except ConfigError as err:
+        raise ApiError(400, f"'prompt': {err}", "prompt", code="invalid_value") from None
 
 
 def error_response(err: ApiError) -> JSONResponse:
