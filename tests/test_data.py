@@ -12,7 +12,7 @@ from repo import REPO_ROOT
 from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.corpora import CORPORA, corpus_path
 from gptlab.data.datamodule import TextDataModule
-from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_spec
+from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer, require_same_tokens, tokenizer_from_spec
 from gptlab.data.windows import ScoredWindows, TokenWindows, count_windows
 
 
@@ -317,3 +317,16 @@ def test_cache_dir_config_defaults_to_gptlab_cache_dir_and_null_disables_it(tmp_
     monkeypatch.delenv("GPTLAB_CACHE_DIR")
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert on.paths.cache_dir == "~/.cache/gptlab"  # outside the corpus folder, which may be read-only
+
+
+def test_data_in_another_vocabulary_is_refused_in_one_line_naming_both():
+    verdict, play = CharTokenizer.from_text("I had always thought").spec(), CharTokenizer.from_text("ROMEO: ay").spec()
+    require_same_tokens(verdict, dict(verdict), "text", "ckpt_path=run")
+    # eval.py said "reads text with the char tokenizer, but data=... tokenises with char" of two vocabularies.
+    with pytest.raises(ConfigError, match=r"^ckpt_path=run was trained on the 13 characters of its corpus, but "
+                       r"data=shakespeare_char gives the 8 characters of its corpus; a character model goes on only"):
+        require_same_tokens(verdict, play, "shakespeare_char", "ckpt_path=run")
+    with pytest.raises(ConfigError, match=r"GPT-2 BPE ids; tokenise the data as it was: data.tokenizer=char$"):
+        require_same_tokens(verdict, {"kind": "gpt2"}, "verdict", "ckpt_path=run")
+    moved = {"kind": "hf", "name": "/old/folder", "sha256": "ab"}
+    require_same_tokens(moved, {**moved, "name": "/new/folder"}, "text", "ckpt_path=run")  # the same file

@@ -127,7 +127,7 @@ def test_eval_py_after_training_prints_perplexity_and_bits_per_byte_and_writes_r
     assert own_results["data"] == {"name": "verdict", "split": "val"}
     assert own_results["settings"]["stride"] == 32
 
-    for result, words in [(mismatch, "reads text with the gpt2 tokenizer"), (stride, "eval.stride=32 is longer")]:
+    for result, words in [(mismatch, "was trained on GPT-2 BPE ids, but data=shakespeare_char gives the 65 characters of its corpus; tokenise the data as it was: data.tokenizer=gpt2"), (stride, "eval.stride=32 is longer")]:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr[-1500:]
 

@@ -286,6 +286,30 @@ def setting_of(spec: dict) -> str:
     return spec["name"] if spec.get("kind") == "hf" else spec["kind"]
 
 
+def require_same_tokens(trained: dict, here: dict, data_name: str, source: str) -> None:
+    """A model whose tokenizer is ``trained`` (a spec) goes on with data tokenised by ``here`` only where
+    the ids of the two mean the same text; else one line naming the setting that reads the data as it was."""
+
+    def same_ids(spec: dict) -> dict:
+        return {key: value for key, value in spec.items() if key != "name"}  # a folder moved is the same file
+
+    if same_ids(trained) == same_ids(here):
+        return
+    if trained["kind"] == "char" and here["kind"] == "char":
+        fix = "a character model goes on only with text of the very same characters"
+    else:
+        fix = f"tokenise the data as it was: data.tokenizer={setting_of(trained)}"
+    raise ConfigError(f"{source} was trained on {_ids_of(trained)}, but data={data_name} gives {_ids_of(here)}; {fix}")
+
+
+def _ids_of(spec: dict) -> str:
+    if spec["kind"] == "char":
+        return f"the {len(spec['chars'])} characters of its corpus"
+    if spec["kind"] == "hf":
+        return f"the ids of the tokenizer {spec['name']}"
+    return "GPT-2 BPE ids"
+
+
 def _absolute_if_folder(name: str) -> str:
     # A folder's absolute path goes into checkpoints and shard indexes: they are read from other folders.
     folder = Path(name).expanduser()

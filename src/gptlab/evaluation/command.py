@@ -20,7 +20,7 @@ from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.class_names import read_data
-from gptlab.data.tokenizers import setting_of
+from gptlab.data.tokenizers import require_same_tokens, setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
 from gptlab.evaluation.tasks import check_tasks, read_tasks, run_task
 
@@ -85,13 +85,8 @@ def perplexity_on_data(cfg: DictConfig, loaded: LoadedModel, context: int, strid
     datamodule = read_data(cfg.data, seed=0)  # its Lightning-free class: nothing is trained here
     datamodule.prepare_data()
     datamodule.load_tokenizer()
-    ours, theirs = loaded.tokenizer, datamodule.tokenizer
-    if ours.identity() != theirs.identity():
-        raise ConfigError(
-            f"{loaded.source} reads text with the {setting_of(ours.spec())} tokenizer, but data={datamodule.name} "
-            f"tokenises with {setting_of(theirs.spec())}: the model would score another tokenizer's ids; set "
-            f"data.tokenizer={setting_of(ours.spec())} (a character model: the corpus it was trained on)"
-        )
+    ours = loaded.tokenizer
+    require_same_tokens(ours.spec(), datamodule.tokenizer.spec(), datamodule.name, loaded.source)
     split = cfg.eval.split
     score, by_source = StreamScore(), {}
     for source, data in sources_of(datamodule):

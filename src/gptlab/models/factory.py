@@ -9,6 +9,7 @@ from torch import nn
 
 from gptlab.checkpoints.paths import names_a_gptlab_checkpoint
 from gptlab.core.errors import ConfigError
+from gptlab.data.tokenizers import require_same_tokens
 from gptlab.data.window_data import WindowData
 
 HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
@@ -115,7 +116,7 @@ def load_trained_checkpoint(cfg: DictConfig, datamodule: WindowData) -> tuple[nn
 
     changes = trained_model_changes(cfg, command_line_overrides())
     model, tokenizer, checkpoint = load_checkpoint_model(str(cfg.init_from), key="init_from", model_changes=changes)
-    require_same_tokens(tokenizer.spec(), datamodule, f"init_from={cfg.init_from}")
+    require_same_tokens(tokenizer.spec(), datamodule.tokenizer.spec(), datamodule.name, f"init_from={cfg.init_from}")
     datamodule.fit_window(model.context_length, "the checkpoint's context_length")
     model.positions_trained_before = trained_window(checkpoint, model)
     # A LoRA run's base weights stay frozen after its adapters are merged: this run trains what finetune= says.
@@ -150,32 +151,6 @@ def command_line_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def require_same_tokens(trained: dict, datamodule: WindowData, source: str) -> None:
-    """The ids of the checkpoint's tokenizer, and of this run's data, must mean the same text."""
-    here = datamodule.tokenizer.spec()
-
-    def same_ids(spec: dict) -> dict:
-        return {key: value for key, value in spec.items() if key != "name"}  # a folder moved is the same file
-
-    if same_ids(trained) == same_ids(here):
-        return
-    if trained["kind"] == "char" and here["kind"] == "char":
-        fix = "a character model goes on only with text of the very same characters"
-    else:
-        fix = f"tokenise the data as it was: data.tokenizer={trained.get('name', trained['kind'])}"
-    raise ConfigError(
-        f"{source} was trained on {_tokens(trained)}, but data={datamodule.name} gives {_tokens(here)}; {fix}"
-    )
-
-
-def _tokens(spec: dict) -> str:
-    if spec["kind"] == "char":
-        return f"the {len(spec['chars'])} characters of its corpus"
-    if spec["kind"] == "hf":
-        return f"the ids of the tokenizer {spec['name']}"
-    return "GPT-2 BPE ids"
 
 
 def build_hf_causal_lm(model_cfg: dict, datamodule: WindowData) -> tuple[nn.Module, dict]:
