@@ -11,7 +11,8 @@ lm-eval's evaluator calls it, so task building and dataset loading are not timed
   gptlab's lm-eval model (`GptlabLM`); and eval.py's own loop (`score_streams`, stride = window), which scores
   the same tokens by slightly different windows (the Hugging Face guide's).
 - multiple choice: lm-eval's `loglikelihood` on HellaSwag-shaped items (a context of three lines of the play,
-  four candidate next lines) by HFLM and by GptlabLM; acc and acc_norm follow.
+  four candidate next lines) by HFLM and by GptlabLM, the latter also with packing off (each choice in a row
+  of its own, its context repeated, as before packing); acc and acc_norm follow.
 
 Prints tokens/s (perplexity) and items/s (multiple choice), each ratio to HFLM, MFU of the forward passes
 against the fp32 matmul peak measured in this run, and the largest difference between the two models'
@@ -36,6 +37,7 @@ from gptlab.data.corpora import read_corpus
 from gptlab.evaluation.perplexity import score_streams
 from gptlab.hub.export import export_to_hf
 from gptlab.models.flops import measure_peak_flops, model_flops_per_token
+from gptlab.models.language_model import language_model
 
 
 def instances(kind: str, arguments: list[tuple]):
@@ -127,7 +129,10 @@ def main() -> None:
     rows.append(("perplexity", "gptlab eval.py", score.tokens / seconds, "tokens/s", seconds, len(ids) * forward_flops / seconds, f"ppl {np.exp(score.nll / score.tokens):.3f} (guide's windows)"))
 
     choice_lls = {}
-    for name, lm in (("lm-eval hf", theirs), ("gptlab in lm-eval", ours)):
+    scorer = language_model(ours.model)
+    for name, lm, packed in (("lm-eval hf", theirs, None), ("gptlab, one a row", ours, False), ("gptlab in lm-eval", ours, True)):
+        if packed is not None:  # the same model with and without packing an item's choices in one row
+            scorer.supports_packing = packed
         results, seconds = timed(lambda lm=lm: lm.loglikelihood(instances("loglikelihood", pairs), disable_tqdm=True))
         choice_lls[name] = [ll for ll, _ in results]
         acc, acc_norm = accuracy(choice_lls[name], items)

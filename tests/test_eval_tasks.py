@@ -14,8 +14,8 @@ from cli_runner import assert_ok, run_script
 
 from gptlab.checkpoints.loading import load_for_generation
 from gptlab.core.errors import DataError
-from gptlab.data.tokenizers import GPT2Tokenizer
-from gptlab.evaluation.loglikelihood import encode_pair, loglikelihoods
+from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
+from gptlab.evaluation.loglikelihood import encode_pair, loglikelihoods, pack_by_context
 from gptlab.evaluation.tasks import lambada, multiple_choice, read_jsonl
 
 
@@ -59,6 +59,31 @@ def test_loglikelihoods_equal_transformers_on_the_same_split(random_gpt2, shakes
         theirs, greedy = transformers_loglikelihood(hf_model, context, continuation)
         assert ours_scored.loglikelihood == pytest.approx(theirs, rel=1e-5)
         assert ours_scored.is_greedy == greedy
+
+
+def test_choices_of_one_context_are_packed_in_a_row_and_score_as_transformers_scores_them(random_gpt2, shakespeare_text):
+    """Multiple choice packs an item's choices after one copy of its context (each choice sees the context
+    and itself, at the positions it has alone): the same log-likelihoods as each pair run by transformers."""
+    _, hf_model, ours = random_gpt2
+    lines = shakespeare_sentences(shakespeare_text, 16)
+    pairs = [(" ".join(lines[i].split()[:4]), " " + " ".join(lines[i + k].split()[4:])) for i in (0, 4, 8) for k in range(4)]
+    pairs.append(("Lone context", " with one choice"))
+    many = [("Many:", " " + line) for line in lines]  # 16 long choices: more than one row of two windows
+    encoded = [encode_pair(GPT2Tokenizer(), c, x) for c, x in pairs + many]
+    packs, alone = pack_by_context(encoded, window=32)
+    assert packs[:3] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]] and alone == [12]
+    assert len(packs) > 4 and sorted(i for row in packs[3:] for i in row) == list(range(13, 29))
+
+    scored = loglikelihoods(ours, GPT2Tokenizer(), pairs + many, window=32, batch_size=3)
+    for (context, continuation), ours_scored in zip(pairs + many, scored, strict=True):
+        theirs, greedy = transformers_loglikelihood(hf_model, context, continuation)
+        assert ours_scored.loglikelihood == pytest.approx(theirs, rel=1e-5, abs=1e-5)
+        assert ours_scored.is_greedy == greedy
+
+
+def test_an_empty_context_is_refused_where_there_is_no_end_of_text_token():
+    with pytest.raises(DataError, match="'Hello' has an empty context, and this model's tokenizer has no end-of-text token"):
+        encode_pair(CharTokenizer.from_text("Hello"), "", "Hello")
 
 
 def test_the_head_at_chosen_positions_equals_the_full_logits_there():

@@ -109,17 +109,20 @@ class CausalSelfAttention(nn.Module):
         mask = torch.triu(torch.ones(cfg.context_length, cfg.context_length, dtype=torch.bool), diagonal=1)
         self.register_buffer("future_mask", mask, persistent=False)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``allowed`` (B, 1, T, T), without a cache: where each query may look (packed rows); else causal."""
         batch, seq_len, emb_dim = x.shape
         q, k, v = self.qkv(x).split(emb_dim, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (t.view(batch, seq_len, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        past, allowed = 0, None
+        past = 0
         if kv_cache is not None:
             past = kv_cache.length
             allowed = kv_cache.attention_mask(self.future_mask, seq_len)
             k, v = kv_cache.update(layer_idx, k, v)
-        if allowed is not None:  # left-padded rows: causal and padding mask together
+        if allowed is not None:  # left-padded rows (causal and padding mask together), or packed rows
             out = self._masked_attention(q, k, v, allowed)
         elif self.attn_impl == "sdpa":
             out = self._sdpa_attention(q, k, v, past)
@@ -179,8 +182,10 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(cfg)
         self.drop_resid = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
-        x = x + self.drop_resid(self.attn(self.norm1(x), kv_cache, layer_idx))
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.drop_resid(self.attn(self.norm1(x), kv_cache, layer_idx, allowed))
         return x + self.drop_resid(self.ff(self.norm2(x)))
 
 
@@ -191,6 +196,7 @@ class GPT(LanguageModel):
     # Every linear layer of the blocks; the output head stays frozen, as peft's "all-linear" does.
     lora_targets = ["qkv", "out_proj", "fc", "proj"]
     supports_kv_cache = True
+    supports_packing = True
 
     def __init__(self, cfg: GPTConfig | None = None, **kwargs):
         super().__init__()
@@ -292,6 +298,17 @@ class GPT(LanguageModel):
     def logits_at(self, idx: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # The head (emb_dim x vocab, a third of GPT-2 124M's matmul FLOPs) only where logits are read.
         return self.out_head(self.hidden_states(idx)[rows, positions])[..., : self.cfg.vocab_size]
+
+    def packed_logits_at(
+        self, idx: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> torch.Tensor:
+        # A row may be longer than the context; its positions may not.
+        check_window(int(positions.max()) + 1, self.cfg.context_length)
+        x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
+        heads_share = allowed.unsqueeze(1)  # (B, 1, T, T): one mask for every head
+        for block in self.blocks:
+            x = block(x, allowed=heads_share)
+        return self.out_head(self.final_norm(x)[rows, columns])[..., : self.cfg.vocab_size]
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of ids (B, T) against targets (B, T) (-100 = ignored)."""

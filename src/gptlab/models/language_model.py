@@ -33,6 +33,8 @@ class LanguageModel(nn.Module):
     lora_targets: ClassVar[list[str] | str | None] = None
     # Whether forward takes kv_cache= and last_only= (see gptlab.generation.decoding).
     supports_kv_cache: ClassVar[bool] = False
+    # Whether it has packed_logits_at: several sequences in one row (scoring a context's continuations).
+    supports_packing: ClassVar[bool] = False
 
     def config_dict(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture (what a checkpoint stores): plain data."""
@@ -56,6 +58,14 @@ class LanguageModel(nn.Module):
         """Logits (N, vocab_size) at N chosen (row, position) pairs of ids (B, T): scoring a continuation
         needs the head at its positions only. A model whose head can run on fewer positions overrides it."""
         return self(idx)[rows, positions]
+
+    def packed_logits_at(
+        self, idx: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (N, vocab_size) at N chosen (row, column) pairs of ids (B, T) whose rows pack several
+        sequences: each token has its own position (B, T) and looks only at the keys ``allowed`` (B, T, T)
+        marks (True: may look). Only where ``supports_packing``."""
+        raise GptlabError(f"{type(self).__name__} does not score packed rows")
 
     def new_kv_cache(self, left_padding: torch.Tensor | None = None) -> KVCache:
         raise GptlabError(f"{type(self).__name__} has no KV cache")
