@@ -1,3 +1,4 @@
+import pickle
 import subprocess
 import sys
 import urllib.request
@@ -12,7 +13,13 @@ from repo import REPO_ROOT
 from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.corpora import CORPORA, corpus_path
 from gptlab.data.datamodule import TextDataModule
-from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer, require_same_tokens, tokenizer_from_spec
+from gptlab.data.tokenizers import (
+    CharTokenizer,
+    GPT2Tokenizer,
+    UnknownCharacters,
+    require_same_tokens,
+    tokenizer_from_spec,
+)
 from gptlab.data.windows import ScoredWindows, TokenWindows, count_windows
 
 
@@ -330,3 +337,15 @@ def test_data_in_another_vocabulary_is_refused_in_one_line_naming_both():
         require_same_tokens(verdict, {"kind": "gpt2"}, "verdict", "ckpt_path=run")
     moved = {"kind": "hf", "name": "/old/folder", "sha256": "ab"}
     require_same_tokens(moved, {**moved, "name": "/new/folder"}, "text", "ckpt_path=run")  # the same file
+
+
+def test_characters_outside_a_vocabulary_travel_back_from_a_tokenising_process():
+    # prepare.py tokenises large corpora in worker processes: the error comes back pickled, whole.
+    with pytest.raises(UnknownCharacters) as raised:
+        CharTokenizer.from_text("abc").encode("abZ")
+    back = pickle.loads(pickle.dumps(raised.value))
+    assert isinstance(back, ConfigError) and (back.chars, back.vocab_size) == ("Z", 3)
+    assert str(back) == str(raised.value) == (
+        "characters 'Z' are not in this model's 3-character vocabulary; use only characters that appear in the "
+        "training corpus"
+    )

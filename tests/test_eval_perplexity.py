@@ -163,3 +163,37 @@ def test_any_transformers_model_is_evaluated_as_model_hf_causal_lm(random_gpt2_f
     for result, words in [(untrained, "model=hf_causal_lm model.pretrained="), (two, "not two")]:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr[-1500:]
+
+
+@pytest.mark.e2e
+def test_a_character_model_scores_any_text_in_its_characters(tmp_path, shakespeare_text):
+    """eval.py reads a file with the character model's own vocabulary: it refused any text whose characters
+    were not exactly the training corpus's, held-out text of a user's own included. Characters the model
+    never saw are one line."""
+    run = tmp_path / "run"
+    assert_ok(run_train(run, "model=gpt_tiny", "data=shakespeare_char", *TINY_RUN, "logger=csv"))
+    speech = shakespeare_text[-3000:]  # fewer distinct characters than the corpus's 65
+    assert len(set(speech)) < 65
+    (tmp_path / "speech.txt").write_text(speech, encoding="utf-8")
+    (tmp_path / "euro.txt").write_text(speech + "Five \u20ac.\n", encoding="utf-8")
+    on_file = [f"ckpt_path={run}", "data=text", "data.tokenizer=char", f"data.cache_dir={tmp_path}/cache", "eval.split=val"]
+    cases = {
+        "speech": [*on_file, f"data.path={tmp_path}/speech.txt", f"data.val_path={tmp_path}/speech.txt"],
+        "euro": [*on_file, f"data.path={tmp_path}/euro.txt", f"data.val_path={tmp_path}/euro.txt"],
+    }
+    with ThreadPoolExecutor(2) as pool:
+        speech_run, euro_run = pool.map(
+            lambda name: run_script("eval.py", *cases[name], f"hydra.run.dir={tmp_path}/{name}"), cases
+        )
+    assert_ok(speech_run)
+    scored = json.loads((tmp_path / "speech" / "eval_results.json").read_text())["tasks"]["perplexity"]
+    loaded = load_for_generation(str(run))
+    ids = torch.tensor(loaded.tokenizer.encode(speech))  # the model's 65 characters, not the speech's own
+    expected = score_stream(loaded.model, ids, context=32, stride=32).metrics()
+    assert scored["tokens"] == expected["tokens"] > 2800 and scored["nll"] == pytest.approx(expected["nll"], rel=1e-5)
+
+    errors = [line for line in euro_run.stderr.splitlines() if line.startswith("error: ")]
+    assert euro_run.returncode == 2 and errors == [
+        f"error: data=text holds characters '\u20ac' that {run} never saw (its 65-character vocabulary); a "
+        "character model scores only text in its own characters"
+    ], euro_run.stderr[-1500:]

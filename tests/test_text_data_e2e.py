@@ -63,6 +63,11 @@ def test_one_text_file_trains_a_character_model(tmp_path, verdict_text):
     assert result.stderr.count("note: the text samples start from '\\n'") == 1
     assert (tmp_path / "run" / "samples.txt").read_text(encoding="utf-8").startswith("--- step ")
 
+    # eval.py reads data with the model's own characters: on its own corpus, the shards training made serve.
+    evaluated = run_script("eval.py", f"ckpt_path={tmp_path}/run", f"hydra.run.dir={tmp_path}/eval", env=env)
+    assert_ok(evaluated)
+    assert "tokenising" not in evaluated.stderr and "perplexity/ppl" in evaluated.stdout
+
 
 def test_a_jsonl_file_trains_with_data_hf(tmp_path, shakespeare_text):
     speeches = shakespeare_text.split("\n\n")

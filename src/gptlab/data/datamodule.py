@@ -63,7 +63,7 @@ class TextData(WindowData):
             return
         self._text = read_corpus(self.corpus, self.data_dir)
         if self.tokenizer_kind == "char":
-            self.tokenizer = CharTokenizer.from_text(self._text)
+            self.tokenizer = self.vocabulary or CharTokenizer.from_text(self._text)
         else:
             self.tokenizer = tokenizer_from_setting(self.tokenizer_kind)
 

@@ -73,22 +73,26 @@ def prepare_shards(
     num_proc: int | None = None,
     progress: bool = True,
     max_tokens: int | None = None,
+    vocabulary: CharTokenizer | None = None,
 ) -> PreparedShards:
     """The shards of ``source`` (a document source such as gptlab.data.documents.TextFiles) tokenised with
     ``tokenizer_kind``: found in ``cache_dir`` when prepared before, else made (or finished) there.
-    ``max_tokens`` stops after that many training tokens (a sample of a corpus too large to take whole)."""
+    ``max_tokens`` stops after that many training tokens (a sample of a corpus too large to take whole).
+    ``vocabulary``: for ``char``, the characters to read the source with (a trained model's) instead of its own."""
     fingerprint = source.fingerprint()
     # A character vocabulary is the source's own (its fingerprint covers it), taken from the corpus when it
-    # is prepared; any other tokenizer is built once, here (a Hugging Face one reads its files).
-    tokenizer = None if tokenizer_kind == "char" else tokenizer_from_setting(tokenizer_kind)
+    # is prepared, unless one is given (its characters are then part of the key); any other tokenizer is
+    # built once, here (a Hugging Face one reads its files).
+    tokenizer = vocabulary if tokenizer_kind == "char" else tokenizer_from_setting(tokenizer_kind)
+    if vocabulary is not None:
+        # The source's own shards serve as they are where its characters are the vocabulary's (eval.py on
+        # a character model's own corpus), rather than a second copy under the vocabulary's key.
+        own_folder, own_key = _place(cache_dir, fingerprint, tokenizer_kind, shard_tokens, max_tokens)
+        own = _read_index(own_folder, own_key)
+        if own is not None and own["complete"] and own["tokenizer"] == vocabulary.spec():
+            return PreparedShards(own_folder, own)
     identity = tokenizer.identity() if tokenizer else tokenizer_kind
-    key = _key(fingerprint, identity, shard_tokens, max_tokens)
-    # The parts of one dataset (prepare.py parts=N) are folders of the dataset's own folder.
-    whole = {name: value for name, value in fingerprint.items() if name != "part"}
-    whole_key = _key(whole, identity, shard_tokens, max_tokens)
-    folder = Path(cache_dir).expanduser() / "shards" / f"{fingerprint['kind']}-{whole_key[:16]}"
-    if "part" in fingerprint:
-        folder = folder / part_folder(*fingerprint["part"])
+    folder, key = _place(cache_dir, fingerprint, identity, shard_tokens, max_tokens)
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
         index = _read_index(folder, key)
@@ -96,6 +100,18 @@ def prepare_shards(
             preparer = _Preparer(source, fingerprint, tokenizer, folder, key, shard_tokens, max_tokens, index)
             index = preparer.run(num_proc, progress)
     return PreparedShards(folder, index)
+
+
+def _place(cache_dir, fingerprint: dict, identity: str | dict, shard_tokens: int, max_tokens: int | None) -> tuple[Path, str]:
+    """(folder, key) of the shards of a source tokenised by ``identity``."""
+    key = _key(fingerprint, identity, shard_tokens, max_tokens)
+    # The parts of one dataset (prepare.py parts=N) are folders of the dataset's own folder.
+    whole = {name: value for name, value in fingerprint.items() if name != "part"}
+    whole_key = _key(whole, identity, shard_tokens, max_tokens)
+    folder = Path(cache_dir).expanduser() / "shards" / f"{fingerprint['kind']}-{whole_key[:16]}"
+    if "part" in fingerprint:
+        folder = folder / part_folder(*fingerprint["part"])
+    return folder, key
 
 
 def part_folder(index: int, count: int) -> str:

@@ -48,8 +48,10 @@ class PreparedData(ShardData):
             source = self.make_source()
             if not self.cache_dir:
                 raise ConfigError(f"data={self.name} tokenises into data.cache_dir, which is null; set it to a writable folder")
+            vocabulary = self.vocabulary if self.tokenizer_kind == "char" else None
             self.prepared = prepare_shards(
-                source, self.tokenizer_kind, self.cache_dir, self.shard_tokens, self.num_proc, progress, self.max_tokens
+                source, self.tokenizer_kind, self.cache_dir, self.shard_tokens, self.num_proc, progress, self.max_tokens,
+                vocabulary,
             )
         return self.prepared
 

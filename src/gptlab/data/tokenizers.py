@@ -111,6 +111,20 @@ class GPT2Tokenizer:
         }
 
 
+class UnknownCharacters(ConfigError):
+    """Text with characters a character vocabulary lacks (a prompt, a task file, data to score)."""
+
+    def __init__(self, chars: str, vocab_size: int):
+        super().__init__(
+            f"characters {chars!r} are not in this model's {vocab_size}-character vocabulary; use only "
+            "characters that appear in the training corpus"
+        )
+        self.chars, self.vocab_size = chars, vocab_size
+
+    def __reduce__(self):  # raised in prepare's worker processes: it travels back pickled
+        return type(self), (self.chars, self.vocab_size)
+
+
 class CharTokenizer:
     """One id per distinct character of the training corpus, in sorted order (as in char-rnn/nanoGPT)."""
 
@@ -129,10 +143,7 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         unknown = sorted(set(text) - self._stoi.keys())
         if unknown:
-            raise ConfigError(
-                f"characters {''.join(unknown)!r} are not in this model's {self.vocab_size}-character "
-                "vocabulary; use only characters that appear in the training corpus"
-            )
+            raise UnknownCharacters("".join(unknown), self.vocab_size)
         return [self._stoi[ch] for ch in text]
 
     encode_corpus = encode

@@ -42,6 +42,9 @@ class WindowData:
         self.num_workers = num_workers
         self.seed = seed  # of the training order: each epoch's shuffle depends on (seed, epoch) only
         self.tokenizer = None
+        # data.tokenizer=char reads the text with this vocabulary (a trained character model's: eval.py) where
+        # set, instead of the corpus's own characters; the data kinds that build a vocabulary honour it.
+        self.vocabulary = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self._train_loader: ResumableDataLoader | None = None
