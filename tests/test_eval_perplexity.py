@@ -195,5 +195,5 @@ def test_a_character_model_scores_any_text_in_its_characters(tmp_path, shakespea
     errors = [line for line in euro_run.stderr.splitlines() if line.startswith("error: ")]
     assert euro_run.returncode == 2 and errors == [
         f"error: data=text holds characters '\u20ac' that {run} never saw (its 65-character vocabulary); a "
-        "character model scores only text in its own characters"
+        "character model reads only text in its own characters"
     ], euro_run.stderr[-1500:]

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -295,6 +296,19 @@ def tokenizer_from_setting(setting: str) -> GPT2Tokenizer | HFTokenizer:
 def setting_of(spec: dict) -> str:
     """The ``data.tokenizer`` value that gives the tokenizer of ``spec``."""
     return spec["name"] if spec.get("kind") == "hf" else spec["kind"]
+
+
+@contextlib.contextmanager
+def in_the_models_characters(data_name: str, source: str) -> Iterator[None]:
+    """Data read with a character model's own vocabulary (``source``: the setting naming the model): a
+    character the model never saw is the data's, said so in one line."""
+    try:
+        yield
+    except UnknownCharacters as err:
+        raise ConfigError(
+            f"data={data_name} holds characters {err.chars!r} that {source} never saw (its {err.vocab_size}-"
+            "character vocabulary); a character model reads only text in its own characters"
+        ) from None
 
 
 def require_same_tokens(trained: dict, here: dict, data_name: str, source: str) -> None:

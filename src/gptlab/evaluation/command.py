@@ -20,7 +20,7 @@ from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.data.class_names import read_data
-from gptlab.data.tokenizers import UnknownCharacters, require_same_tokens, setting_of
+from gptlab.data.tokenizers import in_the_models_characters, require_same_tokens, setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
 from gptlab.evaluation.tasks import check_tasks, read_tasks, run_task
 
@@ -85,13 +85,8 @@ def perplexity_on_data(cfg: DictConfig, loaded: LoadedModel, context: int, strid
     datamodule = read_data(cfg.data, seed=0)  # its Lightning-free class: nothing is trained here
     if loaded.tokenizer.spec()["kind"] == "char":
         datamodule.vocabulary = loaded.tokenizer  # any text in the model's characters, not only its corpus
-    try:
+    with in_the_models_characters(datamodule.name, loaded.source):
         return _perplexity(cfg, loaded, datamodule, context, stride, device)
-    except UnknownCharacters as err:
-        raise ConfigError(
-            f"data={datamodule.name} holds characters {err.chars!r} that {loaded.source} never saw (its "
-            f"{err.vocab_size}-character vocabulary); a character model scores only text in its own characters"
-        ) from None
 
 
 def _perplexity(cfg: DictConfig, loaded: LoadedModel, datamodule, context: int, stride: int, device) -> tuple[dict, dict]:

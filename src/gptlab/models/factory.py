@@ -7,9 +7,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gptlab.checkpoints.paths import names_a_gptlab_checkpoint
+from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
+from gptlab.checkpoints.reader import load_checkpoint_safely
 from gptlab.core.errors import ConfigError
-from gptlab.data.tokenizers import require_same_tokens
+from gptlab.data.tokenizers import CharTokenizer, in_the_models_characters, require_same_tokens
 from gptlab.data.window_data import WindowData
 
 HF_CAUSAL_LM = "gptlab.models.hf_causal_lm.HFCausalLM"
@@ -26,11 +27,25 @@ def data_and_start_model(cfg: DictConfig) -> tuple[WindowData, nn.Module | None,
     sets the model's vocabulary, then the model (its config, or pretrained weights) sets the training
     window, then the corpus is cut into windows."""
     datamodule: WindowData = instantiate(cfg.data, seed=cfg.seed)
-    datamodule.prepare_data()
-    datamodule.load_tokenizer()
-    start_model, model_cfg = build_start_model(cfg, datamodule)
-    datamodule.setup("fit")
+    characters = characters_of_the_start_checkpoint(cfg)
+    if characters is not None:
+        datamodule.vocabulary = characters  # new text in its characters goes on, not only its own corpus
+    with in_the_models_characters(datamodule.name, f"init_from={cfg.init_from}"):
+        datamodule.prepare_data()
+        datamodule.load_tokenizer()
+        start_model, model_cfg = build_start_model(cfg, datamodule)
+        datamodule.setup("fit")
     return datamodule, start_model, model_cfg
+
+
+def characters_of_the_start_checkpoint(cfg: DictConfig) -> CharTokenizer | None:
+    """The vocabulary of a character model the run starts from (init_from= a gptlab checkpoint), read
+    before its weights (memory-mapped), since the data is tokenised before the model is built."""
+    if not cfg.get("init_from") or not names_a_gptlab_checkpoint(str(cfg.init_from)):
+        return None
+    checkpoint = load_checkpoint_safely(checkpoint_file(str(cfg.init_from), key="init_from"), mmap=True)
+    spec = (checkpoint.get("hyper_parameters") or {}).get("tokenizer") or {}
+    return CharTokenizer(spec["chars"]) if spec.get("kind") == "char" else None
 
 
 def positions_trained(
