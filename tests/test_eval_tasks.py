@@ -68,13 +68,13 @@ def test_choices_of_one_context_are_packed_in_a_row_and_score_as_transformers_sc
     lines = shakespeare_sentences(shakespeare_text, 16)
     pairs = [(" ".join(lines[i].split()[:4]), " " + " ".join(lines[i + k].split()[4:])) for i in (0, 4, 8) for k in range(4)]
     pairs.append(("Lone context", " with one choice"))
-    many = [("Many:", " " + line) for line in lines]  # 16 long choices: more than one row of two windows
+    many = [("Many:", " " + line) for line in lines]  # 16 long choices: more than one row of a window
     encoded = [encode_pair(GPT2Tokenizer(), c, x) for c, x in pairs + many]
-    packs, alone = pack_by_context(encoded, window=32)
+    packs, alone = pack_by_context(encoded, window=64)
     assert packs[:3] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]] and alone == [12]
     assert len(packs) > 4 and sorted(i for row in packs[3:] for i in row) == list(range(13, 29))
 
-    scored = loglikelihoods(ours, GPT2Tokenizer(), pairs + many, window=32, batch_size=3)
+    scored = loglikelihoods(ours, GPT2Tokenizer(), pairs + many, window=64, batch_size=3)
     for (context, continuation), ours_scored in zip(pairs + many, scored, strict=True):
         theirs, greedy = transformers_loglikelihood(hf_model, context, continuation)
         assert ours_scored.loglikelihood == pytest.approx(theirs, rel=1e-5, abs=1e-5)

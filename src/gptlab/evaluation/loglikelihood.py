@@ -13,9 +13,6 @@ import torch.nn.functional as F
 from gptlab.core.errors import DataError
 from gptlab.models.language_model import language_model
 
-# Tokens a packed row may hold, in windows: a context with many long continuations takes several rows.
-PACKED_ROW_WINDOWS = 2
-
 
 @dataclass(frozen=True)
 class Scored:
@@ -68,8 +65,9 @@ def score_token_pairs(
 
 def pack_by_context(pairs: list[tuple[list[int], list[int]]], window: int) -> tuple[list[list[int]], list[int]]:
     """(rows of pair indices that share a context, indices of the pairs scored one a row). A row holds at
-    most PACKED_ROW_WINDOWS windows of tokens; a pair cut for the window, or without a context token to
-    predict its first token from, is scored alone, as is a context that only one pair has."""
+    most a window of tokens, so attention takes no more memory than one a row (a context with many long
+    continuations takes several rows); a pair cut for the window is scored alone, as is a context that
+    only one pair has."""
     by_context: dict[tuple[int, ...], list[int]] = {}
     alone = []
     for i, (ctx, cont) in enumerate(pairs):
@@ -85,7 +83,7 @@ def pack_by_context(pairs: list[tuple[list[int], list[int]]], window: int) -> tu
         row, length = [], len(ctx)
         for i in members:
             extra = len(pairs[i][1]) - 1  # its last token is predicted, never read
-            if row and length + extra > PACKED_ROW_WINDOWS * window:
+            if row and length + extra > window:
                 packs.append(row)
                 row, length = [], len(ctx)
             row.append(i)
