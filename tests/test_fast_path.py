@@ -19,7 +19,7 @@ from gptlab.core.errors import ConfigError
 from gptlab.generation.decoding import generate
 from gptlab.hub.export import hf_state_dict_from_gpt
 from gptlab.models.compile import compile_model
-from gptlab.models.gpt import GPT
+from gptlab.models.gpt import GPT, float32_attention_is_faster
 from gptlab.training.module import LanguageModelModule, adamw_kernel
 
 VOCAB = 61  # a size no multiple divides: padding always adds rows
@@ -82,6 +82,36 @@ def test_fast_path_matches_reference_loss_and_gradients(autocast):
         assert torch.allclose(fast_grad, grad, atol=tol * max(scale, 1e-3), rtol=0), name
     # The padded rows take no part: no gradient reaches them from the loss.
     assert torch.count_nonzero(fast_grads["out_head.weight"][VOCAB:]) == 0
+
+
+def test_training_in_bf16_on_a_cpu_computes_the_attention_of_short_rows_in_float32(monkeypatch):
+    """torch 2.13's CPU flash-attention backward in bfloat16 is 2-3x slower than in float32 at short rows
+    (make train's 64 tokens x 32 dimensions a head: its bf16 steps were slower than fp32). Only training takes
+    float32 there; inference, and rows of 256 x 64 or more, stay in bfloat16."""
+    dtypes = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **options):
+        dtypes.append(q.dtype)
+        return sdpa(q, k, v, **options)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    model = tiny(attn_impl="sdpa")
+    inputs = torch.randint(0, VOCAB, (2, 16))
+    loss_and_grads(model, inputs, inputs, autocast=True)
+    assert dtypes and set(dtypes) == {torch.float32}
+    dtypes.clear()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(inputs)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+
+    def rows(tokens: int, head_dim: int, dtype=torch.bfloat16) -> torch.Tensor:
+        return torch.zeros(2, 4, tokens, head_dim, dtype=dtype)
+
+    assert float32_attention_is_faster(rows(64, 32)) and float32_attention_is_faster(rows(128, 64))
+    assert not float32_attention_is_faster(rows(256, 64)) and not float32_attention_is_faster(rows(1024, 32))
+    assert not float32_attention_is_faster(rows(64, 32, torch.float32))
 
 
 def test_padded_ids_are_never_predicted_or_sampled():

@@ -95,6 +95,23 @@ class KVCache:
         return (causal.unsqueeze(0) & (real.unsqueeze(1) | itself.unsqueeze(0))).unsqueeze(1)
 
 
+# torch 2.13's CPU flash-attention backward in bfloat16 is slower than in float32 for short rows: 2-3x at 64
+# tokens of 32 dimensions a head, even at 128 x 64, while from about 256 x 64 on bfloat16 is as fast or
+# faster (a 2-core Xeon with AMX; BENCHMARKS.md). Training in bf16-mixed on a CPU computes the attention of
+# rows smaller than this in float32 (a little more exact, too); its forward alone stays in bfloat16.
+CPU_BF16_ATTENTION_MIN_ELEMENTS = 256 * 64
+
+
+def float32_attention_is_faster(q: torch.Tensor) -> bool:
+    """Whether attention on ``q`` (B, heads, T, head_dim) trains faster in float32 than as it comes."""
+    return (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and torch.is_grad_enabled()
+        and q.size(2) * q.size(3) < CPU_BF16_ATTENTION_MIN_ELEMENTS
+    )
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -134,6 +151,10 @@ class CausalSelfAttention(nn.Module):
     def _sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
         dropout_p = self.drop_rate if self.training else 0.0
         seq_len = q.size(2)
+        if past == 0 and float32_attention_is_faster(q):
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p, is_causal=True)
+            return out.to(q.dtype)
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         if seq_len == 1:
