@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from gptlab.core.errors import ConfigError
+from gptlab.data.tokenizers import UnknownCharacters
 from gptlab.serving.engine import Engine, Job
 from gptlab.serving.protocol import ApiError, Limits, parse_completion_request, prompts_of, stop_strings
 
@@ -131,7 +131,7 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     """A prompt's ids; one a character vocabulary cannot encode is the client's mistake (400), not ours."""
     try:
         return tokenizer.encode(prompt)
-    except ConfigError as err:
+    except UnknownCharacters as err:
         raise ApiError(400, f"'prompt': {err}", "prompt", code="invalid_value") from None
 
 

@@ -11,6 +11,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from gptlab.core.errors import ConfigError
+from gptlab.data.tokenizers import UnknownCharacters
 from gptlab.generation.decoding import generate, notice_once, start_ids
 from gptlab.training.distributed import is_sharded
 
@@ -51,18 +52,17 @@ class TextSampleCallback(L.Callback):
         if self.prompt is not None:
             try:
                 self.prompt_ids = tokenizer.encode(self.prompt)
-            except ConfigError as err:
+            except UnknownCharacters as err:
                 raise ConfigError(f"callbacks.text_sample.prompt={self.prompt!r}: {err}") from None
             return
         try:
             self.prompt_ids = tokenizer.encode(DEFAULT_PROMPT)
-        except ConfigError:  # only a character vocabulary refuses characters
+        except UnknownCharacters as err:  # a character vocabulary, from a corpus of the user's own
             self.prompt_ids = start_ids(tokenizer)
-            missing = "".join(sorted(set(DEFAULT_PROMPT) - set(tokenizer.chars)))
             if rank_zero_only.rank == 0:  # every DDP rank settles it; one says so
                 notice_once(
                     f"the text samples start from {tokenizer.decode(self.prompt_ids)!r}: the default prompt "
-                    f"{DEFAULT_PROMPT!r} has characters ({missing!r}) that this corpus's vocabulary lacks; "
+                    f"{DEFAULT_PROMPT!r} has characters ({err.chars!r}) that this corpus's vocabulary lacks; "
                     "set callbacks.text_sample.prompt= to choose one"
                 )
 
