@@ -4,11 +4,13 @@ eval/<task>/<metric>; the last perplexity logged equals eval.py's on the final c
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from cli_runner import TINY_RUN, assert_ok, read_metrics, run_script, run_train
 
 from gptlab.core.errors import ConfigError, DataError
+from gptlab.data.tokenizers import CharTokenizer, GPT2Tokenizer
 from gptlab.evaluation.callback import EvalCallback
 
 
@@ -34,6 +36,20 @@ def test_a_task_file_is_read_before_training_and_named_by_its_training_key(tmp_p
     callback = EvalCallback(every_n_validations=1, tasks={"lambada": {"path": str(tmp_path / "lambada.jsonl")}})
     assert callback.items == {"lambada": [("one two", " three")]}
     assert EvalCallback(every_n_validations=0, tasks={"lambada": {}}).items == {}  # off: nothing read
+
+
+def test_a_task_a_character_model_cannot_read_is_refused_as_fit_starts_not_at_its_first_evaluation(tmp_path):
+    (tmp_path / "mc.jsonl").write_text(
+        '{"context": "one two", "choices": ["three", "four"], "label": 0}\n'
+        '{"context": "five", "choices": ["six", "Seven"], "label": 1}\n'
+    )
+    tasks = {"multiple_choice": {"path": str(tmp_path / "mc.jsonl")}}
+    callback = EvalCallback(every_n_validations=4, tasks=tasks)
+    fitting = SimpleNamespace(tokenizer=CharTokenizer.from_text("one two three four five six seven"))
+    with pytest.raises(ConfigError, match=r"^callbacks.eval.tasks.multiple_choice.path=.*mc.jsonl: its item 2 has "
+                       r"characters 'S' that the model's 14-character vocabulary lacks"):
+        callback.on_fit_start(None, fitting)
+    callback.on_fit_start(None, SimpleNamespace(tokenizer=GPT2Tokenizer()))  # BPE reads any text
 
 
 @pytest.mark.e2e

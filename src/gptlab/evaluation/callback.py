@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from gptlab.core.errors import ConfigError
 from gptlab.evaluation.perplexity import score_streams
-from gptlab.evaluation.tasks import COUNTS, check_tasks, read_tasks, run_task
+from gptlab.evaluation.tasks import COUNTS, check_characters, check_tasks, read_tasks, run_task
 
 
 class EvalCallback(L.Callback):
@@ -32,6 +32,9 @@ class EvalCallback(L.Callback):
         self.stride, self.batch_size = stride, batch_size
         self.validations = 0
         self.last: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        check_characters(self.items, self.tasks, pl_module.tokenizer, "callbacks.eval.tasks")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.every or not self.tasks or trainer.sanity_checking:

@@ -22,7 +22,7 @@ from gptlab.core.errors import ConfigError
 from gptlab.data.class_names import read_data
 from gptlab.data.tokenizers import in_the_models_characters, require_same_tokens, setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
-from gptlab.evaluation.tasks import check_tasks, read_tasks, run_task
+from gptlab.evaluation.tasks import check_characters, check_tasks, read_tasks, run_task
 
 SPLITS = {"val": ["val"], "train": ["train"], "all": ["train", "val"]}
 
@@ -42,6 +42,7 @@ def evaluate_from_config(cfg: DictConfig, output_dir: str | Path | None = None, 
     settings = cfg.eval
     device = resolve_device(cfg.device)
     loaded = load_model(cfg, device)
+    check_characters(items, cfg.tasks, loaded.tokenizer)
     context = settings.context or loaded.trained_window
     if context > loaded.context_length:
         raise ConfigError(
