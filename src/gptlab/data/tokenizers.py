@@ -141,10 +141,14 @@ class CharTokenizer:
     def from_text(cls, text: str) -> CharTokenizer:
         return cls("".join(sorted(set(text))))
 
+    def unknown_characters(self, text: str) -> str:
+        """The characters of ``text`` this vocabulary lacks, sorted ("" when it has them all)."""
+        return "".join(sorted(set(text) - self._stoi.keys()))
+
     def encode(self, text: str) -> list[int]:
-        unknown = sorted(set(text) - self._stoi.keys())
+        unknown = self.unknown_characters(text)
         if unknown:
-            raise UnknownCharacters("".join(unknown), self.vocab_size)
+            raise UnknownCharacters(unknown, self.vocab_size)
         return [self._stoi[ch] for ch in text]
 
     encode_corpus = encode

@@ -162,18 +162,17 @@ def read_tasks(tasks, key: str = "tasks") -> dict[str, list]:
 def check_characters(items: dict[str, list], tasks, tokenizer, key: str = "tasks") -> None:
     """A character model cannot read an item with a character it never saw: said before anything is scored
     (during training, as fit starts, not at the N-th validation), naming the file and the item."""
-    known = getattr(tokenizer, "chars", None)
-    if known is None:  # a BPE tokenizer reads any text
+    if not hasattr(tokenizer, "unknown_characters"):  # a BPE tokenizer reads any text
         return
     for name, task_items in items.items():
         for number, item in enumerate(task_items, start=1):
             texts = [item[0], *(" " + choice for choice in item[1])] if name == "multiple_choice" else list(item)
-            unknown = "".join(sorted(set("".join(texts)) - set(known)))
+            unknown = tokenizer.unknown_characters("".join(texts))
             if unknown:
                 raise ConfigError(
                     f"{key}.{name}.path={tasks[name]['path']}: its item {number} has characters {unknown!r} that "
-                    f"the model's {len(known)}-character vocabulary lacks; a character model scores only text "
-                    "in its own characters"
+                    f"the model's {tokenizer.vocab_size}-character vocabulary lacks; a character model scores "
+                    "only text in its own characters"
                 )
 
 

@@ -151,11 +151,13 @@ class CausalSelfAttention(nn.Module):
     def _sdpa_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
         dropout_p = self.drop_rate if self.training else 0.0
         seq_len = q.size(2)
-        if past == 0 and float32_attention_is_faster(q):
-            with torch.autocast("cpu", enabled=False):
-                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p, is_causal=True)
-            return out.to(q.dtype)
         if past == 0:
+            if float32_attention_is_faster(q):
+                with torch.autocast("cpu", enabled=False):
+                    out = F.scaled_dot_product_attention(
+                        q.float(), k.float(), v.float(), dropout_p=dropout_p, is_causal=True
+                    )
+                return out.to(q.dtype)
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         if seq_len == 1:
             # One new token may look at everything cached: no mask needed.
