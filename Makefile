@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Corpora are read from here (CI and this machine, which has no network: ../shared/data).
 export GPTLAB_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install checkpoint train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval bench-serve bench-startup clean
+.PHONY: install checkpoint train train-ddp sample eval serve sweep report test test-fast test-gpu lint bench bench-generate bench-train bench-data bench-eval bench-serve bench-startup bench-attention clean
 
 install: $(VENV)/.installed
 
@@ -68,7 +68,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Benchmarks print side-by-side tables and ratios from one run; numbers are written down in BENCHMARKS.md.
-bench: bench-generate bench-train bench-data bench-eval bench-serve bench-startup
+bench: bench-generate bench-train bench-data bench-eval bench-serve bench-startup bench-attention
 
 bench-generate: install
 	$(PY) bench/bench_generate.py $(ARGS)
@@ -94,6 +94,10 @@ bench-data: install
 	$(PY) bench/bench_data.py $(ARGS)
 
 # A command's start: torchmetrics imported lean (the default) against its full import, fresh processes.
+# Causal attention fwd+bwd on the CPU, bf16 against float32 by shape: why short rows train in float32 (gpt.py).
+bench-attention: install
+	$(PY) bench/bench_attention.py $(ARGS)
+
 bench-startup: install
 	$(PY) bench/bench_startup.py $(ARGS)
 
