@@ -56,6 +56,10 @@ class WindowData:
         """How the data is named in messages (`data=<name>`)."""
         raise NotImplementedError
 
+    def prepare_data(self) -> None:
+        """What must be fetched or tokenised before load_tokenizer and setup (LightningDataModule's hook, so
+        a twin's Trainer calls it too); data read as it is, such as shards, has nothing to do."""
+
     def load_tokenizer(self) -> None:
         raise NotImplementedError
 
