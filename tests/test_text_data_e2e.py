@@ -198,13 +198,15 @@ def test_each_bad_data_input_gets_one_line_and_writes_nothing(tmp_path, shakespe
     def run(case: str):
         script, overrides, _ = cases[case]
         extra = [f"hydra.run.dir={tmp_path}/runs/{case}", *TINY] if script == "train.py" else []
-        return run_script(script, *overrides, *extra, env=env)
+        return run_script(script, *overrides, *extra, env=env, python_args=IMPORT_TIMES)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = dict(zip(cases, pool.map(run, cases), strict=True))
     for case, result in results.items():
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert result.returncode == 2 and len(errors) == 1, (case, result.stderr[-2000:])
+        # Refused in train.py's preflight, a second or two in: no longer after Lightning's import (3 s more).
+        assert "lightning" not in imported_modules(result), (case, errors[0])
         assert "Traceback" not in result.stdout + result.stderr, case
         assert all(words in errors[0] for words in cases[case][2]), (case, errors[0])
         assert not (tmp_path / "runs" / case / "checkpoints").exists(), case

@@ -27,3 +27,15 @@ def lightning_twin(data_class: type, name: str) -> type:
         namespace = {"__module__": data_class.__module__, "__qualname__": name, "__doc__": data_class.__doc__}
         _twins[data_class] = type(name, (data_class, WindowDataModule), namespace)
     return _twins[data_class]
+
+
+def as_lightning_data(data: WindowData, target: str) -> L.LightningDataModule:
+    """``data``, read before Lightning's import as its plain class (train.py's preflight), as the twin its
+    config names (``target``: ``data._target_``), which a Trainer fits on. The same object, its class
+    switched: a twin adds only Lightning's base, whose attributes are set here, so nothing read or
+    tokenised is done again."""
+    if isinstance(data, L.LightningDataModule):
+        return data  # a data class of your own that is one already
+    data.__class__ = lightning_twin(type(data), str(target).rpartition(".")[2])
+    L.LightningDataModule.__init__(data)  # runs Lightning's bases' __init__ only (the MRO after it)
+    return data

@@ -3,13 +3,13 @@ starts from pretrained weights, the loaded model itself. Every path checks the m
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.checkpoints.reader import load_checkpoint_safely
 from gptlab.core.errors import ConfigError
+from gptlab.data.class_names import read_data
 from gptlab.data.tokenizers import CharTokenizer, in_the_models_characters, require_same_tokens
 from gptlab.data.window_data import WindowData
 
@@ -22,17 +22,31 @@ RUNTIME_SETTINGS = ("attn_impl", "fused_loss")
 CHANGEABLE_WHEN_TRAINED = ("drop_rate", *RUNTIME_SETTINGS)
 
 
-def data_and_start_model(cfg: DictConfig) -> tuple[WindowData, nn.Module | None, dict]:
-    """The run's data and the model it starts from, in the order each needs the other: the tokenizer
-    sets the model's vocabulary, then the model (its config, or pretrained weights) sets the training
-    window, then the corpus is cut into windows."""
-    datamodule: WindowData = instantiate(cfg.data, seed=cfg.seed)
+def read_training_data(cfg: DictConfig) -> WindowData:
+    """The run's data read and tokenised, its tokenizer loaded, as its Lightning-free class: what a corpus
+    can get wrong (a path that is not there, bytes that are not UTF-8, a missing column, a character the
+    model never saw) is met here, before train.py imports Lightning (its preflight); a Trainer fits on the
+    same object made a LightningDataModule (gptlab.data.window_datamodule.as_lightning_data)."""
+    datamodule: WindowData = read_data(cfg.data, seed=cfg.seed)
     characters = characters_of_the_start_checkpoint(cfg)
     if characters is not None:
         datamodule.vocabulary = characters  # new text in its characters goes on, not only its own corpus
     with in_the_models_characters(datamodule.name, f"init_from={cfg.init_from}"):
         datamodule.prepare_data()
         datamodule.load_tokenizer()
+    return datamodule
+
+
+def data_and_start_model(
+    cfg: DictConfig, datamodule: WindowData | None = None
+) -> tuple[WindowData, nn.Module | None, dict]:
+    """The run's data and the model it starts from, in the order each needs the other: the tokenizer
+    sets the model's vocabulary, then the model (its config, or pretrained weights) sets the training
+    window, then the corpus is cut into windows. ``datamodule``: what :func:`read_training_data` returned,
+    where it already ran."""
+    if datamodule is None:
+        datamodule = read_training_data(cfg)
+    with in_the_models_characters(datamodule.name, f"init_from={cfg.init_from}"):
         start_model, model_cfg = build_start_model(cfg, datamodule)
         datamodule.setup("fit")
     return datamodule, start_model, model_cfg

@@ -1,7 +1,8 @@
 """What a run checks before anything is built, loaded or written, in a second and without Lightning: the
 config's values (by its schemas, gptlab.config), then what only this machine and its files can tell: the
 devices asked for (gptlab.training.device_settings), a writable run folder that is not another run's, the
-checkpoint to resume from (read once, here) and the corpus."""
+checkpoint to resume from (read once, here) and the data, read and tokenised (a mistake in a corpus is met
+here, not after Lightning's import: gptlab.models.factory.read_training_data)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ from gptlab.training.device_settings import check_device_settings, choose_precis
 
 if TYPE_CHECKING:
     from gptlab.checkpoints.reader import ResumeFrom
+    from gptlab.data.window_data import WindowData
 
 
 @dataclass(frozen=True)
 class Checked:
-    """What preflight found out and the run needs: the checkpoint to resume from (read once, here)."""
+    """What preflight found out and the run needs: the checkpoint to resume from (read once, here) and the
+    data with its tokenizer loaded (its plain class: the run makes it a LightningDataModule)."""
 
     resume: ResumeFrom | None = None
+    data: WindowData | None = None
 
 
 def check_config(cfg: DictConfig) -> Checked:
@@ -42,9 +46,11 @@ def check_config(cfg: DictConfig) -> Checked:
 
             resume = read_resume_checkpoint(cfg.get("ckpt_path"), output_dir)
             check_time_left(_get(cfg, "trainer.max_time"), resume.checkpoint)
-    check_corpus(cfg)
+    from gptlab.models.factory import read_training_data  # torch, not Lightning
+
+    data = read_training_data(cfg)
     choose_precision(cfg)  # says its choice for trainer.precision=auto: once the run will start
-    return Checked(resume)
+    return Checked(resume, data)
 
 
 def check_time_left(max_time, checkpoint: dict) -> None:
@@ -61,15 +67,6 @@ def check_time_left(max_time, checkpoint: dict) -> None:
         f"the limit counts the whole run, across resumes; raise it to go on (trainer.max_time="
         f"{as_long_again(trained, max_time)} gives it as long again)"
     )
-
-
-def check_corpus(cfg: DictConfig) -> None:
-    """The corpus is there (or fetched) and intact, before the slow imports."""
-    corpus, data_dir = _get(cfg, "data.corpus"), _get(cfg, "data.data_dir")
-    if corpus and data_dir:
-        from gptlab.data.corpora import corpus_path
-
-        corpus_path(corpus, data_dir)
 
 
 def _get(cfg: DictConfig, key: str):

@@ -22,6 +22,7 @@ from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.data.window_data import WindowData
+from gptlab.data.window_datamodule import as_lightning_data
 from gptlab.models.compile import compile_model
 from gptlab.models.factory import data_and_start_model, positions_trained
 from gptlab.training.callbacks import TextSampleCallback, ValidateAtMaxSteps
@@ -174,7 +175,8 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     check_nodes(int(cfg.trainer.get("num_nodes", 1)))  # needs Lightning's cluster environments
     scrub_saved_configs(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, start_model, model_cfg = data_and_start_model(cfg)
+    datamodule, start_model, model_cfg = data_and_start_model(cfg, checked.data)
+    datamodule = as_lightning_data(datamodule, cfg.data._target_)
     finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None
     module = LanguageModelModule(
         model=model_cfg,
