@@ -30,6 +30,18 @@ def test_the_readme_layout_names_every_module():
     assert named - present == set(), "the README's layout map names modules that do not exist"
 
 
+def test_the_readme_configs_table_lists_every_option_of_each_group():
+    """The table once listed only the preset corpora for data=, though text, hf, shards and mixture were there."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme.split("## Configs (`conf/`)", 1)[1].split("\n## ", 1)[0]
+    rows = {m[1]: set(re.findall(r"`([\w-]+)`", m[2])) for m in re.finditer(r"^\| `(\w+)` \| ([^|]*) \|", table, re.M)}
+    assert rows, "no rows found in the README's Configs table"
+    for group, listed in rows.items():
+        options = {f.stem for f in (REPO_ROOT / "conf" / group).glob("*.yaml")}
+        assert options, f"the README's Configs table names a group conf/ lacks: {group}"
+        assert options - listed == set(), f"options of {group}= missing from the README's Configs table"
+
+
 def _private_uses(path) -> list[str]:
     """``obj._name`` on anything but ``self``/``cls``, and imports of private modules or names."""
     tree = ast.parse(path.read_text())
