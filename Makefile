@@ -80,12 +80,12 @@ bench-train: install
 
 # Serving: requests/s, p50/p99 latency and tokens/s of serve.py under 1, 4 and 16 concurrent clients, against
 # the same requests one after another through generate.py's code in process (the batching gain).
-bench-serve: checkpoint install
+bench-serve: install
 	$(PY) bench/bench_serve.py $(ARGS)
 
 # Evaluation speed, gptlab against lm-evaluation-harness's hf model on the same weights and requests:
 # perplexity tokens/s and multiple-choice items/s, with the numbers each gives.
-bench-eval: checkpoint install
+bench-eval: install
 	$(PY) bench/bench_eval.py $(ARGS)
 
 # Preparing a 1 GB corpus three ways (ours from files, ours through datasets, nanoGPT's datasets.map), peak

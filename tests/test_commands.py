@@ -228,6 +228,15 @@ def test_make_targets_of_a_checkpoint_say_when_there_is_none(target):
     assert result.stderr.startswith("error: no checkpoint in outputs/*/*/checkpoints/: run make train first, or name one with CKPT=")
 
 
+@pytest.mark.parametrize("target", ["bench-serve", "bench-eval"])
+def test_benchmarks_on_weights_of_their_own_need_no_checkpoint(target):
+    # They make random weights of GPT-2's shape, yet were refused before the first make train (and so was
+    # `make bench`), for a checkpoint they never read.
+    result = subprocess.run(["make", "-n", target, "CKPT="], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and f"bench/{target.replace('-', '_')}.py" in result.stdout, result.stderr
+    assert "no checkpoint" not in result.stdout
+
+
 def test_make_clean_removes_caches_and_never_a_run(tmp_path):
     # It deleted outputs/ and multirun/, every run's checkpoints, without a word.
     kept = [tmp_path / "outputs/2026-01-01/10-00-00/checkpoints/last.ckpt", tmp_path / "multirun/2026-01-01/10-00-00/0/train.log"]
