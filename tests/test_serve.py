@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +57,16 @@ class Server:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+    def wait_until_it_stops_listening(self, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/health", timeout=5)
+            except httpx.TransportError:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"serve.py still listens {seconds} s on")
 
     def complete(self, **body) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/completions", json=body, timeout=120)
@@ -397,4 +408,40 @@ def test_the_pages_stop_button_ends_the_generation_and_frees_its_slot(trained_ru
         assert errors == [], errors
     finally:
         driver.quit()
+        served.stop()
+
+
+def test_a_signal_lets_the_requests_in_hand_finish_and_a_second_ctrl_c_stops_at_once(gpt2_folder, tmp_path):
+    """The model decodes on the main thread, where signals arrive, and the HTTP server beside it
+    (serving.command.run_beside_the_model): SIGTERM stops the server as uvicorn does, after the requests in hand."""
+    served = Server(tmp_path, f"init_from={gpt2_folder}", "limits.max_tokens=1000000")
+    try:
+        with httpx.stream("POST", f"{served.url}/v1/completions", timeout=60,
+                          json={"prompt": "Go on", "max_tokens": 300, "stream": True, "temperature": 0}) as response:
+            lines = response.iter_lines()
+            next(line for line in lines if line.startswith("data: "))  # it is generating
+            served.process.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert rest[-1] == "data: [DONE]", rest[-3:]
+        assert json.loads(rest[-2].removeprefix("data: "))["choices"][0]["finish_reason"] == "length"  # all 300 tokens
+        assert served.process.wait(timeout=60) == 128 + signal.SIGTERM
+        assert "server stopped" in served.output()
+    finally:
+        served.stop()
+
+    served = Server(tmp_path, f"init_from={gpt2_folder}", "limits.max_tokens=1000000")
+    try:
+        with httpx.stream("POST", f"{served.url}/v1/completions", timeout=60,
+                          json={"prompt": "Go on", "max_tokens": 1000000, "stream": True}) as response:
+            lines = response.iter_lines()
+            next(line for line in lines if line.startswith("data: "))
+            served.process.send_signal(signal.SIGINT)  # waits for a request that would run for hours
+            served.wait_until_it_stops_listening()  # the first signal was taken (two at once count as one)
+            next(line for line in lines if line.startswith("data: "))  # still generating
+            served.process.send_signal(signal.SIGINT)
+            # It aborted (exit 134, "terminate called without an active exception") after a traceback for
+            # each task uvicorn cancelled, the model's thread killed inside an operation.
+            assert served.process.wait(timeout=60) == 0
+        assert "server stopped" in served.output() and "Traceback" not in served.output(), served.output()[-3000:]
+    finally:
         served.stop()

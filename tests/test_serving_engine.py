@@ -78,14 +78,14 @@ def hold_the_model(engine: Engine, jobs: Jobs) -> threading.Event:
 
 def alone(loaded: LoadedModel, prompt: str, max_tokens: int, **settings) -> str:
     jobs = Jobs(loaded.tokenizer)
-    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    engine = Engine(loaded, WINDOW, torch.device("cpu")).start()
     engine.submit(jobs.make("alone", [prompt], max_tokens, **settings))
     jobs.wait("alone")
     return jobs.text("alone")
 
 
 def test_a_client_leaving_mid_batch_stops_its_request_only(loaded):
-    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    engine = Engine(loaded, WINDOW, torch.device("cpu")).start()
     jobs = Jobs(loaded.tokenizer)
     release = hold_the_model(engine, jobs)
     leaver: list[Job] = []
@@ -114,7 +114,7 @@ def test_a_client_leaving_mid_batch_stops_its_request_only(loaded):
 def test_a_request_that_cannot_join_yet_is_not_overtaken_by_later_ones(loaded):
     """The running batch's padded length is short of the long prompt: it waits, and the short request behind
     it, which could join at once, waits with it; they join together once the batch is long enough."""
-    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    engine = Engine(loaded, WINDOW, torch.device("cpu")).start()
     jobs = Jobs(loaded.tokenizer)
     arrivals = {"long prompt": "I HAD always thought Jack Gisburn", "short prompt": "I"}
 
@@ -138,7 +138,7 @@ def test_a_request_that_cannot_join_yet_is_not_overtaken_by_later_ones(loaded):
 def test_a_job_that_fails_before_it_is_decoded_fails_alone_and_the_engine_keeps_serving(loaded):
     # A seed torch's generator cannot take (the server's protocol refuses it with a 400 first) raised while
     # the batch was put together, outside any handler: the model's thread ended and every request waited.
-    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    engine = Engine(loaded, WINDOW, torch.device("cpu")).start()
     jobs = Jobs(loaded.tokenizer)
     release = hold_the_model(engine, jobs)
     engine.submit(jobs.make("bad seed", ["I HAD"], 5, temperature=0.9, seed=2**70))
@@ -159,3 +159,44 @@ def test_a_job_that_fails_before_it_is_decoded_fails_alone_and_the_engine_keeps_
     assert jobs.text("good joiner") == alone(loaded, "I", 5)
     assert jobs.text("running") == alone(loaded, "rather", 30)
     assert all(calls == 1 for calls in jobs.done_calls.values()), jobs.done_calls  # every slot freed, once
+
+
+def test_serve_py_decodes_on_the_main_thread_with_the_http_server_beside_it(loaded):
+    """The model decoded on a thread of its own while the main thread, which had loaded it, kept its own
+    OpenMP team: GNU OpenMP, with more threads than cores, then stops its workers spinning between operations,
+    and a request took 0.96 s instead of generate.py's 0.75 (a 2-core Xeon; BENCHMARKS.md, Serving)."""
+    import httpx
+    import uvicorn
+
+    from gptlab.serving.app import create_app
+    from gptlab.serving.command import bind, run_beside_the_model
+    from gptlab.serving.protocol import Limits
+
+    assert threading.current_thread() is threading.main_thread()
+    engine = Engine(loaded, WINDOW, torch.device("cpu"))
+    app = create_app(engine, {"model": "tiny"}, Limits(WINDOW - 1, 32, 2), 4, 1 << 16, None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    sock = bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    answers = []
+
+    def client() -> None:
+        try:
+            for _ in range(600):
+                if server.started:
+                    break
+                threading.Event().wait(0.05)
+            answers.append(httpx.post(f"{url}/v1/completions", json={"prompt": "I HAD", "max_tokens": 8, "temperature": 0}, timeout=60))
+        finally:
+            server.should_exit = True
+
+    threads_decoding: set[str] = set()
+    hook = loaded.model.register_forward_pre_hook(lambda *_: threads_decoding.add(threading.current_thread().name))
+    try:
+        threading.Thread(target=client).start()
+        run_beside_the_model(server, sock, engine)  # returns once the server has stopped
+    finally:
+        hook.remove()
+    assert answers and answers[0].status_code == 200, answers
+    assert answers[0].json()["choices"][0]["text"] == alone(loaded, "I HAD", 8)
+    assert threads_decoding == {threading.main_thread().name}

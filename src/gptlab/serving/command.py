@@ -6,8 +6,10 @@ from __future__ import annotations
 import errno
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,14 +96,60 @@ def serve_from_config(cfg: dict) -> None:
     settings = cfg["limits"]
     limits = Limits(settings["max_prompt_tokens"] or window - 1, settings["max_tokens"], settings["max_n"])
     model_id = cfg.get("model_name") or default_model_id(loaded.source)
+    engine = Engine(loaded, window, device, cfg["max_batch_rows"])
     app = create_app(
-        Engine(loaded, window, device, cfg["max_batch_rows"]), model_facts(loaded, model_id), limits,
-        settings["max_concurrent"], settings["max_body_bytes"], api_key,
+        engine, model_facts(loaded, model_id), limits, settings["max_concurrent"], settings["max_body_bytes"], api_key
     )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    received = stop_on_signals(server)  # before the line below: from then on a signal stops it gracefully
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model_id} on http://{shown}:{port} (API: /v1/completions, page: /)"
           + (f"; API key required (from ${cfg['api_key_env']})" if api_key else ""), flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    run_beside_the_model(server, sock, engine)
     print("server stopped", file=sys.stderr, flush=True)
+    if received[:1] == [signal.SIGTERM]:
+        sys.exit(128 + signal.SIGTERM)  # as a process that SIGTERM ended exits
+
+
+def stop_on_signals(server) -> list[int]:
+    """Ctrl-C and SIGTERM stop ``server`` as uvicorn's own handler does (no new connections, the requests in
+    hand finished; a second Ctrl-C at once); the signals received are appended to the list returned. uvicorn
+    installs its handler only when it runs on the main thread, which decodes here (run_beside_the_model)."""
+    received: list[int] = []
+
+    def on_signal(sig: int, frame) -> None:
+        if sig == signal.SIGINT and server.should_exit:
+            # The second Ctrl-C: out of the model's loop at once, leaving the HTTP thread (a daemon) to end with
+            # the process; uvicorn's own force exit printed a traceback for every task it cancelled.
+            raise KeyboardInterrupt
+        received.append(sig)
+        server.handle_exit(sig, frame)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return received
+
+
+def run_beside_the_model(server, sock: socket.socket, engine) -> None:
+    """The HTTP server on a thread of its own and the model on this, the main thread, which loaded it (one
+    OpenMP thread team: Engine.serve_forever says why), until the server stops."""
+    failed: list[BaseException] = []
+
+    def serve_http() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as err:  # raised on the main thread, as when uvicorn ran there
+            failed.append(err)
+        finally:
+            engine.stop()
+
+    http = threading.Thread(target=serve_http, name="gptlab-http", daemon=True)
+    http.start()
+    try:
+        engine.serve_forever()
+    except KeyboardInterrupt:
+        return  # a second Ctrl-C (stop_on_signals): the requests in hand end unfinished
+    http.join()
+    if failed:
+        raise failed[0]

@@ -1,5 +1,7 @@
-"""The model's own thread: requests wait in a queue and are decoded in batches (serving.batching): requests
-waiting together start one, and later ones join it between steps. Each keeps its own settings and seed and
+"""The model's loop: requests wait in a queue and are decoded in batches (serving.batching): requests
+waiting together start one, and later ones join it between steps. serve.py runs it on the main thread and
+the HTTP server on a thread of its own, so that every PyTorch CPU operation starts on one thread (see
+:meth:`Engine.serve_forever`). Each keeps its own settings and seed and
 draws as generate.py's sampling loop draws, so a request alone gives exactly generate.py's text (the same
 operations) and in company the same text up to float noise. Requests a batch cannot take (several prompts,
 beams, a text past the window) run alone through generate.py's decoder itself. The ``n`` completions of a
@@ -61,8 +63,8 @@ class _AllFinished(Exception):
 
 
 class Engine:
-    """Runs jobs on the model's own thread: a job alone as generate.py would, jobs waiting together in one
-    batch (serving.batching) where they can be."""
+    """Runs jobs on the model's thread (the one in :meth:`serve_forever`): a job alone as generate.py would,
+    jobs waiting together in one batch (serving.batching) where they can be."""
 
     def __init__(self, loaded, context_length: int, device: torch.device, max_batch_rows: int = 16):
         self.loaded = loaded
@@ -70,18 +72,37 @@ class Engine:
         self.context_length = context_length
         self.device = device
         self.max_batch_rows = max_batch_rows
-        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.jobs: queue.Queue[Job | None] = queue.Queue()  # None: wakes the loop to stop
         self.held: collections.deque[Job] = collections.deque()  # taken from the queue, not batchable now
         self.cancelled = 0  # jobs stopped because their client left (GET /health shows it)
         self.batched = 0  # requests decoded in one batch with others (GET /health shows it)
-        threading.Thread(target=self._serve_forever, name="gptlab-model", daemon=True).start()
+        self._stopping = threading.Event()
 
     def submit(self, job: Job) -> None:
         self.jobs.put(job)
 
-    def _serve_forever(self) -> None:
-        while True:
+    def start(self) -> Engine:
+        """Serve on a thread of its own, for a program whose main thread has other work."""
+        threading.Thread(target=self.serve_forever, name="gptlab-model", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """End :meth:`serve_forever` once the work in hand is done."""
+        self._stopping.set()
+        self.jobs.put(None)
+
+    def serve_forever(self) -> None:
+        """Decode the jobs submitted, on the calling thread, until :meth:`stop`.
+
+        Every PyTorch CPU operation should start on this one thread: a thread that runs a parallel
+        operation gets an OpenMP thread team of its own, and with the teams of two threads alive (the one that
+        loaded the model, the one that decodes) GNU OpenMP has more threads than cores and stops its workers
+        spinning between operations, the short waits a decoding step is made of: a request decoded off the
+        main thread took 0.96 s instead of generate.py's 0.75 on a 2-core Xeon (BENCHMARKS.md, Serving)."""
+        while not self._stopping.is_set():
             batch = self._next_batch()
+            if not batch:
+                continue
             if self._batchable(batch[0]):
                 self._run_together(batch)  # alone at first, maybe: later requests may join it
             else:
@@ -90,6 +111,8 @@ class Engine:
     def _next_batch(self) -> list[Job]:
         """The next job, with the jobs waiting behind it that can be decoded with it."""
         first = self.held.popleft() if self.held else self.jobs.get()
+        if first is None:
+            return []  # stop() woke the loop
         batch = [first]
         if not self._batchable(first):
             return batch
@@ -99,6 +122,8 @@ class Engine:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 break
+            if job is None:
+                continue  # stop(): the loop ends after this batch
             # The padded batch must fit the window: the longest prompt plus the most new tokens.
             if self._batchable(job) and self._fits(job, rows, max(longest, len(job.prompt_ids[0])), reach):
                 batch.append(job)
@@ -181,9 +206,12 @@ class Engine:
                 # batch drains and the next one starts with it (else later joiners could keep it waiting).
                 if not self.held:
                     try:
-                        self.held.append(self.jobs.get_nowait())
+                        job = self.jobs.get_nowait()
                     except queue.Empty:
                         break
+                    if job is None:
+                        continue  # stop(): the loop ends after this batch
+                    self.held.append(job)
                 job = self.held[0]
                 prompt = job.prompt_ids[0]
                 if not (self._batchable(job) and len(prompt) <= length and self._fits(job, rows, length)):
