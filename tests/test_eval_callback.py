@@ -34,19 +34,19 @@ def test_a_task_file_is_read_before_training_and_named_by_its_training_key(tmp_p
         EvalCallback(every_n_validations=2, tasks={"multiple_choice": {"path": str(tmp_path / "mc.jsonl")}})
     (tmp_path / "lambada.jsonl").write_text('{"text": "one two three"}\n')
     callback = EvalCallback(every_n_validations=1, tasks={"lambada": {"path": str(tmp_path / "lambada.jsonl")}})
-    assert callback.items == {"lambada": [("one two", " three")]}
+    assert callback.items == {"lambada": [("one two", " three", 1)]}  # (context, continuation, line)
     assert EvalCallback(every_n_validations=0, tasks={"lambada": {}}).items == {}  # off: nothing read
 
 
 def test_a_task_a_character_model_cannot_read_is_refused_as_fit_starts_not_at_its_first_evaluation(tmp_path):
-    (tmp_path / "mc.jsonl").write_text(
-        '{"context": "one two", "choices": ["three", "four"], "label": 0}\n'
+    (tmp_path / "mc.jsonl").write_text(  # a blank line: the second item is on line 3 (it was named "item 2")
+        '{"context": "one two", "choices": ["three", "four"], "label": 0}\n\n'
         '{"context": "five", "choices": ["six", "Seven"], "label": 1}\n'
     )
     tasks = {"multiple_choice": {"path": str(tmp_path / "mc.jsonl")}}
     callback = EvalCallback(every_n_validations=4, tasks=tasks)
     fitting = SimpleNamespace(tokenizer=CharTokenizer.from_text("one two three four five six seven"))
-    with pytest.raises(ConfigError, match=r"^callbacks.eval.tasks.multiple_choice.path=.*mc.jsonl: its item 2 has "
+    with pytest.raises(ConfigError, match=r"^callbacks.eval.tasks.multiple_choice.path=.*mc.jsonl: line 3 has "
                        r"characters 'S' that the model's 14-character vocabulary lacks"):
         callback.on_fit_start(None, fitting)
     callback.on_fit_start(None, SimpleNamespace(tokenizer=GPT2Tokenizer()))  # BPE reads any text

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,23 @@ from gptlab.config.unknown_keys import unknown_key_message
 from gptlab.core.errors import ConfigError, DataError
 from gptlab.core.files import read_user_text
 from gptlab.evaluation.loglikelihood import loglikelihoods
+
+
+class ChoiceItem(NamedTuple):
+    """A multiple-choice item, and its line in the file (for messages about it)."""
+
+    context: str
+    choices: list[str]
+    label: int
+    line: int
+
+
+class ClozeItem(NamedTuple):
+    """A LAMBADA item: the context and " " + the last word, and its line in the file."""
+
+    context: str
+    continuation: str
+    line: int
 
 
 def read_jsonl(path: str | None, key: str) -> list[tuple[int, dict]]:
@@ -54,8 +72,8 @@ def _hellaswag_clean(text: str) -> str:
     return text.replace("  ", " ")
 
 
-def multiple_choice_item(path: str, number: int, row: dict) -> tuple[str, list[str], int]:
-    """(context, choices, label) of a HellaSwag row or a {context, choices, label} row."""
+def multiple_choice_item(path: str, number: int, row: dict) -> ChoiceItem:
+    """The item of a HellaSwag row or a {context, choices, label} row on line ``number``."""
     if "endings" in row:
         needed = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
         missing = [key for key in needed if key not in row]
@@ -77,39 +95,40 @@ def multiple_choice_item(path: str, number: int, row: dict) -> tuple[str, list[s
         raise DataError(f"{path} line {number}: label {row['label']!r} is not a number") from None
     if not 0 <= label < len(choices):
         raise DataError(f"{path} line {number}: label {label} is out of range for its {len(choices)} choices")
-    return context, choices, label
+    return ChoiceItem(context, choices, label, number)
 
 
-def read_multiple_choice(settings, key: str = "tasks.multiple_choice") -> list[tuple[str, list[str], int]]:
+def read_multiple_choice(settings, key: str = "tasks.multiple_choice") -> list[ChoiceItem]:
     rows = read_jsonl(settings.get("path"), key)[: settings.get("limit") or None]
     return [multiple_choice_item(settings["path"], number, row) for number, row in rows]
 
 
 def score_multiple_choice(model, tokenizer, items, window: int, batch_size: int, device) -> dict:
-    pairs = [(context, " " + choice) for context, choices, _ in items for choice in choices]
+    pairs = [(item.context, " " + choice) for item in items for choice in item.choices]
     scores = iter(loglikelihoods(model, tokenizer, pairs, window, batch_size, device))
     correct = correct_norm = 0
-    for _, choices, label in items:
-        lls = np.array([next(scores).loglikelihood for _ in choices])
-        lengths = np.array([float(len(choice)) for choice in choices])
-        correct += int(np.argmax(lls) == label)
-        correct_norm += int(np.argmax(lls / lengths) == label)
+    for item in items:
+        lls = np.array([next(scores).loglikelihood for _ in item.choices])
+        lengths = np.array([float(len(choice)) for choice in item.choices])
+        correct += int(np.argmax(lls) == item.label)
+        correct_norm += int(np.argmax(lls / lengths) == item.label)
     return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "items": len(items)}
 
 
-def read_lambada(settings, key: str = "tasks.lambada") -> list[tuple[str, str]]:
+def read_lambada(settings, key: str = "tasks.lambada") -> list[ClozeItem]:
     """(context, " " + last word) of each text."""
-    pairs = []
+    items = []
     for number, row in read_jsonl(settings.get("path"), key)[: settings.get("limit") or None]:
         text = row.get("text")
         if not isinstance(text, str) or " " not in text.strip():
             raise DataError(f"{settings['path']} line {number}: needs a \"text\" of several words (OpenAI's LAMBADA jsonl)")
         context, word = text.rsplit(" ", 1)
-        pairs.append((context, " " + word))
-    return pairs
+        items.append(ClozeItem(context, " " + word, number))
+    return items
 
 
-def score_lambada(model, tokenizer, pairs, window: int, batch_size: int, device) -> dict:
+def score_lambada(model, tokenizer, items, window: int, batch_size: int, device) -> dict:
+    pairs = [(item.context, item.continuation) for item in items]
     scores = loglikelihoods(model, tokenizer, pairs, window, batch_size, device)
     mean_ll = sum(s.loglikelihood for s in scores) / len(scores)
     return {"acc": sum(s.is_greedy for s in scores) / len(scores), "ppl": math.exp(-mean_ll), "items": len(scores)}
@@ -161,16 +180,17 @@ def read_tasks(tasks, key: str = "tasks") -> dict[str, list]:
 
 def check_characters(items: dict[str, list], tasks, tokenizer, key: str = "tasks") -> None:
     """A character model cannot read an item with a character it never saw: said before anything is scored
-    (during training, as fit starts, not at the N-th validation), naming the file and the item."""
+    (during training, as fit starts, not at the N-th validation), naming the file and the item's line."""
     if not hasattr(tokenizer, "unknown_characters"):  # a BPE tokenizer reads any text
         return
     for name, task_items in items.items():
-        for number, item in enumerate(task_items, start=1):
-            texts = [item[0], *(" " + choice for choice in item[1])] if name == "multiple_choice" else list(item)
+        for item in task_items:
+            scored = [" " + choice for choice in item.choices] if name == "multiple_choice" else [item.continuation]
+            texts = [item.context, *scored]
             unknown = tokenizer.unknown_characters("".join(texts))
             if unknown:
                 raise ConfigError(
-                    f"{key}.{name}.path={tasks[name]['path']}: its item {number} has characters {unknown!r} that "
+                    f"{key}.{name}.path={tasks[name]['path']}: line {item.line} has characters {unknown!r} that "
                     f"the model's {tokenizer.vocab_size}-character vocabulary lacks; a character model scores "
                     "only text in its own characters"
                 )
