@@ -305,3 +305,36 @@ def test_shards_are_a_source_a_mixture_trains_on_and_eval_scores(mixture, data_d
     )
     assert as_shards["tokens"] == as_text["tokens"] > 0
     assert as_shards["nll"] == pytest.approx(as_text["nll"], rel=1e-6) == as_source["nll"]
+
+
+def test_a_character_model_reads_a_mixture_of_texts_in_its_characters(mixture, data_dir, tmp_path, shakespeare_text):
+    """eval.py and init_from on data=mixture data.tokenizer=char: each source built its own vocabulary from its
+    text, so a mixture of texts in the model's characters was refused as "other characters"."""
+    from omegaconf import OmegaConf
+    from tiny_models import TINY_GPT
+
+    from gptlab.checkpoints.loading import LoadedModel
+    from gptlab.data.tokenizers import CharTokenizer
+    from gptlab.evaluation.command import perplexity_on_data
+    from gptlab.models.gpt import GPT
+
+    model_chars = CharTokenizer.from_text(shakespeare_text)
+    (tmp_path / "lower.txt").write_text(shakespeare_text[:60_000].lower())  # fewer characters than the model's
+    sources = [
+        {"kind": "text", "path": str(mixture.plays), "val_ratio": 0.3, "name": "plays"},
+        {"kind": "text", "path": str(tmp_path / "lower.txt"), "name": "lower"},
+    ]
+    torch.manual_seed(0)
+    settings = {k: v for k, v in TINY_GPT.items() if k != "_target_"}
+    model = GPT(**{**settings, "vocab_size": model_chars.vocab_size}).eval()
+    loaded = LoadedModel(model=model, tokenizer=model_chars, trained_window=32, source="a char model")
+    data = {
+        "_target_": "gptlab.data.mixture_datamodule.MixtureDataModule", "sources": sources, "tokenizer": "char",
+        "data_dir": str(data_dir), "cache_dir": str(tmp_path / "cache"), "batch_size": 4, "max_length": 32,
+    }
+    cfg = OmegaConf.create({"data": data, "eval": {"split": "val", "batch_size": 8}})
+    figures = perplexity_on_data(cfg, loaded, context=32, stride=32, device="cpu")[1]
+    assert figures["tokens"] == figures["plays/tokens"] + figures["lower/tokens"] > 0
+
+    with pytest.raises(DataError, match="tokenised differently"):  # no model: each corpus's own characters
+        mixture(sources, tokenizer="char")

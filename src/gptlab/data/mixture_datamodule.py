@@ -83,6 +83,17 @@ class MixtureData(WindowData):
         self._counted: tuple[int, int, torch.Tensor] | None = None  # (epoch, positions, windows drawn) so far
 
     @property
+    def vocabulary(self):
+        return self._vocabulary
+
+    @vocabulary.setter
+    def vocabulary(self, characters) -> None:
+        """A character model's vocabulary (eval.py, init_from) is every source's: each reads its text with it."""
+        self._vocabulary = characters
+        for source in getattr(self, "_sources", None) or []:
+            source.vocabulary = characters
+
+    @property
     def sources(self) -> list[WindowData]:
         """Each source's own data module, its config checked as ``data=<kind>`` would be."""
         if self._sources is None:
@@ -127,7 +138,9 @@ class MixtureData(WindowData):
                 raise ConfigError(f"{err.key}: {first_line(err)}") from None
             # The plain class: the mixture is what a Trainer fits, its sources are read through it.
             settings = {k: v for k, v in windows.items() if k != "seed"}
-            return read_data(config, **settings, seed=self.seed)
+            source = read_data(config, **settings, seed=self.seed)
+            source.vocabulary = self.vocabulary
+            return source
 
     @contextmanager
     def _about(self, i: int):
