@@ -142,9 +142,32 @@ def test_gptlab_in_lm_eval_equals_lm_evals_hf_model_on_the_exported_weights(harn
 
 
 @pytest.mark.e2e
-def test_a_bad_checkpoint_is_one_line_inside_lm_eval(harness_setup, tmp_path):
-    _, tasks = harness_setup
-    result = run_lm_eval("gptlab-lm-eval", "gptlab", f"ckpt_path={tmp_path / 'missing.ckpt'}", tasks, tmp_path / "out", lm_eval_env(tmp_path))
+@pytest.mark.parametrize(
+    "model_args, words",
+    [
+        ("ckpt_path={tmp}/missing.ckpt", "missing.ckpt"),
+        # Both were a TypeError traceback from GptlabLM.__init__.
+        ("ckpt_pth={root}/tiny.ckpt", "ckpt_pth is not a setting of gptlab's lm-eval model (--model_args); did you mean ckpt_path?"),
+        ("ckpt_path={root}/tiny.ckpt,temperature=0", "temperature is not a setting of gptlab's lm-eval model (--model_args); it takes: batch_size,"),
+    ],
+)
+def test_a_bad_checkpoint_or_model_arg_is_one_line_inside_lm_eval(harness_setup, tmp_path, model_args, words):
+    root, tasks = harness_setup
+    model_args = model_args.format(tmp=tmp_path, root=root)
+    result = run_lm_eval("gptlab-lm-eval", "gptlab", model_args, tasks, tmp_path / "out", lm_eval_env(tmp_path))
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert result.returncode == 2 and len(errors) == 1 and "missing.ckpt" in errors[0], result.stderr[-2000:]
+    assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_model_args_win_over_the_options_lm_eval_passes_unasked(harness_setup):
+    """lm-eval's command line passes device=cuda:0 and batch_size=1 when they are not given: with device= or
+    batch_size= in --model_args too, GptlabLM.__init__ got the key twice (a TypeError)."""
+    from gptlab.evaluation.harness import GptlabLM
+
+    root, _ = harness_setup
+    unasked = {"batch_size": 1, "max_batch_size": None, "device": "cuda:0"}
+    lm = GptlabLM.create_from_arg_string(f"ckpt_path={root / 'tiny.ckpt'},device=cpu,batch_size=3", unasked)
+    assert lm.device == torch.device("cpu") and lm.batch_size == 3
+    lm = GptlabLM.create_from_arg_obj({"ckpt_path": str(root / "tiny.ckpt")}, unasked)
+    assert lm.batch_size == 1  # the command line's, where --model_args does not say

@@ -16,6 +16,7 @@ task's stop strings as lm-eval's ``hf`` model cuts them. Written against lm-eval
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 
 import lm_eval.models  # noqa: F401  (first: lm-eval fills its registry with its own models only while it is empty)
@@ -23,10 +24,11 @@ import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
 from gptlab.checkpoints.loading import load_for_generation, resolve_device, resolve_dtype
+from gptlab.config.unknown_keys import unknown_key_message
 from gptlab.core.errors import ConfigError
 from gptlab.evaluation.loglikelihood import score_token_pairs
 from gptlab.generation.decoding import generate
@@ -90,6 +92,23 @@ class GptlabLM(TemplateLM):
             )
         self.max_gen_toks = _positive_int("max_gen_toks", max_gen_toks)
         self.seed = int(seed)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> GptlabLM:
+        """The model from lm-eval's ``--model_args`` (``arg_dict``) and its command line's own options
+        (``additional_config``: ``--device``, ``--batch_size``, which it passes even when not given, as cuda:0
+        and 1). A key this model does not take is one line naming the close one or those it takes, and a key
+        in ``--model_args`` wins over the command line's (both were a TypeError traceback from ``__init__``)."""
+        known = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+        for key in arg_dict:
+            if key not in known:
+                raise ConfigError(unknown_key_message(key, known, "gptlab's lm-eval model (--model_args)"))
+        options = {key: value for key, value in (additional_config or {}).items() if value is not None}
+        return cls(**{**options, **arg_dict})
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> GptlabLM:
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     # What lm-eval reads of a model.
     @property
