@@ -187,6 +187,12 @@ def _bad_inputs(tmp, shakespeare_text) -> dict:
             ["data=mixture", "data.tokenizer=char", "data.sources=[{kind:verdict},{kind:shakespeare}]"],
             ["data.sources[1] (shakespeare) is tokenised differently"],
         ),
+        # An OSError traceback ("Not a directory") from making the shards' folder.
+        "cache-dir-is-a-file": (
+            "prepare.py",
+            ["data=text", f"data.path={few}", "data.val_ratio=0.5", f"data.cache_dir={tmp}/rows.jsonl"],
+            ["cannot write token shards under data.cache_dir=", "(Not a directory)", "GPTLAB_CACHE_DIR"],
+        ),
         "shards-missing": ("train.py", ["data=shards", f"data.train={tmp}/x_*.bin", f"data.val={tmp}/v.bin"], ["names no shard file"]),
     }
 

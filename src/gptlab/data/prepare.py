@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.core.errors import DataError
+from gptlab.core.errors import ConfigError, DataError
 from gptlab.core.files import atomic_write_bytes
 from gptlab.data.documents import Piece
 from gptlab.data.shards import token_dtype, write_shard
@@ -93,13 +93,29 @@ def prepare_shards(
             return PreparedShards(own_folder, own)
     identity = tokenizer.identity() if tokenizer else tokenizer_kind
     folder, key = _place(cache_dir, fingerprint, identity, shard_tokens, max_tokens)
-    folder.mkdir(parents=True, exist_ok=True)
+    index = _read_index(folder, key)
+    if index is not None and index["complete"]:
+        return PreparedShards(folder, index)  # prepared before: read as they are, from a read-only cache too
+    _make_shard_folder(folder, cache_dir)
     with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
         index = _read_index(folder, key)
         if index is None or not index["complete"]:
             preparer = _Preparer(source, fingerprint, tokenizer, folder, key, shard_tokens, max_tokens, index)
             index = preparer.run(num_proc, progress)
     return PreparedShards(folder, index)
+
+
+def _make_shard_folder(folder: Path, cache_dir) -> None:
+    """The folder the shards go in, with its lock file: one line where data.cache_dir cannot take them (a file
+    in the way, no permission; it was an OSError traceback)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".lock").touch()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write token shards under data.cache_dir={cache_dir} ({err.strerror or err}); point "
+            "data.cache_dir (or GPTLAB_CACHE_DIR) at a folder you can write to"
+        ) from None
 
 
 def _place(cache_dir, fingerprint: dict, identity: str | dict, shard_tokens: int, max_tokens: int | None) -> tuple[Path, str]:
