@@ -260,12 +260,16 @@ def test_help_and_cfg_job_still_work():
     assert cfg_run.returncode == 0 and "emb_dim: 32" in cfg_run.stdout
 
 
-# Device mistakes need torch alone: refused before Lightning's import (seconds on a laptop), not after it.
-BEFORE_LIGHTNING = ["no-gpu", "no-mps", "fsdp-on-cpu", "device-ids-on-the-cpu", "float16-on-cpu"]
+# Device mistakes need torch alone, and the data and a model built from its config are checked before the
+# import too (train.py's preflight): refused before Lightning's import (seconds on a laptop), not after it.
+BEFORE_LIGHTNING = [
+    "no-gpu", "no-mps", "fsdp-on-cpu", "device-ids-on-the-cpu", "float16-on-cpu",
+    "window", "train-split-too-small", "val-split-too-small", "vocabulary-larger-than-the-tokenizer",
+]
 
 
 @pytest.mark.parametrize("case", BEFORE_LIGHTNING)
-def test_device_mistakes_are_refused_before_lightning_is_imported(case, tmp_path):
+def test_device_data_and_model_mistakes_are_refused_before_lightning_is_imported(case, tmp_path):
     if case in MACHINE_HAS and MACHINE_HAS[case]():
         pytest.skip(f"this machine has what the '{case}' case lacks")
     overrides, words = CASES[case]

@@ -76,6 +76,13 @@ def positions_trained(
     return datamodule.max_length
 
 
+def starts_from_weights(cfg: DictConfig) -> bool:
+    """Whether the run loads a model (init_from=, or a transformers model), which draws from the random
+    generator as it is built, so only after the run's seed is set; a model built from its config is only
+    a config until the LightningModule makes it."""
+    return bool(cfg.get("init_from")) or OmegaConf.select(cfg, "model._target_") == HF_CAUSAL_LM
+
+
 def build_start_model(cfg: DictConfig, datamodule: WindowData) -> tuple[nn.Module | None, dict]:
     """(pretrained model or None, model config). None means: build from the config, randomly initialised."""
     if cfg.get("init_from"):

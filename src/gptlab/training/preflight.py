@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Checked:
-    """What preflight found out and the run needs: the checkpoint to resume from (read once, here) and the
-    data with its tokenizer loaded (its plain class: the run makes it a LightningDataModule)."""
+    """What preflight found out and the run needs: the checkpoint to resume from (read once, here), the
+    data with its tokenizer loaded (its plain class: the run makes it a LightningDataModule) and, for a model
+    built from its config, that config, checked against the data, which is then cut into windows too."""
 
     resume: ResumeFrom | None = None
     data: WindowData | None = None
+    model_cfg: dict | None = None
 
 
 def check_config(cfg: DictConfig) -> Checked:
@@ -46,11 +48,13 @@ def check_config(cfg: DictConfig) -> Checked:
 
             resume = read_resume_checkpoint(cfg.get("ckpt_path"), output_dir)
             check_time_left(_get(cfg, "trainer.max_time"), resume.checkpoint)
-    from gptlab.models.factory import read_training_data  # torch, not Lightning
+    from gptlab.models.factory import data_and_start_model, read_training_data, starts_from_weights  # torch
 
-    data = read_training_data(cfg)
+    data, model_cfg = read_training_data(cfg), None
+    if not starts_from_weights(cfg):  # a window longer than the model's, a split shorter than one: said now
+        data, _, model_cfg = data_and_start_model(cfg, data)
     choose_precision(cfg)  # says its choice for trainer.precision=auto: once the run will start
-    return Checked(resume, data)
+    return Checked(resume, data, model_cfg)
 
 
 def check_time_left(max_time, checkpoint: dict) -> None:

@@ -175,7 +175,9 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
     check_nodes(int(cfg.trainer.get("num_nodes", 1)))  # needs Lightning's cluster environments
     scrub_saved_configs(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, start_model, model_cfg = data_and_start_model(cfg, checked.data)
+    datamodule, start_model, model_cfg = checked.data, None, checked.model_cfg
+    if model_cfg is None:  # a start from weights: loaded now, after the seed (building a model draws from it)
+        datamodule, start_model, model_cfg = data_and_start_model(cfg, checked.data)
     datamodule = as_lightning_data(datamodule, cfg.data._target_)
     finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None
     module = LanguageModelModule(
