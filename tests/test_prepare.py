@@ -156,7 +156,10 @@ def test_an_unchanged_source_is_found_at_once_and_a_changed_one_prepared_again(t
         raise AssertionError("tokenised again")
 
     monkeypatch.setattr(prepare, "encode_pieces", no_encoding)
+    (first.folder / ".lock").unlink()
     assert prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cache", progress=False).folder == first.folder
+    # Found whole, they are read without their lock file being made (it was: a read-only cache failed).
+    assert not (first.folder / ".lock").exists()
     monkeypatch.undo()
 
     edited = TextFiles(str(folder)).files[3]
