@@ -233,9 +233,6 @@ def test_each_bad_mixture_gets_a_clear_message(mixture):
     assert message.startswith("data.sources[0] (verdict): ") and "corpus_name" in message
     message = bad(mixture, [{"kind": "text"}])
     assert message.startswith("data.sources[0] (text): data.path is not set")
-    # Character vocabularies are each corpus's own: one model cannot read both.
-    message = bad(mixture, [{"kind": "verdict"}, {"kind": "shakespeare"}], tokenizer="char")
-    assert "data.sources[1] (shakespeare) is tokenised differently from data.sources[0] (verdict)" in message
 
 
 def test_eval_scores_each_source_of_a_mixture_as_it_would_alone_and_the_mixture_over_all(mixture, data_dir, tmp_path):
@@ -336,5 +333,36 @@ def test_a_character_model_reads_a_mixture_of_texts_in_its_characters(mixture, d
     figures = perplexity_on_data(cfg, loaded, context=32, stride=32, device="cpu")[1]
     assert figures["tokens"] == figures["plays/tokens"] + figures["lower/tokens"] > 0
 
-    with pytest.raises(DataError, match="tokenised differently"):  # no model: each corpus's own characters
-        mixture(sources, tokenizer="char")
+
+
+def test_a_character_mixture_from_scratch_reads_every_source_with_the_characters_of_all(mixture, tmp_path, shakespeare_text, monkeypatch):
+    """data=mixture data.tokenizer=char was refused: each source took its own corpus's characters."""
+    from gptlab.data import prepare
+    from gptlab.data.documents import TextFiles
+    from gptlab.data.prepare import prepare_shards
+
+    (tmp_path / "lower.txt").write_text(shakespeare_text[:60_000].lower() + "\u00e9")  # a character of its own
+    sources = [
+        {"kind": "text", "path": str(tmp_path / "lower.txt"), "name": "lower"},
+        {"kind": "verdict"},
+    ]
+    dm = mixture(sources, tokenizer="char")
+    verdict_chars = dm.sources[1].characters()
+    assert dm.tokenizer.chars == "".join(sorted(set((tmp_path / "lower.txt").read_text()) | set(verdict_chars)))
+    assert all(source.tokenizer.identity() == dm.tokenizer.identity() for source in dm.sources)
+    stream = dm.sources[0].token_streams("train")[0]
+    assert dm.tokenizer.decode(stream[:200].tolist()) == (tmp_path / "lower.txt").read_text()[:200]
+
+    def read_again(source):
+        raise AssertionError("the characters were read again, not remembered")
+
+    monkeypatch.setattr(prepare, "_characters_of", read_again)
+    assert mixture(sources, tokenizer="char").tokenizer.identity() == dm.tokenizer.identity()
+    monkeypatch.undo()
+
+    # Character shards keep their own text's characters: mixed with other text they are refused, in one line.
+    made = prepare_shards(TextFiles(str(mixture.plays)), "char", tmp_path / "made", progress=False)
+    shards = {"kind": "shards", "train": f"{made.folder}/train_*.bin", "val": f"{made.folder}/val_*.bin"}
+    message = bad(mixture, [shards, {"kind": "verdict"}], tokenizer="char")
+    assert "data.sources[1] (verdict) is tokenised differently from data.sources[0] (shards)" in message
+    assert "character shards keep the characters of the text they were made from" in message

@@ -67,6 +67,9 @@ class TextData(WindowData):
         else:
             self.tokenizer = tokenizer_from_setting(self.tokenizer_kind)
 
+    def characters(self) -> str:
+        return CharTokenizer.from_text(self._text or read_corpus(self.corpus, self.data_dir)).chars
+
     def make_datasets(self) -> tuple[TokenWindows, ScoredWindows]:
         text, self._text = self._text, None
         self.train_tokens, self.val_tokens = self._tokenize(text)

@@ -24,6 +24,7 @@ from gptlab.core.errors import ConfigError, DataError, GptlabError, first_line
 from gptlab.core.resolvers import repo_root
 from gptlab.data.class_names import lightning_getattr, read_data
 from gptlab.data.mixture_sampler import MixtureSampler
+from gptlab.data.tokenizers import CharTokenizer
 from gptlab.data.window_data import WindowData
 
 # The keys that are the mixture's and not a source's: the windows are cut and batched once for all.
@@ -157,9 +158,21 @@ class MixtureData(WindowData):
         return "mixture"
 
     def prepare_data(self) -> None:
+        if self.tokenizer_kind == "char" and self.vocabulary is None:
+            self.vocabulary = self._shared_characters()
         for i, source in enumerate(self.sources):
             with self._about(i):
                 source.prepare_data()
+
+    def _shared_characters(self) -> CharTokenizer | None:
+        """data.tokenizer=char: one vocabulary for the model, the characters of every source's text (each
+        source alone would take its own). None where a source's ids are made already (character shards):
+        they keep their corpus's characters, and load_tokenizer says so unless all are the same."""
+        chars = []
+        for i, source in enumerate(self.sources):
+            with self._about(i):
+                chars.append(source.characters())
+        return None if None in chars else CharTokenizer("".join(chars))
 
     def load_tokenizer(self) -> None:
         if self.tokenizer is not None:
@@ -170,10 +183,11 @@ class MixtureData(WindowData):
         first = self.sources[0].tokenizer
         for i, source in enumerate(self.sources[1:], start=1):
             if source.tokenizer.identity() != first.identity():
+                why = " (character shards keep the characters of the text they were made from: mix that text)"
                 raise DataError(
                     f"data.sources[{i}] ({self.source_names[i]}) is tokenised differently from data.sources[0] "
-                    f"({self.source_names[0]}): a model has one vocabulary, so mix sources of one tokenizer "
-                    "(a character vocabulary is each corpus's own: mix those with data.tokenizer=gpt2)"
+                    f"({self.source_names[0]}): a model has one vocabulary, so mix sources of one tokenizer"
+                    + (why if self.tokenizer_kind == "char" else "")
                 )
         self.tokenizer = first
 

@@ -271,13 +271,35 @@ class _Preparer:
 
 def _char_tokenizer(source) -> CharTokenizer:
     # A character vocabulary is the corpus's own characters: one pass over it first.
+    return CharTokenizer(_characters_of(source))
+
+
+def _characters_of(source) -> str:
     chars: set[str] = set()
     for _, piece in source.documents():
         if piece is not None:
             chars.update(piece.text)
     if not chars:
         raise DataError("the corpus holds no text to take a character vocabulary from")
-    return CharTokenizer("".join(chars))
+    return "".join(sorted(chars))
+
+
+def corpus_characters(source, cache_dir: str | Path) -> str:
+    """The characters of ``source``'s text, sorted: one pass over it, remembered in ``cache_dir`` by the
+    source's fingerprint (a changed file is read again), for a vocabulary several sources share (a mixture's)."""
+    fingerprint = source.fingerprint()
+    name = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir).expanduser() / "characters" / f"{name}.json"
+    try:
+        remembered = json.loads(path.read_text(encoding="utf-8"))
+        if remembered["source"] == fingerprint:
+            return remembered["characters"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not read before, or not readable: read the text
+    chars = _characters_of(source)
+    with contextlib.suppress(OSError):  # not remembered: read again next time
+        atomic_write_bytes(json.dumps({"source": fingerprint, "characters": chars}).encode(), path)
+    return chars
 
 
 def _batches(documents: Iterator[tuple[str, Piece | None]]) -> Iterator[tuple[str, int, list[Piece], int]]:

@@ -11,7 +11,7 @@ from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.class_names import lightning_getattr
 from gptlab.data.documents import TextFiles
 from gptlab.data.hf_documents import HFDataset
-from gptlab.data.prepare import PreparedShards, prepare_shards
+from gptlab.data.prepare import PreparedShards, corpus_characters, prepare_shards
 from gptlab.data.shard_datamodule import ShardData
 from gptlab.data.tokenizers import tokenizer_from_spec
 
@@ -46,14 +46,20 @@ class PreparedData(ShardData):
     def prepare_data(self, progress: bool = True) -> PreparedShards:
         if self.prepared is None:
             source = self.make_source()
-            if not self.cache_dir:
-                raise ConfigError(f"data={self.name} tokenises into data.cache_dir, which is null; set it to a writable folder")
             vocabulary = self.vocabulary if self.tokenizer_kind == "char" else None
             self.prepared = prepare_shards(
-                source, self.tokenizer_kind, self.cache_dir, self.shard_tokens, self.num_proc, progress, self.max_tokens,
-                vocabulary,
+                source, self.tokenizer_kind, self._writable_cache_dir(), self.shard_tokens, self.num_proc, progress,
+                self.max_tokens, vocabulary,
             )
         return self.prepared
+
+    def characters(self) -> str:
+        return corpus_characters(self.make_source(), self._writable_cache_dir())
+
+    def _writable_cache_dir(self) -> str:
+        if not self.cache_dir:
+            raise ConfigError(f"data={self.name} tokenises into data.cache_dir, which is null; set it to a writable folder")
+        return self.cache_dir
 
     @property
     def described(self) -> str:
@@ -151,6 +157,14 @@ class HFData(PreparedData):
     @property
     def separate_validation(self) -> bool:
         return bool(self.val_split)
+
+    def characters(self) -> str:
+        return corpus_characters(self.make_source(), self._writable_cache_dir())
+
+    def _writable_cache_dir(self) -> str:
+        if not self.cache_dir:
+            raise ConfigError(f"data={self.name} tokenises into data.cache_dir, which is null; set it to a writable folder")
+        return self.cache_dir
 
     @property
     def described(self) -> str:

@@ -63,6 +63,11 @@ class WindowData:
     def load_tokenizer(self) -> None:
         raise NotImplementedError
 
+    def characters(self) -> str | None:
+        """The characters of the data's text, for one character vocabulary several sources share (a
+        mixture's); None where the ids are made already (shards), so no other vocabulary can read them."""
+        return None
+
     def make_datasets(self) -> tuple[Dataset, Dataset]:
         """(training windows, validation windows), cut with ``max_length``, ``stride`` and ``val_stride``."""
         raise NotImplementedError
