@@ -158,14 +158,6 @@ class HFData(PreparedData):
     def separate_validation(self) -> bool:
         return bool(self.val_split)
 
-    def characters(self) -> str:
-        return corpus_characters(self.make_source(), self._writable_cache_dir())
-
-    def _writable_cache_dir(self) -> str:
-        if not self.cache_dir:
-            raise ConfigError(f"data={self.name} tokenises into data.cache_dir, which is null; set it to a writable folder")
-        return self.cache_dir
-
     @property
     def described(self) -> str:
         files = f" data.data_files={self.data_files}" if self.data_files is not None else ""
