@@ -65,6 +65,21 @@ def test_files_read_in_pieces_give_the_whole_files_tokens(tmp_path, monkeypatch,
     assert sum((encoding.encode_ordinary(p.text) for p in pieces), []) == encoding.encode_ordinary(shakespeare_text)
 
 
+def test_a_text_of_one_line_is_read_in_pieces_cut_at_spaces_with_the_whole_texts_tokens(
+    tmp_path, monkeypatch, shakespeare_text
+):
+    # text8 and minified dumps have no line break: the file used to be read whole, as one piece.
+    text = shakespeare_text.replace("\n", " ")
+    path = tmp_path / "one_line.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(documents, "PIECE_BYTES", 4096)
+    pieces = list(documents.read_pieces(path, "strict"))
+    assert len(pieces) > 200 and max(p.nbytes for p in pieces) <= 2 * 4096  # a cut's rest goes on with the next read
+    assert "".join(p.text for p in pieces) == text
+    encoding = gpt2_encoding()
+    assert sum((encoding.encode_ordinary(p.text) for p in pieces), []) == encoding.encode_ordinary(text)
+
+
 def test_a_byte_order_mark_is_no_part_of_a_documents_text(tmp_path, verdict_text):
     # Windows editors begin UTF-8 files with one: it would be a token (three, in GPT-2's BPE) at every
     # document's start, which the model learns to emit after <|endoftext|>.
@@ -93,6 +108,38 @@ def test_one_file_is_split_at_a_line_break_near_one_minus_val_ratio(tmp_path, sh
         split[name] += piece.text
     assert split["train"] + split["val"] == shakespeare_text
     assert split["train"].endswith("\n") and abs(len(split["val"]) / len(shakespeare_text) - 0.1) < 0.001
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["one line", "a line break only at the end", "no space either"],
+)
+def test_one_file_without_a_line_break_near_its_split_still_holds_out_val_ratio(tmp_path, shakespeare_text, kind):
+    # The split took the first line break past 1 - val_ratio: in a text of one line that is the file's end,
+    # and the run stopped with "leaves 1 validation tokens ... raise data.val_ratio", which did not help.
+    text = {
+        "one line": shakespeare_text.replace("\n", " "),
+        "a line break only at the end": shakespeare_text.replace("\n", " ") + "\n",
+        "no space either": "春眠不觉晓" * 20_001,  # 3 bytes a character
+    }[kind]
+    path = tmp_path / "one.txt"
+    path.write_text(text, encoding="utf-8")
+    source = TextFiles(str(path), val_ratio=0.1)
+    split = {"train": "", "val": ""}
+    for name, piece in source.documents():
+        split[name] += piece.text
+    assert split["train"] + split["val"] == text
+    assert abs(len(split["val"].encode()) / len(text.encode()) - 0.1) < 0.001
+    if kind != "no space either":
+        assert split["val"].startswith(" ") and not split["train"].endswith(" ")  # between two words
+    # The fingerprint names such a split (shards of the earlier split are not found), and only such a one.
+    assert "split_offset" in source.fingerprint()
+
+
+def test_a_split_at_the_first_line_break_keeps_its_fingerprint(tmp_path, shakespeare_text):
+    path = tmp_path / "one.txt"
+    path.write_text(shakespeare_text, encoding="utf-8")
+    assert set(TextFiles(str(path), val_ratio=0.1).fingerprint()) == {"kind", "files", "val_files", "val_ratio", "errors"}
 
 
 def test_held_out_documents_are_close_to_the_ratio_for_any_count():

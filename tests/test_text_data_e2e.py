@@ -69,6 +69,18 @@ def test_one_text_file_trains_a_character_model(tmp_path, verdict_text):
     assert "tokenising" not in evaluated.stderr and "perplexity/ppl" in evaluated.stdout
 
 
+def test_a_text8_like_file_of_one_line_trains_a_character_model(tmp_path, shakespeare_text):
+    # text8's form: lower-case letters and spaces, no line break. Its split used to fall at the file's end,
+    # and the run stopped with "leaves 1 validation tokens".
+    text8 = re.sub(r"[^a-z ]", "", shakespeare_text.lower().replace("\n", " "))
+    (tmp_path / "text8").write_text(text8, encoding="utf-8")
+    env = clean_env(GPTLAB_CACHE_DIR=str(tmp_path / "cache"))
+    result = run_train(tmp_path / "run", "data=text", f"data.path={tmp_path}/text8", "data.tokenizer=char", *TINY, env=env)
+    assert_ok(result)
+    assert_finite(last_value(read_metrics(tmp_path / "run"), "val/loss"))
+    assert "note: the text samples start from ' '" in result.stderr  # no "E" for the default prompt, no "\n"
+
+
 def test_a_jsonl_file_trains_with_data_hf(tmp_path, shakespeare_text):
     speeches = shakespeare_text.split("\n\n")
     with open(tmp_path / "corpus.jsonl", "w", encoding="utf-8") as f:

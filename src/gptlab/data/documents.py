@@ -5,8 +5,12 @@ read in pieces of about ``PIECE_BYTES`` that end at a line break, so a 4 GB file
 a piece ends only at a newline between two visible ASCII characters, where GPT-2's pre-tokeniser splits
 anyway, so the pieces' tokens are exactly the whole file's (tested on all of Tiny Shakespeare).
 
+A text with no line break for megabytes (text8, a minified dump) is cut at a space between two visible ASCII
+characters instead, where GPT-2's pre-tokeniser splits too (the space begins the next word's token).
+
 Validation is a held-out share of the documents (``held_out``), or separate files (``val_path``); a corpus
-of one file is split at a line break at ``1 - val_ratio`` of its bytes, like the presets' character split.
+of one file is split at a line break at ``1 - val_ratio`` of its bytes, like the presets' character split
+(``split_offset``: at a space, or a character's start, when no line break comes soon enough).
 """
 
 from __future__ import annotations
@@ -106,7 +110,16 @@ class TextFiles:
             "val_files": stat(self.val_files),
             "val_ratio": None if self.val_files else self.val_ratio,
             "errors": self.errors,
+            **self._split_not_at_the_first_line_break(),
         }
+
+    def _split_not_at_the_first_line_break(self) -> dict:
+        """The offset of a one-file split where it is not the first line break past ``1 - val_ratio`` (the
+        rule before text without line breaks was cut elsewhere): shards of the earlier split are not found."""
+        if self.val_files or len(self.files) != 1:
+            return {}
+        cut, at_first_line_break = split_offset(self.files[0], self.val_ratio)
+        return {} if at_first_line_break else {"split_offset": cut}
 
     def total_bytes(self) -> int:
         return sum(f.stat().st_size for f in [*self.files, *self.val_files])
@@ -120,7 +133,7 @@ class TextFiles:
             for f in self.files:
                 yield from (("train", piece) for piece in read_pieces(f, self.errors))
         elif len(self.files) == 1:
-            cut = _line_break_after(self.files[0], int(self.files[0].stat().st_size * (1 - self.val_ratio)))
+            cut, _ = split_offset(self.files[0], self.val_ratio)
             yield from (("train", piece) for piece in read_pieces(self.files[0], self.errors, 0, cut))
             yield from (("val", piece) for piece in read_pieces(self.files[0], self.errors, cut, None))
         else:
@@ -134,16 +147,46 @@ def _size_and_mtime(path: Path) -> tuple[int, int]:
     return status.st_size, status.st_mtime_ns
 
 
-def _line_break_after(path: Path, position: int) -> int:
-    """The offset just past the first line break at or after ``position`` (the file's end if none)."""
+def split_offset(path: Path, val_ratio: float) -> tuple[int, bool]:
+    """Where one file's validation part begins, and whether that is just past the first line break at or
+    after ``1 - val_ratio`` of its bytes. The line break is looked for in the first half of the validation
+    part only: past it (a text of one line, or one whose only line break ends it) the validation part would
+    shrink to nothing, so the cut falls at a space between visible characters there, else at the first
+    character that starts there. Read 64 KiB at a time: the first line break is usually in the first."""
+    size = path.stat().st_size
+    position = int(size * (1 - val_ratio))
+    stop = position + max((size - position) // 2, 1)
     with open(path, "rb") as f:
+        for offset, block, span in _blocks(f, position, stop):
+            if (newline := block.find(b"\n", 1, 1 + span)) >= 0:
+                return offset + newline, True  # just past it: ``block`` starts a byte before ``offset``
+        for offset, block, span in _blocks(f, position, stop):
+            if (space := _first_safe_space(block, 1 + span)) >= 0:
+                return offset + space - 1, False
         f.seek(position)
-        while block := f.read(1 << 16):
-            newline = block.find(b"\n")
-            if newline >= 0:
-                return position + newline + 1
-            position += len(block)
-    return position
+        head = f.read(4)  # a UTF-8 character is at most 4 bytes: one of them starts the next
+        return position + next((i for i, byte in enumerate(head) if byte & 0xC0 != 0x80), len(head)), False
+
+
+def _blocks(f, start: int, stop: int, block_bytes: int = 1 << 16) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, bytes, span) for each block [offset, offset + span) of [start, stop), the bytes holding one
+    more on each side where the file has it (a NUL byte before its start): index i is offset + i - 1."""
+    for offset in range(start, stop, block_bytes):
+        span = min(block_bytes, stop - offset)
+        f.seek(max(offset - 1, 0))
+        before = b"" if offset > 0 else b"\x00"
+        yield offset, before + f.read(span + 1 + (offset > 0)), span
+
+
+def _first_safe_space(data: bytes, end: int | None = None) -> int:
+    """The first space before ``end`` with a visible ASCII character on each side (-1 if none)."""
+    end = len(data) - 1 if end is None else min(end, len(data) - 1)
+    position = 1
+    while (space := data.find(b" ", position, end)) >= 0:
+        if _visible(data[space - 1]) and _visible(data[space + 1]):
+            return space
+        position = space + 1
+    return -1
 
 
 def read_pieces(path: Path, errors: str, start: int = 0, end: int | None = None) -> Iterator[Piece]:
@@ -174,12 +217,21 @@ def _safe_cut(data: bytes) -> int:
     """Just past the last line break with a visible ASCII character on each side (0 if none). There GPT-2's
     pre-tokeniser makes the newline a token of its own whether or not the text goes on (next to more
     whitespace it would not: "\n\n" is one token at the end of a text, two before a word), and a UTF-8
-    sequence never straddles a newline byte."""
+    sequence never straddles a newline byte. Failing one in a whole piece's worth of text: just before the
+    last space with a visible ASCII character on each side, which begins the next token (" word", " 42",
+    " ,") whether or not the text goes on, so memory stays bounded for a text of one line too."""
     position = len(data) - 1
     while (newline := data.rfind(b"\n", 1, position)) >= 0:
         if _visible(data[newline - 1]) and _visible(data[newline + 1]):
             return newline + 1
         position = newline
+    if len(data) < PIECE_BYTES:
+        return 0
+    position = len(data) - 1
+    while (space := data.rfind(b" ", 1, position)) >= 0:
+        if _visible(data[space - 1]) and _visible(data[space + 1]):
+            return space
+        position = space
     return 0
 
 
