@@ -80,10 +80,16 @@ class TextFilesDataConfig(PreparedConfig):
     path: str | None = None  # a file, a folder (every .txt below it) or a glob
     val_path: str | None = None  # validation files; null: hold out val_ratio of the documents
     errors: str = "strict"  # bytes that are not UTF-8: strict stops with their offset, replace goes on
+    document_separator: str | None = None  # the text between documents in a file (TinyStories' <|endoftext|>)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of("data.errors", self.errors, DECODE_ERRORS)
+        if self.document_separator == "":
+            raise ConfigError(
+                "data.document_separator is empty; give the text between documents (e.g. '<|endoftext|>'), or null "
+                "for a document per file"
+            )
 
 
 @dataclass

@@ -83,14 +83,21 @@ def _other_files(folder: Path, what: str) -> str:
 class TextFiles:
     """Documents from text files (``data=text``)."""
 
-    def __init__(self, path: str, val_path: str | None = None, val_ratio: float = 0.1, errors: str = "strict"):
+    def __init__(
+        self,
+        path: str,
+        val_path: str | None = None,
+        val_ratio: float = 0.1,
+        errors: str = "strict",
+        separator: str | None = None,
+    ):
         if errors not in ERRORS:
             raise ConfigError(f"data.errors={errors} is not one of {', '.join(ERRORS)}")
-        self.path, self.val_ratio, self.errors = path, val_ratio, errors
+        self.path, self.val_ratio, self.errors, self.separator = path, val_ratio, errors, separator
         self.files = find_text_files(path)
         self.val_files = find_text_files(val_path, "data.val_path") if val_path else []
         held = sum(held_out(i, val_ratio) for i in range(len(self.files)))
-        if not self.val_files and len(self.files) > 1 and held == 0:
+        if not self.val_files and len(self.files) > 1 and held == 0 and separator is None:
             raise DataError(
                 f"data.val_ratio={val_ratio} holds out none of the {len(self.files)} documents (each file is "
                 f"one); raise data.val_ratio (data.val_ratio={smallest_ratio_holding_one(len(self.files))} holds out "
@@ -110,13 +117,14 @@ class TextFiles:
             "val_files": stat(self.val_files),
             "val_ratio": None if self.val_files else self.val_ratio,
             "errors": self.errors,
+            **({} if self.separator is None else {"document_separator": self.separator}),
             **self._split_not_at_the_first_line_break(),
         }
 
     def _split_not_at_the_first_line_break(self) -> dict:
         """The offset of a one-file split where it is not the first line break past ``1 - val_ratio`` (the
         rule before text without line breaks was cut elsewhere): shards of the earlier split are not found."""
-        if self.val_files or len(self.files) != 1:
+        if self.val_files or len(self.files) != 1 or self.separator is not None:
             return {}
         cut, at_first_line_break = split_offset(self.files[0], self.val_ratio)
         return {} if at_first_line_break else {"split_offset": cut}
@@ -126,7 +134,9 @@ class TextFiles:
 
     def documents(self) -> Iterator[tuple[str, Piece | None]]:
         """(split, piece) pairs, in the same order every time; (split, None) ends a section of one split."""
-        if self.val_files:  # validation first: a token budget (max_tokens) then still gets all of it
+        if self.separator is not None:
+            yield from self._separated_documents()
+        elif self.val_files:  # validation first: a token budget (max_tokens) then still gets all of it
             for f in self.val_files:
                 yield from (("val", piece) for piece in read_pieces(f, self.errors))
             yield "val", None  # the end of the validation section
@@ -140,6 +150,31 @@ class TextFiles:
             for index, f in enumerate(self.files):
                 split = "val" if held_out(index, self.val_ratio) else "train"
                 yield from ((split, piece) for piece in read_pieces(f, self.errors))
+
+
+    def _separated_documents(self) -> Iterator[tuple[str, Piece | None]]:
+        """Documents between separators; without data.val_path, a held-out share of them, counted over all files."""
+        from gptlab.data.document_separator import SeparatedDocuments  # it reads Piece from here
+
+        splitter = SeparatedDocuments(self.separator)
+        if self.val_files:
+            for f in self.val_files:
+                yield from (("val", piece) for piece in splitter.split(read_pieces(f, self.errors)))
+            yield "val", None
+            for f in self.files:
+                yield from (("train", piece) for piece in splitter.split(read_pieces(f, self.errors)))
+        else:
+            index = 0
+            for f in self.files:
+                for piece in splitter.split(read_pieces(f, self.errors)):
+                    yield ("val" if held_out(index, self.val_ratio) else "train"), piece
+                    index += piece.ends_document
+        if not splitter.found:
+            raise DataError(
+                f"data.document_separator={self.separator!r} is in none of the files of data.path={self.path}"
+                f"{' or data.val_path' if self.val_files else ''}; give the text that stands between their documents "
+                "(TinyStories: '<|endoftext|>'), or leave it null for a document per file"
+            )
 
 
 def _size_and_mtime(path: Path) -> tuple[int, int]:

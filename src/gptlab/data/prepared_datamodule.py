@@ -111,11 +111,19 @@ class PreparedData(ShardData):
 
 
 class TextFilesData(PreparedData):
-    """data=text: a file, a folder of .txt files or a glob, each file one document."""
+    """data=text: a file, a folder of .txt files or a glob, each file one document (or several, between
+    ``document_separator``s)."""
 
-    def __init__(self, path: str | None = None, val_path: str | None = None, errors: str = "strict", **settings):
+    def __init__(
+        self,
+        path: str | None = None,
+        val_path: str | None = None,
+        errors: str = "strict",
+        document_separator: str | None = None,
+        **settings,
+    ):
         super().__init__(**settings)
-        self.path, self.val_path, self.errors = path, val_path, errors
+        self.path, self.val_path, self.errors, self.document_separator = path, val_path, errors, document_separator
 
     @property
     def name(self) -> str:
@@ -126,7 +134,9 @@ class TextFilesData(PreparedData):
         return bool(self.val_path)
 
     def make_source(self) -> TextFiles:
-        return TextFiles(require_path("data.path", self.path, "my_texts/"), self.val_path, self.val_ratio, self.errors)
+        return TextFiles(
+            require_path("data.path", self.path, "my_texts/"), self.val_path, self.val_ratio, self.errors, self.document_separator
+        )
 
 
 class HFData(PreparedData):
