@@ -82,6 +82,17 @@ def test_pieces_that_end_like_the_separator_begins_are_not_joined_into_one():
     assert len(out) == 1001 and len(texts_of(out)) == 1
 
 
+def test_named_validation_files_are_split_by_the_separator_too(tmp_path, shakespeare_text):
+    texts = stories(shakespeare_text)
+    train = tinystories_file(tmp_path / "train.txt", texts[:300])
+    val = tinystories_file(tmp_path / "val.txt", texts[300:340])
+    split = {"train": [], "val": []}
+    for name, piece in TextFiles(str(train), val_path=str(val), separator=SEPARATOR).documents():
+        if piece is not None:
+            split[name].append(piece)
+    assert texts_of(split["train"]) == texts[:300] and texts_of(split["val"]) == texts[300:340]
+
+
 def test_a_separator_in_no_file_is_one_line_after_the_files_are_read(tmp_path, shakespeare_text):
     path = tinystories_file(tmp_path / "stories.txt", stories(shakespeare_text)[:50])
     source = TextFiles(str(path), separator="<|endoftxt|>")
