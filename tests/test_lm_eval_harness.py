@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import assert_ok, clean_env, run_script
+from served_model import Server
 from tiny_models import tiny_gpt_config
 from trainers import quiet_trainer
 
@@ -139,6 +140,43 @@ def test_gptlab_in_lm_eval_equals_lm_evals_hf_model_on_the_exported_weights(harn
     assert 0 < mine["gptlab_mc"]["acc,none"] < 1
     eval_py = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["tasks"]["multiple_choice"]
     assert eval_py["acc"] == mine["gptlab_mc"]["acc,none"] and eval_py["acc_norm"] == mine["gptlab_mc"]["acc_norm,none"]
+
+
+@pytest.mark.e2e
+def test_lm_evals_local_completions_model_on_serve_py_equals_gptlab_in_process(harness_setup, tmp_path):
+    """vLLM users evaluate a served model with lm-eval's local-completions: token-id prompts, logprobs with echo,
+    and the server's own tokenizer through vLLM's /tokenize routes (found on their own: no Hub, no tokenizer
+    copy). Every per-item figure equals gptlab's model run inside lm-eval on the same checkpoint. lm-eval's API
+    models keep a token of max_length for the one they ask the server to generate, and rolling windows one
+    more: max_length=64 (the model's window) there scores as max_length=62 does in process."""
+    root, tasks = harness_setup
+    env = lm_eval_env(tmp_path)
+    served = Server(tmp_path, f"ckpt_path={root / 'tiny.ckpt'}")
+    try:
+        remote_args = f"base_url={served.url}/v1/completions,model={served.model},max_length=64,max_retries=1"
+        with ThreadPoolExecutor(2) as pool:
+            remote = pool.submit(run_lm_eval, "lm_eval", "local-completions", remote_args, tasks, tmp_path / "remote", env)
+            in_process = f"ckpt_path={root / 'tiny.ckpt'},max_length=62"
+            ours = pool.submit(run_lm_eval, "gptlab-lm-eval", "gptlab", in_process, tasks, tmp_path / "ours", env)
+            remote, ours = remote.result(), ours.result()
+        assert_ok(remote)
+        assert_ok(ours)
+        assert "Traceback" not in served.output()
+    finally:
+        served.stop()
+
+    for task in ("gptlab_mc", "gptlab_rolling"):
+        for mine, theirs in zip(samples(tmp_path / "ours", task), samples(tmp_path / "remote", task), strict=True):
+            for (my_response,), (their_response,) in zip(mine["resps"], theirs["resps"], strict=True):
+                my_ll, *my_greedy = my_response if isinstance(my_response, list) else [my_response]
+                their_ll, *their_greedy = their_response if isinstance(their_response, list) else [their_response]
+                assert math.isclose(float(my_ll), float(their_ll), rel_tol=1e-4, abs_tol=1e-4), (task, mine["doc_id"])
+                assert my_greedy == their_greedy
+    generated = [s["filtered_resps"] for s in samples(tmp_path / "ours", "gptlab_gen")]
+    assert generated == [s["filtered_resps"] for s in samples(tmp_path / "remote", "gptlab_gen")]
+    mine, theirs = results(tmp_path / "ours"), results(tmp_path / "remote")
+    for task, metric in [("gptlab_mc", "acc,none"), ("gptlab_mc", "acc_norm,none"), ("gptlab_rolling", "word_perplexity,none")]:
+        assert math.isclose(mine[task][metric], theirs[task][metric], rel_tol=1e-4), (task, metric)
 
 
 @pytest.mark.e2e

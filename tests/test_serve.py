@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,61 +18,13 @@ import pytest
 import torch
 from cli_runner import TINY_RUN, assert_ok, clean_env, run_script, run_train
 from repo import REPO_ROOT
+from served_model import Server
 
 from gptlab.generation.command import SEPARATOR
 
 # One worker takes the whole module under `make test` (pytest-xdist), so
 # its module fixtures (a trained run, a GPT-2 folder, the server) run once, not once a worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("serve")]
-
-
-class Server:
-    """serve.py in a subprocess; ``url`` once it prints where it serves."""
-
-    def __init__(self, folder: Path, *overrides: str, env: dict | None = None):
-        self.log = folder / f"server-{time.monotonic_ns()}.log"
-        with self.log.open("w") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "serve.py", "port=0", *overrides], cwd=REPO_ROOT, env=env or clean_env(),
-                stdout=out, stderr=subprocess.STDOUT, text=True,
-            )
-        deadline = time.monotonic() + 120
-        while not (match := re.search(r"serving (\S+) on (http://\S+) ", self.log.read_text())):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"serve.py did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        self.model, self.url = match.groups()
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-    def wait_until_it_stops_listening(self, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{self.url}/health", timeout=5)
-            except httpx.TransportError:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"serve.py still listens {seconds} s on")
-
-    def complete(self, **body) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/completions", json=body, timeout=120)
-
-    def health_when_idle(self, seconds: float = 60) -> dict:
-        """GET /health once no request is active (a cancelled one stops at its next token), or at the deadline."""
-        deadline = time.monotonic() + seconds
-        while (health := httpx.get(f"{self.url}/health").json())["active_requests"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return health
 
 
 @pytest.fixture(scope="module")
@@ -180,16 +128,44 @@ def test_the_official_openai_client_works_unchanged(server):
     assert completion.choices[0].text == expected
 
 
+def test_token_id_prompts_logprobs_and_the_tokenizer_routes(server):
+    """What lm-evaluation-harness's local-completions model asks of a server (vLLM's routes and fields)."""
+    info = httpx.get(f"{server.url}/tokenizer_info").json()
+    assert info["eos_token"] == "<|endoftext|>" and info["model_max_length"] == 64
+    ids = httpx.post(f"{server.url}/tokenize", json={"prompt": "ROMEO: But soft", "add_special_tokens": False}).json()["tokens"]
+    assert httpx.post(f"{server.url}/detokenize", json={"tokens": ids}).json() == {"prompt": "ROMEO: But soft"}
+    by_text = server.complete(prompt="ROMEO: But soft", max_tokens=8, temperature=0).json()["choices"][0]["text"]
+    by_ids = server.complete(prompt=[ids, ids[:2]], max_tokens=8, temperature=0, echo=True).json()["choices"]
+    assert by_ids[0]["text"] == "ROMEO: But soft" + by_text and by_ids[1]["text"].startswith("ROMEO")
+
+    choice = server.complete(prompt=ids, max_tokens=4, temperature=0, logprobs=2, echo=True).json()["choices"][0]
+    logprobs = choice["logprobs"]
+    assert "".join(logprobs["tokens"]) == choice["text"] and len(logprobs["tokens"]) == len(ids) + 4
+    assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None  # nothing predicts it
+    assert logprobs["text_offset"] == [len("".join(logprobs["tokens"][:i])) for i in range(len(ids) + 4)]
+    for token, value, top in zip(logprobs["tokens"][1:], logprobs["token_logprobs"][1:], logprobs["top_logprobs"][1:], strict=True):
+        assert value <= 0 and top[token] == value and 2 <= len(top) <= 3  # the 2 likeliest and the chosen one
+    for token, top in zip(logprobs["tokens"][len(ids):], logprobs["top_logprobs"][len(ids):], strict=True):
+        assert top[token] == max(top.values())  # greedy: each generated token is the likeliest
+    plain = server.complete(prompt=ids, max_tokens=4, temperature=0, logprobs=0).json()["choices"][0]["logprobs"]
+    assert plain["tokens"] == logprobs["tokens"][len(ids):] and plain["text_offset"][0] == len("ROMEO: But soft")
+    assert plain["token_logprobs"] == pytest.approx(logprobs["token_logprobs"][len(ids):], abs=1e-5)
+    assert server.complete(prompt="Hi", max_tokens=3).json()["choices"][0]["logprobs"] is None
+
+
 BAD_REQUESTS = [
     ({"prompt": "Hi", "frequency_pnalty": 1}, 400, "unknown field 'frequency_pnalty'"),
     ({"prompt": "Hi", "frequency_penalty": 0.5}, 400, "'frequency_penalty' is not implemented by this server (got 0.5): leave it out or send 0"),
-    ({"prompt": "Hi", "logprobs": 0}, 400, "'logprobs' is not implemented"),
+    ({"prompt": "Hi", "logprobs": 6}, 400, "'logprobs' must be between 0 and 5"),
+    ({"prompt": "Hi", "logprobs": 1, "stream": True}, 400, "'logprobs' come with the whole completion here, not streamed"),
     ({"prompt": "Hi", "logit_bias": {"50256": -100}}, 400, "'logit_bias' is not implemented"),
     ({"prompt": "Hi", "n": 2, "best_of": 3}, 400, "'best_of' is not implemented"),
     ({"prompt": "Hi", "max_tokens": "5"}, 400, "'max_tokens' has the wrong type"),
     ({"prompt": 42}, 400, "'prompt' has the wrong type"),
-    ({"prompt": [15496, 11]}, 400, "'prompt' of token ids is not taken here: send text"),  # OpenAI's form
-    ({"prompt": [[15496], [11]]}, 400, "'prompt' of token ids is not taken here"),
+    ({"prompt": [15496, 50257]}, 400, "'prompt' holds token id 50257, outside this model's vocabulary of 50257 ids"),
+    ({"prompt": [[15496], [-1]]}, 400, "'prompt' holds token id -1"),
+    ({"prompt": [15496, "a"]}, 400, "'prompt' has the wrong type"),
+    ({"prompt": [[]]}, 400, "'prompt' is empty"),
     ({"prompt": "Hi", "stream_options": {"include_usage": True}}, 400, "'stream_options' applies to a streamed"),
     ({"prompt": "Hi", "temperature": -0.5}, 400, "'temperature' must be between 0 and 2"),
     ({"prompt": "Hi", "top_p": 0}, 400, "'top_p' must be in (0, 1]"),

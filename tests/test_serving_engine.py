@@ -200,3 +200,24 @@ def test_serve_py_decodes_on_the_main_thread_with_the_http_server_beside_it(load
     assert answers and answers[0].status_code == 200, answers
     assert answers[0].json()["choices"][0]["text"] == alone(loaded, "I HAD", 8)
     assert threads_decoding == {threading.main_thread().name}
+
+
+def test_logprobs_list_the_tokens_of_the_text_returned_and_the_end_of_text_token_that_ended_it():
+    """lm-eval's local-completions reads the last entry as the generated token: a completion that ended on
+    <|endoftext|> lists it (as vLLM does), and one cut by a stop string lists only the tokens of its text."""
+    from gptlab.data.tokenizers import GPT2Tokenizer
+    from gptlab.serving.engine import Completion
+
+    tokenizer = GPT2Tokenizer()
+    torch.manual_seed(0)
+    model = tiny_gpt(vocab_size=tokenizer.vocab_size, context_length=WINDOW).eval()
+    engine = Engine(LoadedModel(model=model, tokenizer=tokenizer, trained_window=WINDOW, source="a tiny GPT"), WINDOW, torch.device("cpu"))
+    job = Jobs(tokenizer).make("scored", ["Every effort"], 5)
+    job.logprobs = 1
+    ended = Completion(0, ids=tokenizer.encode(" moves you"), text=" moves you", finish_reason="stop", ended_on_eos=True)
+    assert engine._logprobs(job, ended)["tokens"] == [" moves", " you", "<|endoftext|>"]
+    cut = Completion(0, ids=tokenizer.encode(" moves you to tears"), text=" moves y", finish_reason="stop")
+    scored = engine._logprobs(job, cut)
+    assert scored["tokens"] == [" moves", " you"] and scored["text_offset"] == [len("Every effort"), len("Every effort moves")]
+    job.echo = True
+    assert engine._logprobs(job, cut)["tokens"] == ["Every", " effort", " moves", " you"]

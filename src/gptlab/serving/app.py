@@ -20,7 +20,16 @@ from starlette.exceptions import HTTPException
 
 from gptlab.data.tokenizers import UnknownCharacters
 from gptlab.serving.engine import Engine, Job
-from gptlab.serving.protocol import ApiError, Limits, parse_completion_request, prompts_of, stop_strings
+from gptlab.serving.protocol import (
+    ApiError,
+    DetokenizeRequest,
+    Limits,
+    TokenizeRequest,
+    parse_body,
+    parse_completion_request,
+    prompts_of,
+    stop_strings,
+)
 
 # Seconds between checks that a waiting client is still there (and SSE keep-alive comments).
 POLL_SECONDS = 0.5
@@ -67,7 +76,7 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
-        routes = "POST /v1/completions, GET /v1/models, GET /health, GET /"
+        routes = "POST /v1/completions, GET /v1/models, GET /health, GET /, and vLLM's POST /tokenize, POST /detokenize, GET /tokenizer_info"
         message = {404: f"no such route {request.method} {request.url.path}; this server has {routes}",
                    405: f"{request.method} is not allowed on {request.url.path}; this server has {routes}"}
         return error_response(ApiError(err.status_code, message.get(err.status_code, str(err.detail))))
@@ -93,6 +102,26 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
     async def models():
         return {"object": "list", "data": [{"id": model_id, "object": "model", "created": info["created"], "owned_by": "gptlab"}]}
 
+    # vLLM's tokenizer routes: lm-evaluation-harness's local-completions model finds them and tokenises with the
+    # server's own tokenizer (tokenizer_backend=remote), so a client needs neither the Hub nor a tokenizer copy.
+    @app.get("/tokenizer_info")
+    async def tokenizer_info():
+        tokenizer = engine.tokenizer
+        eos = None if tokenizer.eos_id is None else tokenizer.decode([tokenizer.eos_id])
+        return {"eos_token": eos, "bos_token": None, "pad_token": None, "model_max_length": engine.context_length,
+                "vocab_size": tokenizer.vocab_size, "tokenizer_class": type(tokenizer).__name__}
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        body = parse_body(await request.body(), TokenizeRequest)
+        ids = encode_prompt(engine.tokenizer, body.prompt)
+        return {"tokens": ids, "count": len(ids), "max_model_len": engine.context_length}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        body = parse_body(await request.body(), DetokenizeRequest)
+        return {"prompt": engine.tokenizer.decode(checked_ids(engine.tokenizer, body.tokens))}
+
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = parse_completion_request(await request.body(), limits)
@@ -100,8 +129,8 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
             raise ApiError(404, f"model {body.model!r} is not served here; this server serves {model_id!r} (GET /v1/models)",
                            "model", code="model_not_found")
         tokenizer = engine.tokenizer
-        prompts = prompts_of(body)
-        prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+        prompt_ids = [encode_prompt(tokenizer, p) if isinstance(p, str) else checked_ids(tokenizer, p) for p in prompts_of(body)]
+        prompts = [p if isinstance(p, str) else tokenizer.decode(p) for p in prompts_of(body)]  # what echo repeats
         longest = max(len(ids) for ids in prompt_ids)
         if longest > limits.max_prompt_tokens:
             raise ApiError(400, f"the prompt has {longest} tokens, more than this server's limit of {limits.max_prompt_tokens}", "prompt",
@@ -115,7 +144,7 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
             max_tokens=body.max_tokens, temperature=None if beams else float(body.temperature), top_k=body.top_k,
             top_p=None if beams or body.top_p == 1 else float(body.top_p), num_beams=body.num_beams, seed=body.seed,
             stops=stop_strings(body), emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
-            on_done=lambda: loop.call_soon_threadsafe(state.release),
+            on_done=lambda: loop.call_soon_threadsafe(state.release), logprobs=body.logprobs, echo=body.echo,
         )
         engine.submit(job)
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()), "model": model_id}
@@ -135,6 +164,15 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
         raise ApiError(400, f"'prompt': {err}", "prompt", code="invalid_value") from None
 
 
+def checked_ids(tokenizer, ids: list[int]) -> list[int]:
+    """A prompt of token ids, each one the tokenizer has."""
+    wrong = next((token for token in ids if not 0 <= token < tokenizer.vocab_size), None)
+    if wrong is not None:
+        raise ApiError(400, f"'prompt' holds token id {wrong}, outside this model's vocabulary of {tokenizer.vocab_size} ids "
+                       f"(0 to {tokenizer.vocab_size - 1})", "prompt", code="invalid_value")
+    return list(ids)
+
+
 def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status)
 
@@ -151,8 +189,8 @@ async def collect(request: Request, job: Job, events: asyncio.Queue, head: dict,
             continue
         kind = event[0]
         if kind == "choice":
-            _, index, text, reason = event
-            choices[index] = {"text": text, "index": index, "logprobs": None, "finish_reason": reason}
+            _, index, text, reason, logprobs = event
+            choices[index] = {"text": text, "index": index, "logprobs": logprobs, "finish_reason": reason}
         elif kind == "usage":
             usage = {"prompt_tokens": event[1], "completion_tokens": event[2], "total_tokens": event[1] + event[2]}
             return JSONResponse({**head, "choices": choices, "usage": usage})

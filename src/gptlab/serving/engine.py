@@ -26,6 +26,7 @@ import torch
 
 from gptlab.generation.decoding import generate
 from gptlab.serving.batching import Member, decode_together
+from gptlab.serving.logprobs import completion_logprobs
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Completion:
     text: str = ""
     sent: int = 0  # characters of text already sent
     finish_reason: str | None = None
+    ended_on_eos: bool = False  # finished by the end-of-text token (listed last in its logprobs)
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Job:
     emit: Callable[[tuple], None]  # called from the model's thread, with ("delta", index, text), ...
     on_done: Callable[[], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    logprobs: int | None = None  # None: none; k: each token's log-probability and the k likeliest (serving.logprobs)
+    echo: bool = False  # with logprobs: the prompt's tokens scored too
 
 
 class _Cancelled(Exception):
@@ -262,7 +266,7 @@ class Engine:
         """The completions whole, and the usage: the end of a one-prompt job."""
         for row in rows:
             self._close(job, row)
-            job.emit(("choice", row.index, row.text, row.finish_reason))
+            job.emit(("choice", row.index, row.text, row.finish_reason, self._logprobs(job, row)))
         job.emit(("usage", len(job.prompt_ids[0]), sum(len(row.ids) for row in rows)))
 
     def _run(self, job: Job) -> None:
@@ -272,7 +276,7 @@ class Engine:
             rows = self._new_rows(job, number)
             self._complete(job, ids, rows, generator)
             for row in rows:
-                job.emit(("choice", row.index, row.text, row.finish_reason))
+                job.emit(("choice", row.index, row.text, row.finish_reason, self._logprobs(job, row)))
                 completion_tokens += len(row.ids)
         prompt_tokens = sum(len(ids) for ids in job.prompt_ids)
         job.emit(("usage", prompt_tokens, completion_tokens))
@@ -290,6 +294,7 @@ class Engine:
             for row, new_ids in zip(rows, best[:, len(prompt) :].tolist(), strict=True):
                 ended = eos is not None and eos in new_ids
                 self._take(job, row, new_ids[: new_ids.index(eos)] if ended else new_ids, prefix)
+                row.ended_on_eos = ended and row.finish_reason is None  # not cut by a stop string first
                 row.finish_reason = row.finish_reason or ("stop" if ended else None)
                 self._close(job, row)
             return
@@ -317,7 +322,7 @@ class Engine:
         for row, token in zip(rows, tokens, strict=True):
             if row.finish_reason is None:
                 if token == self.tokenizer.eos_id:
-                    row.finish_reason = "stop"
+                    row.finish_reason, row.ended_on_eos = "stop", True
                 else:
                     self._take(job, row, [token], prefix)
         return all(row.finish_reason for row in rows)
@@ -337,6 +342,30 @@ class Engine:
         # A stop string may be forming at the end: hold back as many characters as it could still need.
         hold = max((len(stop) - 1 for stop in job.stops), default=0)
         self._send(job, row, len(text) - hold)
+
+    def _logprobs(self, job: Job, row: Completion) -> dict | None:
+        """The completion's logprobs (None unless asked): its tokens as far as its text goes (a stop string cuts
+        them too), scored with the prompt's after decoding."""
+        if job.logprobs is None:
+            return None
+        number = row.index // job.n
+        prefix = job.prefixes[number]
+        generated, completion = list(row.ids), row.text[len(prefix) :]
+        if len(self.tokenizer.decode(generated)) > len(completion):  # cut by a stop string
+            kept, length = [], 0
+            for token in generated:
+                if length >= len(completion):
+                    break
+                kept.append(token)
+                length += len(self.tokenizer.decode([token]))
+            generated = kept
+        elif row.ended_on_eos:
+            generated.append(self.tokenizer.eos_id)
+        prompt = job.prompt_ids[number]
+        return completion_logprobs(
+            self.loaded.model, self.tokenizer, prompt, generated, echo=job.echo, top=job.logprobs,
+            window=self.context_length, device=self.device, text_before=len(self.tokenizer.decode(prompt)),
+        )
 
     @staticmethod
     def _send(job: Job, row: Completion, upto: int) -> None:

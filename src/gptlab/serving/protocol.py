@@ -2,9 +2,10 @@
 
 A request is read and checked here, before it reaches the model: an unknown field, a wrong type or a value
 out of range is a 400 in OpenAI's error shape, naming the field. ``top_k`` and ``num_beams`` are this
-server's extensions (generate.py's options of the same names). OpenAI's fields it does not implement
-(penalties, logit_bias, logprobs, best_of, suffix) are taken at the values that ask for nothing, as clients
-send them by default, and refused with a 400 otherwise.
+server's extensions (generate.py's options of the same names). A prompt is text or OpenAI's token ids, and
+``logprobs`` (with ``echo``, the prompt's too) is what lm-evaluation-harness's ``local-completions`` model
+scores with. OpenAI's fields it does not implement (penalties, logit_bias, best_of, suffix) are taken at the
+values that ask for nothing, as clients send them by default, and refused with a 400 otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from gptlab.config.ranges import TORCH_SEEDS
+
+MAX_LOGPROBS = 5  # OpenAI's limit for completions
 
 
 class ApiError(Exception):
@@ -35,7 +38,7 @@ Number = StrictFloat | StrictInt
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: StrictStr | list[StrictStr]
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]  # text, or token ids
     model: StrictStr | None = None
     max_tokens: StrictInt = 16
     temperature: Number = 1.0
@@ -49,14 +52,14 @@ class CompletionRequest(BaseModel):
     stream: StrictBool = False
     stream_options: dict | None = None
     user: StrictStr | None = None  # an end user's id, as OpenAI takes it; not used
+    logprobs: StrictInt | None = None  # the chosen tokens' log-probabilities and this many most likely at each
     # OpenAI's fields this server does not implement, taken at the values that ask for nothing (NOT_IMPLEMENTED):
-    # clients such as LangChain's OpenAI send frequency_penalty 0, presence_penalty 0 and logprobs null in
-    # every request, and an unknown-field 400 for them kept such a client from working at all.
+    # clients such as LangChain's OpenAI send frequency_penalty 0 and presence_penalty 0 in every request, and
+    # an unknown-field 400 for them kept such a client from working at all.
     best_of: Any = None
     frequency_penalty: Any = None
     presence_penalty: Any = None
     logit_bias: Any = None
-    logprobs: Any = None
     suffix: Any = None
 
 
@@ -66,7 +69,6 @@ NOT_IMPLEMENTED = {
     "frequency_penalty": (lambda value, request: value is None or _is_zero(value), "0"),
     "presence_penalty": (lambda value, request: value is None or _is_zero(value), "0"),
     "logit_bias": (lambda value, request: value is None or value == {}, "{}"),
-    "logprobs": (lambda value, request: value is None, "null"),  # 0 still asks for the chosen tokens' log-probs
     "suffix": (lambda value, request: value is None or value == "", '""'),
 }
 
@@ -85,47 +87,62 @@ class Limits:
     max_n: int
 
 
-def parse_completion_request(body: bytes, limits: Limits) -> CompletionRequest:
+class TokenizeRequest(BaseModel):
+    """vLLM's POST /tokenize: the ids of a text (this server's tokenizers add no special tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: StrictStr
+    model: StrictStr | None = None
+    add_special_tokens: StrictBool = True
+
+
+class DetokenizeRequest(BaseModel):
+    """vLLM's POST /detokenize: the text of token ids."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[StrictInt]
+    model: StrictStr | None = None
+
+
+def parse_body(body: bytes, shape: type[BaseModel]) -> BaseModel:
+    """A JSON object read into ``shape``; anything else a 400 naming what is wrong."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the body is not valid JSON ({err}); send a JSON object such as {{\"prompt\": \"Hello\"}}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object such as {\"prompt\": \"Hello\"}")
-    if _token_ids(data.get("prompt")):
-        # OpenAI takes a prompt of token ids too; pydantic's "Input should be a valid string" said not what.
-        raise ApiError(400, "'prompt' of token ids is not taken here: send text (a string or a list of strings)", "prompt")
     try:
-        request = CompletionRequest.model_validate(data)
+        return shape.model_validate(data)
     except ValidationError as err:
-        raise _first_problem(err) from None
+        raise _first_problem(err, shape) from None
+
+
+def parse_completion_request(body: bytes, limits: Limits) -> CompletionRequest:
+    request = parse_body(body, CompletionRequest)
     check_ranges(request, limits)
     return request
 
 
-def _token_ids(prompt) -> bool:
-    """[1, 2] or [[1, 2], [3]]: OpenAI's token-id prompts."""
-    if not isinstance(prompt, list) or not prompt:
-        return False
-    rows = prompt if all(isinstance(p, list) for p in prompt) else [prompt]
-    return all(row and all(isinstance(t, int) and not isinstance(t, bool) for t in row) for row in rows)
-
-
-def _first_problem(err: ValidationError) -> ApiError:
+def _first_problem(err: ValidationError, shape: type[BaseModel]) -> ApiError:
     problem = err.errors()[0]
     field = str(problem["loc"][0]) if problem["loc"] else None
     if problem["type"] == "extra_forbidden":
-        return ApiError(400, f"unknown field {field!r}; this server takes {FIELDS}", field, code="unknown_field")
+        fields = FIELDS if shape is CompletionRequest else ", ".join(shape.model_fields)
+        return ApiError(400, f"unknown field {field!r}; this route takes {fields}", field, code="unknown_field")
     if problem["type"] == "missing":
         return ApiError(400, f"{field!r} is required", field)
     given = problem.get("input")
+    if field == "prompt" and shape is CompletionRequest:  # a union's every branch failed: pydantic's message names only one of them
+        return ApiError(400, f"'prompt' has the wrong type ({json.dumps(given)[:80]}): send a string, a list of strings, "
+                        "a list of token ids or a list of such lists", field)
     return ApiError(400, f"{field!r} has the wrong type or value ({json.dumps(given)[:80]}): {problem['msg']}", field)
 
 
 def check_ranges(request: CompletionRequest, limits: Limits) -> None:
-    prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-    if not prompts or any(p == "" for p in prompts):
-        raise ApiError(400, "'prompt' is empty; give some text to continue", "prompt")
+    prompts = prompts_of(request)
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ApiError(400, "'prompt' is empty; give some text (or token ids) to continue", "prompt")
     if not 1 <= request.max_tokens <= limits.max_tokens:
         raise ApiError(400, f"'max_tokens' must be between 1 and this server's limit {limits.max_tokens}, got {request.max_tokens}", "max_tokens")
     if not 0 <= request.temperature <= 2:
@@ -148,6 +165,12 @@ def check_ranges(request: CompletionRequest, limits: Limits) -> None:
     if request.seed is not None and not TORCH_SEEDS[0] <= request.seed <= TORCH_SEEDS[1]:
         # torch's generator cannot take it: the whole batch it joined would fail.
         raise ApiError(400, f"'seed' must be between {TORCH_SEEDS[0]} and {TORCH_SEEDS[1]}, got {request.seed}", "seed")
+    if request.logprobs is not None and not 0 <= request.logprobs <= MAX_LOGPROBS:
+        raise ApiError(400, f"'logprobs' must be between 0 and {MAX_LOGPROBS} (the most likely tokens given at each position), "
+                       f"got {request.logprobs}", "logprobs")
+    if request.logprobs is not None and request.stream:
+        raise ApiError(400, "'logprobs' come with the whole completion here, not streamed: set 'stream': false, or drop "
+                       "'logprobs'", "logprobs", code="unsupported_parameter")
     if request.stream_options is not None and not request.stream:
         raise ApiError(400, "'stream_options' applies to a streamed completion only: set 'stream': true, or drop it", "stream_options")
     for name, (asks_for_nothing, neutral) in NOT_IMPLEMENTED.items():
@@ -173,5 +196,9 @@ def stop_strings(request: CompletionRequest) -> list[str]:
     return [request.stop] if isinstance(request.stop, str) else list(request.stop)
 
 
-def prompts_of(request: CompletionRequest) -> list[str]:
-    return [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
+def prompts_of(request: CompletionRequest) -> list[str | list[int]]:
+    """The prompts, each a text or a list of token ids."""
+    prompt = request.prompt
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return [prompt]
+    return list(prompt)
