@@ -1,7 +1,8 @@
 """gptlab inside lm-evaluation-harness (`gptlab-lm-eval --model gptlab`): on tasks whose files this test
 writes (multiple choice, a rolling perplexity, greedy generation), every per-item figure equals lm-eval's
 own `hf` model on the same weights exported to a Hugging Face folder, and the multiple-choice accuracy
-equals eval.py's on the same file. Offline: lm-eval reads the task files through datasets' json loader."""
+equals eval.py's on the same file; lm-eval's local-completions model on serve.py gives the same figures too.
+Offline: lm-eval reads the task files through datasets' json loader."""
 
 from __future__ import annotations
 
@@ -103,6 +104,25 @@ def results(out: Path) -> dict:
     return json.loads(files[0].read_text())["results"]
 
 
+def assert_same_figures(ours: Path, theirs: Path) -> None:
+    """Every item's log-likelihoods and greedy flags (multiple choice), every text's total (rolling), every
+    generated text and the task metrics of two lm-eval runs: the same."""
+    for task in ("gptlab_mc", "gptlab_rolling"):
+        for mine, other in zip(samples(ours, task), samples(theirs, task), strict=True):
+            # A response: [[ll, is_greedy]] (multiple choice) or [ll] (rolling), written as strings.
+            for (my_response,), (other_response,) in zip(mine["resps"], other["resps"], strict=True):
+                my_ll, *my_greedy = my_response if isinstance(my_response, list) else [my_response]
+                other_ll, *other_greedy = other_response if isinstance(other_response, list) else [other_response]
+                assert math.isclose(float(my_ll), float(other_ll), rel_tol=1e-4, abs_tol=1e-4), (task, mine["doc_id"])
+                assert my_greedy == other_greedy
+    generated = [s["filtered_resps"] for s in samples(ours, "gptlab_gen")]
+    assert generated == [s["filtered_resps"] for s in samples(theirs, "gptlab_gen")]
+    assert any(text[0] for text in generated), generated  # something was generated before the stop string
+    mine, other = results(ours), results(theirs)
+    for task, metric in [("gptlab_mc", "acc,none"), ("gptlab_mc", "acc_norm,none"), ("gptlab_rolling", "word_perplexity,none")]:
+        assert math.isclose(mine[task][metric], other[task][metric], rel_tol=1e-4), (task, metric)
+
+
 @pytest.mark.e2e
 def test_gptlab_in_lm_eval_equals_lm_evals_hf_model_on_the_exported_weights(harness_setup, tmp_path):
     root, tasks = harness_setup
@@ -119,23 +139,8 @@ def test_gptlab_in_lm_eval_equals_lm_evals_hf_model_on_the_exported_weights(harn
     assert_ok(theirs)
     assert_ok(direct)
 
-    # Every item's log-likelihoods and greedy flags (multiple choice), every text's total (rolling), every
-    # generated text: the same.
-    for task in ("gptlab_mc", "gptlab_rolling"):
-        for mine, hf in zip(samples(tmp_path / "ours", task), samples(tmp_path / "hf", task), strict=True):
-            # A response: [[ll, is_greedy]] (multiple choice) or [ll] (rolling), written as strings.
-            for (my_response,), (hf_response,) in zip(mine["resps"], hf["resps"], strict=True):
-                my_ll, *my_greedy = my_response if isinstance(my_response, list) else [my_response]
-                hf_ll, *hf_greedy = hf_response if isinstance(hf_response, list) else [hf_response]
-                assert math.isclose(float(my_ll), float(hf_ll), rel_tol=1e-4, abs_tol=1e-4), (task, mine["doc_id"])
-                assert my_greedy == hf_greedy
-    generated = [s["filtered_resps"] for s in samples(tmp_path / "ours", "gptlab_gen")]
-    assert generated == [s["filtered_resps"] for s in samples(tmp_path / "hf", "gptlab_gen")]
-    assert any(text[0] for text in generated), generated  # something was generated before the stop string
-
-    mine, hf = results(tmp_path / "ours"), results(tmp_path / "hf")
-    for task, metric in [("gptlab_mc", "acc,none"), ("gptlab_mc", "acc_norm,none"), ("gptlab_rolling", "word_perplexity,none")]:
-        assert math.isclose(mine[task][metric], hf[task][metric], rel_tol=1e-4), (task, metric)
+    assert_same_figures(tmp_path / "ours", tmp_path / "hf")
+    mine = results(tmp_path / "ours")
     # The items are told apart (not every choice equally likely), and eval.py agrees on the same file.
     assert 0 < mine["gptlab_mc"]["acc,none"] < 1
     eval_py = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["tasks"]["multiple_choice"]
@@ -165,18 +170,7 @@ def test_lm_evals_local_completions_model_on_serve_py_equals_gptlab_in_process(h
     finally:
         served.stop()
 
-    for task in ("gptlab_mc", "gptlab_rolling"):
-        for mine, theirs in zip(samples(tmp_path / "ours", task), samples(tmp_path / "remote", task), strict=True):
-            for (my_response,), (their_response,) in zip(mine["resps"], theirs["resps"], strict=True):
-                my_ll, *my_greedy = my_response if isinstance(my_response, list) else [my_response]
-                their_ll, *their_greedy = their_response if isinstance(their_response, list) else [their_response]
-                assert math.isclose(float(my_ll), float(their_ll), rel_tol=1e-4, abs_tol=1e-4), (task, mine["doc_id"])
-                assert my_greedy == their_greedy
-    generated = [s["filtered_resps"] for s in samples(tmp_path / "ours", "gptlab_gen")]
-    assert generated == [s["filtered_resps"] for s in samples(tmp_path / "remote", "gptlab_gen")]
-    mine, theirs = results(tmp_path / "ours"), results(tmp_path / "remote")
-    for task, metric in [("gptlab_mc", "acc,none"), ("gptlab_mc", "acc_norm,none"), ("gptlab_rolling", "word_perplexity,none")]:
-        assert math.isclose(mine[task][metric], theirs[task][metric], rel_tol=1e-4), (task, metric)
+    assert_same_figures(tmp_path / "ours", tmp_path / "remote")
 
 
 @pytest.mark.e2e
