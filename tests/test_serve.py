@@ -126,6 +126,8 @@ def test_the_official_openai_client_works_unchanged(server):
     defaults = dict(frequency_penalty=0, presence_penalty=0.0, logprobs=None, logit_bias={}, best_of=1, suffix=None)
     completion = client.completions.create(model=server.model, prompt="Hello", max_tokens=10, temperature=0, **defaults)
     assert completion.choices[0].text == expected
+    scored = client.completions.create(model=server.model, prompt="Hello", max_tokens=10, temperature=0, logprobs=1).choices[0]
+    assert "".join(scored.logprobs.tokens) == expected and len(scored.logprobs.token_logprobs) == 10
 
 
 def test_token_id_prompts_logprobs_and_the_tokenizer_routes(server):
