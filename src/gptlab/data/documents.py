@@ -94,6 +94,7 @@ class TextFiles:
         if errors not in ERRORS:
             raise ConfigError(f"data.errors={errors} is not one of {', '.join(ERRORS)}")
         self.path, self.val_ratio, self.errors, self.separator = path, val_ratio, errors, separator
+        self._split: tuple[int, bool] | None = None  # a one-file split (_one_file_split)
         self.files = find_text_files(path)
         self.val_files = find_text_files(val_path, "data.val_path") if val_path else []
         held = sum(held_out(i, val_ratio) for i in range(len(self.files)))
@@ -126,8 +127,15 @@ class TextFiles:
         rule before text without line breaks was cut elsewhere): shards of the earlier split are not found."""
         if self.val_files or len(self.files) != 1 or self.separator is not None:
             return {}
-        cut, at_first_line_break = split_offset(self.files[0], self.val_ratio)
+        cut, at_first_line_break = self._one_file_split()
         return {} if at_first_line_break else {"split_offset": cut}
+
+    def _one_file_split(self) -> tuple[int, bool]:
+        """split_offset, found once per source (fingerprint and documents both ask; in a text of one line
+        the search for a line break reads half the validation part)."""
+        if self._split is None:
+            self._split = split_offset(self.files[0], self.val_ratio)
+        return self._split
 
     def total_bytes(self) -> int:
         return sum(f.stat().st_size for f in [*self.files, *self.val_files])
@@ -143,14 +151,13 @@ class TextFiles:
             for f in self.files:
                 yield from (("train", piece) for piece in read_pieces(f, self.errors))
         elif len(self.files) == 1:
-            cut, _ = split_offset(self.files[0], self.val_ratio)
+            cut, _ = self._one_file_split()
             yield from (("train", piece) for piece in read_pieces(self.files[0], self.errors, 0, cut))
             yield from (("val", piece) for piece in read_pieces(self.files[0], self.errors, cut, None))
         else:
             for index, f in enumerate(self.files):
                 split = "val" if held_out(index, self.val_ratio) else "train"
                 yield from ((split, piece) for piece in read_pieces(f, self.errors))
-
 
     def _separated_documents(self) -> Iterator[tuple[str, Piece | None]]:
         """Documents between separators; without data.val_path, a held-out share of them, counted over all files."""

@@ -129,8 +129,9 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
             raise ApiError(404, f"model {body.model!r} is not served here; this server serves {model_id!r} (GET /v1/models)",
                            "model", code="model_not_found")
         tokenizer = engine.tokenizer
-        prompt_ids = [encode_prompt(tokenizer, p) if isinstance(p, str) else checked_ids(tokenizer, p) for p in prompts_of(body)]
-        prompts = [p if isinstance(p, str) else tokenizer.decode(p) for p in prompts_of(body)]  # what echo repeats
+        given = prompts_of(body)
+        prompt_ids = [encode_prompt(tokenizer, p) if isinstance(p, str) else checked_ids(tokenizer, p) for p in given]
+        prompts = [p if isinstance(p, str) else tokenizer.decode(p) for p in given]  # what echo repeats
         longest = max(len(ids) for ids in prompt_ids)
         if longest > limits.max_prompt_tokens:
             raise ApiError(400, f"the prompt has {longest} tokens, more than this server's limit of {limits.max_prompt_tokens}", "prompt",

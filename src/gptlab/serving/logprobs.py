@@ -54,23 +54,21 @@ def completion_logprobs(
     if first == 0:  # the first token of the prompt: nothing predicts it
         chosen, likeliest = [None, *chosen], [None, *likeliest]
 
-    def piece(token: int) -> str:
-        return tokenizer.decode([token])
-
+    texts = [tokenizer.decode([token]) for token in ids[first:]]
     offsets, position = [], 0 if echo else text_before
-    for token in ids[first:]:
+    for text in texts:
         offsets.append(position)
-        position += len(piece(token))
+        position += len(text)
     top_logprobs = []
-    for token, logprob, options in zip(ids[first:], chosen, likeliest, strict=True):
+    for text, logprob, options in zip(texts, chosen, likeliest, strict=True):
         if options is None:
             top_logprobs.append(None)
             continue
-        entry = {piece(option): value for option, value in options}
-        entry.setdefault(piece(token), logprob)  # the chosen token always appears (up to top + 1 entries)
+        entry = {tokenizer.decode([option]): value for option, value in options}
+        entry.setdefault(text, logprob)  # the chosen token always appears (up to top + 1 entries)
         top_logprobs.append(entry)
     return {
-        "tokens": [piece(token) for token in ids[first:]],
+        "tokens": texts,
         "token_logprobs": chosen,
         "top_logprobs": top_logprobs,
         "text_offset": offsets,
