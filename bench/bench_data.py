@@ -239,7 +239,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "gptlab-bench-data")
     parser.add_argument("--steps", type=int, default=3, help="gpt124m steps timed for the loader's share")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--mixture-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mixture_child:
+        print(json.dumps(mixture_sampler_at(10e9, 1024)))
+        return
     if args.child:
         contender, corpus, jsonl, out, cores = args.child
         print(json.dumps({"tokens": RUNNERS[contender](Path(corpus), Path(jsonl), Path(out), int(cores))}))
@@ -277,7 +281,9 @@ def main() -> None:
           f"{ready:.2f} s from building the data module to its first batch")
     windows, seconds, megabytes = sampler_at(10e9, 1024)
     print(f"sampler at 10B tokens (window 1024): {windows:,} windows, an epoch's order in {seconds:.2f} s, {megabytes:.0f} MB")
-    windows, seconds, peak = mixture_sampler_at(10e9, 1024)
+    # In a process of its own: this one's peak RSS is the gpt124m step's by now.
+    child = subprocess.run([sys.executable, __file__, "--mixture-child"], capture_output=True, text=True, cwd=REPO, check=True)
+    windows, seconds, peak = json.loads(child.stdout.strip().splitlines()[-1])
     print(f"mixture sampler at 10B tokens (3 sources, weights 0.5/0.3/0.2): an epoch's order in {seconds:.2f} s, "
           f"peak RSS of the process {peak:.0f} MB")
 

@@ -49,6 +49,30 @@ def test_gpt2_round_trip(verdict_text):
     assert tok.decode(ids) == verdict_text
 
 
+def test_the_gpt2_corpus_array_is_encode_ordinary_with_special_tokens_as_text(shakespeare_text):
+    # prepare's workers take tiktoken's buffer instead of a list of Python ints; the ids must not change,
+    # and a literal "<|endoftext|>" in a corpus stays text (it is not the end-of-text id, and not refused).
+    tok = GPT2Tokenizer()
+    text = shakespeare_text + " <|endoftext|> and <|endoftext|>\n<|endofprompt|> é 🙂"
+    ids = tok.encode_corpus_array(text)
+    assert ids.tolist() == tok.encode_corpus(text) == tok._enc.encode_ordinary(text)
+    assert tok.eos_id not in ids.tolist()
+    assert tok.encode_corpus_array("").tolist() == []
+
+
+def test_the_char_corpus_array_is_encode_and_refuses_what_the_vocabulary_lacks(shakespeare_text):
+    tok = CharTokenizer.from_text(shakespeare_text)
+    assert tok.encode_corpus_array(shakespeare_text).tolist() == tok.encode(shakespeare_text)
+    wide = CharTokenizer("ab é🙂\n")  # code points past the 16-bit range too
+    assert wide.encode_corpus_array("a 🙂 é\nb").tolist() == wide.encode("a 🙂 é\nb")
+    assert wide.encode_corpus_array("").tolist() == []
+    # A character inside the table's range but not in the vocabulary ("c"), and one past its end ("😀").
+    for text, lacking in (("abc", "c"), ("a😀", "😀")):
+        with pytest.raises(UnknownCharacters) as err:
+            wide.encode_corpus_array(text)
+        assert err.value.chars == lacking
+
+
 def test_char_tokenizer_round_trip_and_spec(shakespeare_text):
     tok = CharTokenizer.from_text(shakespeare_text)
     assert tok.vocab_size == 65

@@ -61,6 +61,7 @@ def test_gpt2s_files_read_as_a_hugging_face_tokenizer_give_tiktokens_ids(tmp_pat
     hf_tokenizer_from_spec({"kind": "gpt2"}).save_pretrained(tmp_path / "gpt2")
     ours = tokenizer_from_setting(str(tmp_path / "gpt2"))
     assert ours.encode_corpus(shakespeare_text) == gpt2_encoding().encode_ordinary(shakespeare_text)
+    assert ours.encode_corpus_array(shakespeare_text).tolist() == ours.encode_corpus(shakespeare_text)
     assert (ours.vocab_size, ours.eos_id) == (50257, 50256)
 
 

@@ -334,12 +334,15 @@ def encode_pieces(spec: dict, items: list[tuple[str, bool]]) -> np.ndarray:
     if _WORKER_TOKENIZER is None or _WORKER_TOKENIZER[0] != cache_key:
         _WORKER_TOKENIZER = (cache_key, tokenizer_from_spec(spec))
     tokenizer = _WORKER_TOKENIZER[1]
-    ids: list[int] = []
+    dtype = token_dtype(tokenizer.vocab_size)
+    eos = None if tokenizer.eos_id is None else np.array([tokenizer.eos_id], dtype=dtype)
+    arrays: list[np.ndarray] = []
     for text, ends_document in items:
-        ids.extend(tokenizer.encode_corpus(text))
-        if ends_document and tokenizer.eos_id is not None:
-            ids.append(tokenizer.eos_id)
-    return np.array(ids, dtype=token_dtype(tokenizer.vocab_size))
+        arrays.append(tokenizer.encode_corpus_array(text))
+        if ends_document and eos is not None:
+            arrays.append(eos)
+    # One pass to the shard's type (every id is below vocab_size, so it fits).
+    return np.concatenate(arrays, dtype=dtype, casting="unsafe") if arrays else np.zeros(0, dtype)
 
 
 class _Progress:
