@@ -154,6 +154,19 @@ def test_token_id_prompts_logprobs_and_the_tokenizer_routes(server):
     assert plain["token_logprobs"] == pytest.approx(logprobs["token_logprobs"][len(ids):], abs=1e-5)
     assert server.complete(prompt="Hi", max_tokens=3).json()["choices"][0]["logprobs"] is None
 
+    # max_tokens 0 with echo: the prompt alone, scored (OpenAI's way to score a text; lm-eval 0.3 sent it).
+    scored = server.complete(prompt=ids, max_tokens=0, echo=True, logprobs=2).json()
+    only = scored["choices"][0]
+    assert only["text"] == "ROMEO: But soft" and only["finish_reason"] == "length"
+    assert scored["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
+    assert only["logprobs"]["tokens"] == logprobs["tokens"][: len(ids)]
+    assert only["logprobs"]["token_logprobs"][0] is None
+    assert only["logprobs"]["token_logprobs"][1:] == pytest.approx(logprobs["token_logprobs"][1 : len(ids)], abs=1e-5)
+    streamed, reasons = stream_text(server, prompt="ROMEO: But soft", max_tokens=0, echo=True)
+    assert (streamed, reasons) == ({0: "ROMEO: But soft"}, ["length"])
+    wrong = httpx.post(f"{server.url}/detokenize", json={"tokens": [15496, 50257]})
+    assert wrong.status_code == 400 and wrong.json()["error"]["message"].startswith("'tokens' holds token id 50257")
+
 
 BAD_REQUESTS = [
     ({"prompt": "Hi", "frequency_pnalty": 1}, 400, "unknown field 'frequency_pnalty'"),
@@ -177,6 +190,7 @@ BAD_REQUESTS = [
     ({"max_tokens": 5}, 400, "'prompt' is required"),
     ({"prompt": "Hi " * 100}, 400, "more than this server's limit of 63"),
     ({"prompt": "Hi", "max_tokens": 100000}, 400, "limit 512"),
+    ({"prompt": "Hi", "max_tokens": 0}, 400, "got 0 (0 only with 'echo': the prompt scored, nothing generated)"),
     ({"prompt": "Hi", "n": 99}, 400, "'n' must be between 1 and this server's limit 8"),
     ({"prompt": "Hi", "num_beams": 2, "stream": True}, 400, "'num_beams' > 1"),
     ({"prompt": "Hi", "num_beams": 2, "temperature": 0.7, "top_k": 5}, 400, "'num_beams' > 1 is deterministic beam search: it takes no 'temperature', 'top_k'"),

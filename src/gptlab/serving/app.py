@@ -120,7 +120,7 @@ def create_app(engine: Engine, info: dict, limits: Limits, max_concurrent: int, 
     @app.post("/detokenize")
     async def detokenize(request: Request):
         body = parse_body(await request.body(), DetokenizeRequest)
-        return {"prompt": engine.tokenizer.decode(checked_ids(engine.tokenizer, body.tokens))}
+        return {"prompt": engine.tokenizer.decode(checked_ids(engine.tokenizer, body.tokens, "tokens"))}
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -165,12 +165,12 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
         raise ApiError(400, f"'prompt': {err}", "prompt", code="invalid_value") from None
 
 
-def checked_ids(tokenizer, ids: list[int]) -> list[int]:
-    """A prompt of token ids, each one the tokenizer has."""
+def checked_ids(tokenizer, ids: list[int], field: str = "prompt") -> list[int]:
+    """Token ids (of ``field`` of the request), each one the tokenizer has."""
     wrong = next((token for token in ids if not 0 <= token < tokenizer.vocab_size), None)
     if wrong is not None:
-        raise ApiError(400, f"'prompt' holds token id {wrong}, outside this model's vocabulary of {tokenizer.vocab_size} ids "
-                       f"(0 to {tokenizer.vocab_size - 1})", "prompt", code="invalid_value")
+        raise ApiError(400, f"'{field}' holds token id {wrong}, outside this model's vocabulary of {tokenizer.vocab_size} ids "
+                       f"(0 to {tokenizer.vocab_size - 1})", field, code="invalid_value")
     return list(ids)
 
 

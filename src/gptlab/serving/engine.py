@@ -144,7 +144,7 @@ class Engine:
     def _batchable(self, job: Job) -> bool:
         # One prompt (several share one generator, in turn), no beams, no sliding window, a cache to pad.
         return (
-            len(job.prompt_ids) == 1 and job.num_beams == 1 and not job.cancelled.is_set()
+            len(job.prompt_ids) == 1 and job.num_beams == 1 and not job.cancelled.is_set() and job.max_tokens > 0
             and len(job.prompt_ids[0]) + job.max_tokens <= self.context_length
             and getattr(self.loaded.model, "supports_kv_cache", False)
         )
@@ -282,6 +282,10 @@ class Engine:
         job.emit(("usage", prompt_tokens, completion_tokens))
 
     def _complete(self, job: Job, prompt: list[int], rows: list[Completion], generator: torch.Generator) -> None:
+        if job.max_tokens == 0:  # echo alone: the prompt is the whole answer (scored by _logprobs if asked)
+            for row in rows:
+                self._close(job, row)
+            return
         eos = self.tokenizer.eos_id
         prefix = len(rows[0].text)
         idx = torch.tensor([prompt] * job.n, dtype=torch.long, device=self.device)

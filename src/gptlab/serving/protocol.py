@@ -143,8 +143,13 @@ def check_ranges(request: CompletionRequest, limits: Limits) -> None:
     prompts = prompts_of(request)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ApiError(400, "'prompt' is empty; give some text (or token ids) to continue", "prompt")
-    if not 1 <= request.max_tokens <= limits.max_tokens:
-        raise ApiError(400, f"'max_tokens' must be between 1 and this server's limit {limits.max_tokens}, got {request.max_tokens}", "max_tokens")
+    # 0 with echo: the prompt alone, scored with logprobs (how OpenAI's completions API scored a text, and
+    # lm-evaluation-harness before 0.4 with it); without echo it would answer nothing.
+    lowest = 0 if request.echo else 1
+    if not lowest <= request.max_tokens <= limits.max_tokens:
+        zero = " (0 only with 'echo': the prompt scored, nothing generated)" if request.max_tokens == 0 else ""
+        raise ApiError(400, f"'max_tokens' must be between 1 and this server's limit {limits.max_tokens}, got "
+                       f"{request.max_tokens}{zero}", "max_tokens")
     if not 0 <= request.temperature <= 2:
         raise ApiError(400, f"'temperature' must be between 0 and 2, got {request.temperature}", "temperature")
     if not 0 < request.top_p <= 1:
