@@ -66,11 +66,13 @@ def test_another_split_validates_and_max_tokens_caps_training(tmp_path, rows):
     assert gpt2_encoding().decode(tokens(prepared, "val").tolist()) == val_text
 
 
-def test_a_missing_text_column_is_named_with_the_columns_there_are(tmp_path, rows):
+def test_a_missing_text_column_is_named_with_the_columns_there_are(tmp_path, rows, capsys):
     path = write_jsonl(tmp_path / "rows.jsonl", [{"id": r["id"], "body": r["text"]} for r in rows])
     with pytest.raises(DataError, match=r"data.text_column=text is not a column of .*rows.jsonl; its columns are id, body"):
-        prepare_shards(HFDataset("json", data_files=path), "gpt2", tmp_path / "cache", progress=False)
+        prepare_shards(HFDataset("json", data_files=path), "gpt2", tmp_path / "cache", progress=True)
     assert not list((tmp_path / "cache").rglob("*.bin"))
+    # The source's mistake is found before the progress bar is drawn: one line, no empty bar before it.
+    assert "tokenising" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("layout", ["csv", "jsonl"])

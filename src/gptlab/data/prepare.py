@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -205,11 +206,15 @@ class _Preparer:
         total = self.source.total_bytes()
         large = total is None or total >= POOL_MIN_BYTES  # None: a streamed source, size unknown
         workers = num_proc or (len(os.sched_getaffinity(0)) if large else 1)
+        # The source's first document before the bar: a mistake found on reading it (a missing text column, a
+        # file that is not text) is then one line, without an empty progress bar above it.
+        documents = self.source.documents()
+        documents = itertools.chain([first], documents) if (first := next(documents, None)) is not None else documents
         bar = _Progress(total, self.index, enabled=progress)
         in_flight: deque[tuple[str, int, int, Future | np.ndarray]] = deque()
         pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) if workers > 1 else None
         try:
-            for split, number, pieces, nbytes in _batches(self.source.documents()):
+            for split, number, pieces, nbytes in _batches(documents):
                 if self.full():
                     break
                 if number < self.index["splits"][split]["batches"]:  # in a shard already (resumed)
