@@ -49,8 +49,32 @@ def test_train_writes_checkpoints_metrics_and_samples(tmp_path, model, data):
     # Nor Lightning's note that it keeps our ModelSummary, nor its FLOPs, never counted ("0  Total Flops").
     assert "Trainer already configured" not in output and "Total params" in output
     assert "Flops" not in output and "FLOPs" not in output
+    assert "note: each validation" not in output  # 2 validation batches against 2 training ones between
     if data == "shakespeare_char":  # the character vocabulary travels with the checkpoint
         assert_generates(run_dir / "checkpoints" / "last.ckpt", "ROMEO:")
+
+
+def test_a_validation_longer_than_the_training_between_two_is_noted_with_the_limit_that_bounds_it(tmp_path):
+    # debug=fast validates every 2 batches; the whole validation split of Tiny Shakespeare in windows of 32
+    # is 71 batches of 16 here (Lightning would score them all without a word, each time).
+    run = ["model=gpt_tiny", "data=shakespeare", *TINY_RUN, "data.batch_size=16", "logger=csv"]
+    result = run_train(tmp_path / "run", *run, "trainer.limit_val_batches=1.0")
+    assert_ok(result)
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: each validation")]
+    assert len(notes) == 1, result.stderr[-3000:]
+    assert "scores 71 batches of the validation split, 36x the 2 training batches" in notes[0]
+    assert "trainer.limit_val_batches=2 scores the first 2 each time" in notes[0]
+
+
+def test_the_validation_cost_note_comes_where_validation_outlasts_the_training_between_two():
+    from gptlab.training.validation_cost import validation_cost_note
+
+    assert validation_cost_note(val_batches=30, between=10) is None  # about as long as the training: no note
+    assert "31 batches of the validation split, 3x the 10 training" in validation_cost_note(31, 10)
+    assert "trainer.limit_val_batches=200 scores the first 200" in validation_cost_note(14_800, 1_000)
+    assert validation_cost_note(500, 0) is None  # no validation during training
+    # A mixture validates each source by its own loader, and the limit is each loader's.
+    assert "trainer.limit_val_batches=100 scores the first 100 of each of the 2 sources each time" in validation_cost_note(14_800, 1_000, 2)
 
 
 def test_a_character_model_of_any_corpus_gets_the_vocabulary_of_its_characters(tmp_path, verdict_text):

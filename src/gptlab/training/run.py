@@ -60,6 +60,7 @@ from gptlab.training.resume import (
     ValidationBetweenOptimizerSteps,
 )
 from gptlab.training.shutdown import GracefulShutdown
+from gptlab.training.validation_cost import ValidationCostNote
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -73,6 +74,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
         *training_progress_bar(cfg, configured),
         *model_summary(cfg, configured),
         ValidateAtMaxSteps(),
+        ValidationCostNote(),
         *resume_callbacks(resume_command(cfg)),
     ]
 
