@@ -64,6 +64,7 @@ def test_a_separator_cut_by_a_piece_boundary_is_still_found():
     out = list(splitter.split(pieces))
     assert texts_of(out) == ["one story.", "Another."] and splitter.found
     assert sum(p.nbytes for p in out) == 49  # every byte read is counted, the separators' too
+    assert splitter.bytes_read == 49  # and read once, the pieces joined where a separator straddles them too
 
 
 def test_empty_documents_are_dropped_and_whitespace_around_each_is_stripped():
@@ -99,6 +100,27 @@ def test_a_separator_in_no_file_is_one_line_after_the_files_are_read(tmp_path, s
     with pytest.raises(DataError, match=r"data.document_separator='<\|endoftxt\|>' is in none of the files") as err:
         list(source.documents())
     assert "\n" not in str(err.value)
+
+
+def test_a_separator_missing_from_the_first_megabytes_is_noted_before_the_whole_pass(tmp_path, monkeypatch, capsys, shakespeare_text):
+    # The error can come only after every file was read (a folder may hold files without a separator): on a
+    # corpus of gigabytes, minutes. A note says so after SEPARATOR_NOTICE_BYTES (64 MB; 32 KB here), once.
+    monkeypatch.setattr(documents, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(documents, "SEPARATOR_NOTICE_BYTES", 32 << 10)
+    path = tinystories_file(tmp_path / "stories.txt", stories(shakespeare_text)[:2000])
+    split = TextFiles(str(path), separator="<|endoftxt|>").documents()
+    read = 0
+    while read < (32 << 10) - 4096:  # not yet
+        read += next(split)[1].nbytes
+        assert "note:" not in capsys.readouterr().err
+    with pytest.raises(DataError, match="is in none of the files"):
+        list(split)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: no data.document_separator='<|endoftxt|>' in the first 0 MB of data.path={path}; if it is "
+                     "misspelt, stop (Ctrl-C) and fix it now: found in no file, it stops the run with an error after the whole pass"]
+    # Found in time: no note.
+    list(TextFiles(str(path), separator=SEPARATOR).documents())
+    assert "note:" not in capsys.readouterr().err
 
 
 def test_the_separator_is_part_of_the_shards_key(tmp_path, shakespeare_text):

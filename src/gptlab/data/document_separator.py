@@ -24,6 +24,7 @@ class SeparatedDocuments:
     def __init__(self, separator: str):
         self.separator = separator
         self.found = False  # whether any separator was met: a misspelt one never is
+        self.bytes_read = 0  # of the pieces split so far, over every file
 
     def split(self, pieces: Iterable[Piece]) -> Iterator[Piece]:
         pieces = iter(pieces)
@@ -32,6 +33,7 @@ class SeparatedDocuments:
         begun = False  # whether a piece of the document was given out before ``held``
         piece = next(pieces, None)
         while piece is not None:
+            self.bytes_read += piece.nbytes  # each piece is ``piece`` once (a carried one's text is counted)
             following = next(pieces, None)  # one piece ahead: a separator may straddle the two
             text, nbytes = carry + piece.text, carry_bytes + piece.nbytes
             *ended, rest = text.split(self.separator)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from pathlib import Path
 from gptlab.core.errors import ConfigError, DataError
 
 PIECE_BYTES = 4 << 20
+# Text read without meeting data.document_separator before a note says so: TinyStories' stories are about
+# 1 KB, so a separator absent from this much text is most likely misspelt, and the error that names it
+# comes only after the whole pass (a folder may hold files without one): minutes for a corpus of gigabytes.
+SEPARATOR_NOTICE_BYTES = 64 << 20
 ERRORS = ("strict", "replace")
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -164,16 +169,26 @@ class TextFiles:
         from gptlab.data.document_separator import SeparatedDocuments  # it reads Piece from here
 
         splitter = SeparatedDocuments(self.separator)
+        noted = False
+
+        def documents_of(f: Path) -> Iterator[Piece]:
+            nonlocal noted
+            for piece in splitter.split(read_pieces(f, self.errors)):
+                yield piece
+                if not (noted or splitter.found) and splitter.bytes_read >= SEPARATOR_NOTICE_BYTES:
+                    noted = True
+                    self._note_no_separator_yet(splitter.bytes_read)
+
         if self.val_files:
             for f in self.val_files:
-                yield from (("val", piece) for piece in splitter.split(read_pieces(f, self.errors)))
+                yield from (("val", piece) for piece in documents_of(f))
             yield "val", None
             for f in self.files:
-                yield from (("train", piece) for piece in splitter.split(read_pieces(f, self.errors)))
+                yield from (("train", piece) for piece in documents_of(f))
         else:
             index = 0
             for f in self.files:
-                for piece in splitter.split(read_pieces(f, self.errors)):
+                for piece in documents_of(f):
                     yield ("val" if held_out(index, self.val_ratio) else "train"), piece
                     index += piece.ends_document
         if not splitter.found:
@@ -182,6 +197,16 @@ class TextFiles:
                 f"{' or data.val_path' if self.val_files else ''}; give the text that stands between their documents "
                 "(TinyStories: '<|endoftext|>'), or leave it null for a document per file"
             )
+
+    def _note_no_separator_yet(self, read: int) -> None:
+        from tqdm import tqdm  # printed above a progress bar, not through it
+
+        tqdm.write(
+            f"note: no data.document_separator={self.separator!r} in the first {read / 2**20:.0f} MB of "
+            f"data.path={self.path}; if it is misspelt, stop (Ctrl-C) and fix it now: found in no file, it stops "
+            "the run with an error after the whole pass",
+            file=sys.stderr,
+        )
 
 
 def _size_and_mtime(path: Path) -> tuple[int, int]:
