@@ -16,6 +16,16 @@ class DataError(GptlabError):
     """A corpus that is missing, corrupted or too small for the requested windows."""
 
 
+class NoSpaceLeft(GptlabError, OSError):
+    """A file could not be written for want of space (or quota): the earlier file is intact. An OSError too,
+    so what writes a file it can do without (the token cache) still goes on without it. ``what``: the
+    sentence that says so, to which a command adds its own way on (train.py: the resume command)."""
+
+    def __init__(self, what: str, way_on: str = "free some space (or write elsewhere) and run again"):
+        super().__init__(f"{what}; {way_on}")
+        self.what = what
+
+
 class TrainingDiverged(GptlabError):
     """The loss or the gradients stopped being finite numbers: training cannot go on from here."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 import shutil
@@ -16,25 +17,80 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gptlab.core.errors import ConfigError, GptlabError
+from gptlab.core.errors import ConfigError, GptlabError, NoSpaceLeft
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, make it durable, then rename it to ``path``."""
+    """Call ``write`` on a temporary file beside ``path``, make it durable, then rename it to ``path``. A file
+    system that is full (or a quota reached) is NoSpaceLeft, one line naming the folder; the earlier file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    target: _WriteErrors | None = None
     try:
         give_usual_permissions(Path(tmp))  # mkstemp makes it private
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            target = _WriteErrors(f)
+            write(target)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if _out_of_space(err, target):
+            raise NoSpaceLeft(
+                f"no space left on the file system of {path.parent} to write {path.name} ({_free_space(path.parent)} "
+                "free); what was written before is intact"
+            ) from None
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
+
+
+class _WriteErrors:
+    """A file whose write errors are remembered: torch.save turns a full disk into a RuntimeError of its own
+    ("unexpected pos 704 vs 598", torch 2.13), and the OSError behind it would be lost."""
+
+    def __init__(self, file: BinaryIO):
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _out_of_space(err: BaseException, target: _WriteErrors | None = None) -> bool:
+    seen: BaseException | None = err
+    while seen is not None:  # the error, or one it was raised from or while handling (closing the file)
+        if isinstance(seen, OSError) and seen.errno in _OUT_OF_SPACE:
+            return True
+        if "No space left on device" in str(seen):  # a library's own error: safetensors' (Rust) says only this
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return target is not None and target.error is not None and target.error.errno in _OUT_OF_SPACE
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown space"
+    if free < 1024:
+        return f"{free} bytes"
+    for unit in ("KB", "MB"):
+        free /= 1024
+        if free < 1024:
+            return f"{free:.1f} {unit}"
+    return f"{free / 1024:.1f} GB"
 
 
 def give_usual_permissions(path: Path) -> None:
@@ -130,5 +186,13 @@ def folder_written_whole(path: Path) -> Iterator[Path]:
         fresh.rename(path)
         shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(path.parent)
+    except Exception as err:
+        shutil.rmtree(fresh, ignore_errors=True)  # first: the space it took is free again when measured
+        if _out_of_space(err):
+            raise NoSpaceLeft(
+                f"no space left on the file system of {path.parent} to write {path.name} ({_free_space(path.parent)} "
+                "free); what was there before is intact"
+            ) from None
+        raise
     finally:
         shutil.rmtree(fresh, ignore_errors=True)  # only left there when writing failed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
 import sys
@@ -19,7 +20,7 @@ from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
 from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.config.validate import validate_config
-from gptlab.core.errors import ConfigError
+from gptlab.core.errors import ConfigError, NoSpaceLeft
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.data.window_data import WindowData
 from gptlab.data.window_datamodule import as_lightning_data
@@ -212,7 +213,8 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
 
     failed = True
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
+        with resumable_when_the_disk_is_full(cfg, trainer):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
         best = _best_val_loss(trainer, module)
         if cfg.get("validate_after_fit") and _best_checkpoint(trainer) and not best_is_last_validated(trainer, module):
             module.validating_best_checkpoint = True
@@ -226,6 +228,22 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
         end_process_group()  # the next job of a multirun starts its own
     _report(cfg, trainer, best, sync_dirs)
     return best
+
+
+@contextlib.contextmanager
+def resumable_when_the_disk_is_full(cfg: DictConfig, trainer: L.Trainer):
+    """A checkpoint or log that did not fit on the disk: the line says which, and how to go on once there is
+    room (run again, the run folder would be refused: it holds checkpoints)."""
+    try:
+        yield
+    except NoSpaceLeft as err:
+        saved = [path for path in (_last_checkpoint(trainer), _best_checkpoint(trainer)) if path and Path(path).is_file()]
+        command = resume_command(cfg)
+        if saved and command:
+            way_on = f"free some space, then resume from {saved[0]} with: {command}"
+        else:
+            way_on = "no checkpoint of this run was saved: free some space (or set hydra.run.dir elsewhere) and start again"
+        raise NoSpaceLeft(err.what, way_on) from None
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
