@@ -70,8 +70,8 @@ def test_safetensors_full_disk_error_is_known_for_what_it_is():
     from safetensors import SafetensorError
 
     error = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-    assert files._out_of_space(error)
-    assert not files._out_of_space(SafetensorError("Error while serializing: I/O error: Permission denied (os error 13)"))
+    assert files.out_of_space(error)
+    assert not files.out_of_space(SafetensorError("Error while serializing: I/O error: Permission denied (os error 13)"))
 
 
 DISK_FILLS_UP = """
@@ -126,3 +126,15 @@ def test_a_run_whose_first_checkpoint_does_not_fit_says_none_was_saved(tmp_path)
     assert line.startswith("error: no space left on the file system of ") and line.endswith(
         "no checkpoint of this run was saved: free some space (or set hydra.run.dir elsewhere) and start again"
     ), line
+
+
+def test_a_full_disk_met_by_another_write_of_the_run_is_one_line_too(tmp_path):
+    # The text samples are appended to samples.txt (not written atomically): here it is /dev/full.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "samples.txt").symlink_to("/dev/full")
+    result = train_on_a_filling_disk(run_dir, checkpoints_that_fit=100)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: no space left on the disk ([Errno 28] No space left on device); "), line

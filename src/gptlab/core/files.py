@@ -37,7 +37,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if _out_of_space(err, target):
+        if out_of_space(err, target):
             raise NoSpaceLeft(
                 f"no space left on the file system of {path.parent} to write {path.name} ({_free_space(path.parent)} "
                 "free); what was written before is intact"
@@ -68,10 +68,11 @@ class _WriteErrors:
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _out_of_space(err: BaseException, target: _WriteErrors | None = None) -> bool:
+def out_of_space(err: BaseException, target: _WriteErrors | None = None) -> bool:
+    """Whether ``err`` (or an error behind it, or one ``target`` met writing) says the disk or quota is full."""
     seen: BaseException | None = err
     while seen is not None:  # the error, or one it was raised from or while handling (closing the file)
-        if isinstance(seen, OSError) and seen.errno in _OUT_OF_SPACE:
+        if isinstance(seen, NoSpaceLeft) or (isinstance(seen, OSError) and seen.errno in _OUT_OF_SPACE):
             return True
         if "No space left on device" in str(seen):  # a library's own error: safetensors' (Rust) says only this
             return True
@@ -188,7 +189,7 @@ def folder_written_whole(path: Path) -> Iterator[Path]:
         _fsync_dir(path.parent)
     except Exception as err:
         shutil.rmtree(fresh, ignore_errors=True)  # first: the space it took is free again when measured
-        if _out_of_space(err):
+        if out_of_space(err):
             raise NoSpaceLeft(
                 f"no space left on the file system of {path.parent} to write {path.name} ({_free_space(path.parent)} "
                 "free); what was there before is intact"

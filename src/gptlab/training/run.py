@@ -20,7 +20,8 @@ from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
 from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.config.validate import validate_config
-from gptlab.core.errors import ConfigError, NoSpaceLeft
+from gptlab.core.errors import ConfigError, NoSpaceLeft, first_line
+from gptlab.core.files import out_of_space
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.data.window_data import WindowData
 from gptlab.data.window_datamodule import as_lightning_data
@@ -236,14 +237,18 @@ def resumable_when_the_disk_is_full(cfg: DictConfig, trainer: L.Trainer):
     room (run again, the run folder would be refused: it holds checkpoints)."""
     try:
         yield
-    except NoSpaceLeft as err:
+    except Exception as err:
+        if not out_of_space(err):
+            raise
+        # Our atomic writes say which file; another write (a text sample, a logger's) in its own words.
+        what = err.what if isinstance(err, NoSpaceLeft) else f"no space left on the disk ({first_line(err)})"
         saved = [path for path in (_last_checkpoint(trainer), _best_checkpoint(trainer)) if path and Path(path).is_file()]
         command = resume_command(cfg)
         if saved and command:
             way_on = f"free some space, then resume from {saved[0]} with: {command}"
         else:
             way_on = "no checkpoint of this run was saved: free some space (or set hydra.run.dir elsewhere) and start again"
-        raise NoSpaceLeft(err.what, way_on) from None
+        raise NoSpaceLeft(what, way_on) from None
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
