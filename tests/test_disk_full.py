@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 import torch
-from cli_runner import TINY_GPT_RUN, clean_env
+from cli_runner import TINY_GPT_RUN, clean_env, run_script
 from repo import REPO_ROOT
 
 from gptlab.core import files
@@ -117,6 +117,17 @@ def test_a_run_whose_disk_fills_up_says_so_in_one_line_and_resumes_with_the_comm
                              env=clean_env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 4
+
+    # eval.py's results file (a plain write) on a full disk: the table printed, then the one line.
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    (eval_dir / "eval_results.json").symlink_to("/dev/full")
+    evaluated = run_script("eval.py", f"ckpt_path={run_dir}", f"hydra.run.dir={eval_dir}")
+    assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr[-3000:]
+    assert "perplexity/ppl" in evaluated.stdout
+    assert evaluated.stderr.strip().splitlines()[-1] == (
+        "error: no space left on the disk ([Errno 28] No space left on device); free some space (or write elsewhere) and run again"
+    )
 
 
 def test_a_run_whose_first_checkpoint_does_not_fit_says_none_was_saved(tmp_path):

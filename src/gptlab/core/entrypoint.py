@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptlab.core.collector import exit_without_collection
-from gptlab.core.errors import GptlabError
+from gptlab.core.errors import GptlabError, NoSpaceLeft, first_line
+from gptlab.core.files import out_of_space
 from gptlab.core.rank_lines import first_to_say
 from gptlab.core.redaction import guard_outputs, load_dotenv
 from gptlab.core.sweep_jobs import (
@@ -65,6 +66,8 @@ def report_user_errors(job: Job | None = None) -> Iterator[None]:
         yield
     except Exception as err:
         user_error = find_user_error(err)
+        if user_error is None and out_of_space(err):  # a write of a library's, or a plain one (eval_results.json)
+            user_error = NoSpaceLeft(f"no space left on the disk ({first_line(err)})")
         if user_error is None:
             raise
         message = " ".join(str(user_error).split())  # one line, whatever the library put in it
