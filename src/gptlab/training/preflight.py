@@ -18,6 +18,7 @@ from gptlab.checkpoints.paths import check_fresh_run_folder
 from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.core.errors import ConfigError
 from gptlab.training.device_settings import check_device_settings, choose_precision
+from gptlab.training.run_folder_lock import lock_run_folder
 
 if TYPE_CHECKING:
     from gptlab.checkpoints.reader import ResumeFrom
@@ -42,6 +43,7 @@ def check_config(cfg: DictConfig) -> Checked:
     output_dir = _get(cfg, "paths.output_dir")
     if output_dir:
         check_output_dir(output_dir)
+        lock_run_folder(output_dir)  # held until training ends (gptlab.training.run releases it)
         check_fresh_run_folder(output_dir, cfg.get("ckpt_path"))
         if cfg.get("ckpt_path") is not None:
             from gptlab.checkpoints.reader import read_resume_checkpoint  # torch, not Lightning

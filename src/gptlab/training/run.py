@@ -61,6 +61,7 @@ from gptlab.training.resume import (
     ScheduleChangeWarning,
     ValidationBetweenOptimizerSteps,
 )
+from gptlab.training.run_folder_lock import release_run_folder
 from gptlab.training.shutdown import GracefulShutdown
 from gptlab.training.validation_cost import ValidationCostNote
 
@@ -166,7 +167,16 @@ def train(cfg: DictConfig, checked: Checked | None = None) -> float | None:
 
     ``checked``: what preflight's :func:`check_config` returned, when it already ran (train.py runs it
     before importing this module, after the command wrapper checked the schema); else both run here.
+    The run folder is this run's until it returns (gptlab.training.run_folder_lock).
     """
+    try:
+        return _train(cfg, checked)
+    finally:
+        if cfg.paths.get("output_dir"):
+            release_run_folder(cfg.paths.output_dir)  # a sweep's later jobs: the folder may be resumed now
+
+
+def _train(cfg: DictConfig, checked: Checked | None) -> float | None:
     one_console_for_lightning()
     hide_lightnings_pytree_deprecation()
     hide_lightnings_notes_to_itself()
