@@ -1,5 +1,6 @@
-"""One training run in a run folder at a time: a second train.py there (a resume typed twice, a job requeued
-while the first still runs) is refused in one line naming the process that holds the folder."""
+"""A run folder is one run's: a second train.py there while one trains (a resume typed twice, a job requeued
+while the first still runs) is refused in one line naming the process that holds the folder, and a refused
+command leaves the folder's saved config (.hydra/, which Hydra writes before the command runs) as it was."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ def test_a_second_run_in_a_folder_in_use_is_refused_and_goes_once_it_is_free(tmp
     run_dir = tmp_path / "run"
     assert_ok(run_train(run_dir, *TINY_GPT_RUN, "logger=csv"))
     assert (run_dir / LOCK_FILE).read_text() == ""  # released at the end: nothing names a live process
+    saved = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
+    assert set(saved) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+    # A fresh start in the folder is refused, and its config does not replace the run's own record.
+    fresh = run_train(run_dir, "model=decoder", "data=shakespeare", "logger=csv")
+    assert fresh.returncode == 2 and "already holds checkpoints" in fresh.stderr, fresh.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == saved
 
     # Another process (this test, pid written as train.py writes its own) holds the folder: a resume is refused.
     with open(run_dir / LOCK_FILE, "w") as held:
@@ -31,8 +39,10 @@ def test_a_second_run_in_a_folder_in_use_is_refused_and_goes_once_it_is_free(tmp
         "let it finish or stop it first (it saves last.ckpt on Ctrl-C or SIGTERM), then resume: two runs in one "
         "folder overwrite each other's checkpoints and metrics"
     )
-    # Its holder gone (the kernel drops a lock with its file), the same resume runs.
+    assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == saved
+    # Its holder gone (the kernel drops a lock with its file), the same resume runs, and its config is saved.
     assert_ok(run_train(run_dir, *TINY_GPT_RUN, "logger=csv", "trainer.max_steps=6", "ckpt_path=last"))
+    assert "trainer.max_steps=6" in (run_dir / ".hydra" / "overrides.yaml").read_text()
 
 
 @pytest.mark.parametrize("variable, value, first", [

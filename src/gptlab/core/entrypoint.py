@@ -18,6 +18,7 @@ from gptlab.core.errors import GptlabError, NoSpaceLeft, first_line
 from gptlab.core.files import out_of_space
 from gptlab.core.rank_lines import first_to_say
 from gptlab.core.redaction import guard_outputs, load_dotenv
+from gptlab.core.saved_config import restore_earlier_saved_config
 from gptlab.core.sweep_jobs import (
     Job,
     can_fail_alone,
@@ -70,6 +71,7 @@ def report_user_errors(job: Job | None = None) -> Iterator[None]:
             user_error = NoSpaceLeft(f"no space left on the disk ({first_line(err)})")
         if user_error is None:
             raise
+        restore_earlier_saved_config()  # refused before its work began: the run folder's record as it was
         message = " ".join(str(user_error).split())  # one line, whatever the library put in it
         label, exit_code = getattr(user_error, "label", "error"), getattr(user_error, "exit_code", EXIT_USER_ERROR)
         record_in_run_log(f"{label}: {message}")

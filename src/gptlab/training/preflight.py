@@ -43,7 +43,6 @@ def check_config(cfg: DictConfig) -> Checked:
     output_dir = _get(cfg, "paths.output_dir")
     if output_dir:
         check_output_dir(output_dir)
-        lock_run_folder(output_dir)  # held until training ends (gptlab.training.run releases it)
         check_fresh_run_folder(output_dir, cfg.get("ckpt_path"))
         if cfg.get("ckpt_path") is not None:
             from gptlab.checkpoints.reader import read_resume_checkpoint  # torch, not Lightning
@@ -56,6 +55,9 @@ def check_config(cfg: DictConfig) -> Checked:
     if not starts_from_weights(cfg):  # a window longer than the model's, a split shorter than one: said now
         data, _, model_cfg = data_and_start_model(cfg, data)
     choose_precision(cfg)  # says its choice for trainer.precision=auto: once the run will start
+    if output_dir:
+        # Last: a command refused for its own mistake never waits on, or is refused by, a run going on there.
+        lock_run_folder(output_dir)  # held until training ends (gptlab.training.run releases it)
     return Checked(resume, data, model_cfg)
 
 

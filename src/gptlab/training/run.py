@@ -23,6 +23,7 @@ from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError, NoSpaceLeft, first_line
 from gptlab.core.files import out_of_space
 from gptlab.core.redaction import scrub_saved_configs
+from gptlab.core.saved_config import claim_run_folder
 from gptlab.data.window_data import WindowData
 from gptlab.data.window_datamodule import as_lightning_data
 from gptlab.models.compile import compile_model
@@ -224,6 +225,7 @@ def _train(cfg: DictConfig, checked: Checked | None) -> float | None:
 
     failed = True
     try:
+        claim_run_folder()  # its saved config is this run's now, whatever happens next
         with resumable_when_the_disk_is_full(cfg, trainer):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
         best = _best_val_loss(trainer, module)

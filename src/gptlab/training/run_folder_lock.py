@@ -10,6 +10,7 @@ behind. The other ranks of a DDP run share their first rank's folder and take no
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
@@ -55,6 +56,7 @@ def lock_run_folder(run_dir: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held[folder] = fd
+    atexit.register(release_run_folder, folder)  # a command that stops before training releases it too
 
 
 def release_run_folder(run_dir: str | Path) -> None:
