@@ -193,6 +193,24 @@ def test_an_interrupted_prepare_resumes_after_its_last_shard_and_ends_the_same(t
     assert [p.read_bytes() for p in resumed.paths("val")] == [p.read_bytes() for p in whole.paths("val")]
 
 
+@pytest.mark.parametrize("damage", ["missing", "cut short"])
+def test_shards_damaged_since_they_were_prepared_are_prepared_again(tmp_path, folder, capsys, damage):
+    # They were found "prepared" and training stopped on "shard ... does not exist; check data.train / data.val",
+    # settings a data=text user never gave.
+    settings = dict(shard_tokens=20_000, num_proc=1, progress=False)
+    first = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cache", **settings)
+    whole = {p.name: p.read_bytes() for p in first.paths("train") + first.paths("val")}
+    shard = first.paths("train")[-1]
+    if damage == "missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(whole[shard.name][:-100])
+    again = prepare_shards(TextFiles(str(folder)), "gpt2", tmp_path / "cache", **settings)
+    assert {p.name: p.read_bytes() for p in again.paths("train") + again.paths("val")} == whole
+    said = "is missing" if damage == "missing" else f"has {len(whole[shard.name]) - 100:,} bytes"
+    assert f"note: the token shards in {first.folder} are damaged ({shard.name} {said}" in capsys.readouterr().err
+
+
 def test_an_unchanged_source_is_found_at_once_and_a_changed_one_prepared_again(tmp_path, folder, monkeypatch):
     built = []
     monkeypatch.setattr(prepare, "tokenizer_from_setting", lambda kind: built.append(kind) or tokenizer_from_setting(kind))

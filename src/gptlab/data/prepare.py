@@ -37,7 +37,7 @@ import numpy as np
 from gptlab.core.errors import ConfigError, DataError
 from gptlab.core.files import atomic_write_bytes
 from gptlab.data.documents import Piece
-from gptlab.data.shards import token_dtype, write_shard
+from gptlab.data.shards import HEADER_BYTES, token_dtype, write_shard
 from gptlab.data.tokenizers import CharTokenizer, Tokenizer, tokenizer_from_setting, tokenizer_from_spec
 
 # What the shards hold, in the cache key: a change of it prepares every corpus again instead of reusing
@@ -90,20 +90,41 @@ def prepare_shards(
         # a character model's own corpus), rather than a second copy under the vocabulary's key.
         own_folder, own_key = _place(cache_dir, fingerprint, tokenizer_kind, shard_tokens, max_tokens)
         own = _read_index(own_folder, own_key)
-        if own is not None and own["complete"] and own["tokenizer"] == vocabulary.spec():
+        if own is not None and own["complete"] and own["tokenizer"] == vocabulary.spec() and not _damaged(own_folder, own):
             return PreparedShards(own_folder, own)
     identity = tokenizer.identity() if tokenizer else tokenizer_kind
     folder, key = _place(cache_dir, fingerprint, identity, shard_tokens, max_tokens)
     index = _read_index(folder, key)
-    if index is not None and index["complete"]:
+    if index is not None and index["complete"] and not _damaged(folder, index):
         return PreparedShards(folder, index)  # prepared before: read as they are, from a read-only cache too
     _make_shard_folder(folder, cache_dir)
     with _locked(folder):  # several ranks: one prepares, the others wait and find it finished
         index = _read_index(folder, key)
+        if index is not None and index["complete"] and (damage := _damaged(folder, index)):
+            # A cache, like the presets' token cache: prepared again rather than refused (the user named no shard).
+            print(f"note: the token shards in {folder} are damaged ({damage}); preparing them again", file=sys.stderr, flush=True)
+            index = None
         if index is None or not index["complete"]:
             preparer = _Preparer(source, fingerprint, tokenizer, folder, key, shard_tokens, max_tokens, index)
             index = preparer.run(num_proc, progress)
     return PreparedShards(folder, index)
+
+
+def _damaged(folder: Path, index: dict) -> str | None:
+    """What is wrong with a finished set of shards on disk (a shard deleted, cut short or grown since), in
+    words; None when every shard the index names has the size its tokens give. One stat per shard."""
+    itemsize = token_dtype(index["vocab_size"]).itemsize
+    for split in SPLITS:
+        for shard in index["splits"][split]["shards"]:
+            path = folder / shard["file"]
+            expected = HEADER_BYTES + shard["tokens"] * itemsize
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return f"{shard['file']} is missing"
+            if size != expected:
+                return f"{shard['file']} has {size:,} bytes, its {shard['tokens']:,} tokens take {expected:,}"
+    return None
 
 
 def _make_shard_folder(folder: Path, cache_dir) -> None:
