@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptlab.core.collector import exit_without_collection
-from gptlab.core.errors import GptlabError, NoSpaceLeft, first_line
+from gptlab.core.errors import GptlabError, NoSpaceLeft, error_chain, first_line
 from gptlab.core.files import out_of_space
 from gptlab.core.rank_lines import first_to_say
 from gptlab.core.redaction import guard_outputs, load_dotenv
@@ -49,14 +49,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 def find_user_error(err: BaseException) -> BaseException | None:
     """The user error behind ``err``: Hydra's instantiate wraps errors raised by constructors."""
-    seen = set()
     user_errors = user_error_types()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, user_errors):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return next((seen for seen in error_chain(err) if isinstance(seen, user_errors)), None)
 
 
 @contextmanager

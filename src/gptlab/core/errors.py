@@ -44,3 +44,13 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     """An exception in a few words for a one-line message: its first line, or its type when it has none."""
     lines = str(err).strip().splitlines()
     return lines[0][:limit] if lines else type(err).__name__
+
+
+def error_chain(err: BaseException | None):
+    """The error, then those it was raised from or while handling (each once): where a library's wrapper
+    hides the error that says what happened."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__

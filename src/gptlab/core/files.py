@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gptlab.core.errors import ConfigError, GptlabError, NoSpaceLeft
+from gptlab.core.errors import ConfigError, GptlabError, NoSpaceLeft, error_chain
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -70,13 +70,11 @@ _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 def out_of_space(err: BaseException, target: _WriteErrors | None = None) -> bool:
     """Whether ``err`` (or an error behind it, or one ``target`` met writing) says the disk or quota is full."""
-    seen: BaseException | None = err
-    while seen is not None:  # the error, or one it was raised from or while handling (closing the file)
+    for seen in error_chain(err):  # also one raised while handling it (closing the file)
         if isinstance(seen, NoSpaceLeft) or (isinstance(seen, OSError) and seen.errno in _OUT_OF_SPACE):
             return True
         if "No space left on device" in str(seen):  # a library's own error: safetensors' (Rust) says only this
             return True
-        seen = seen.__cause__ or seen.__context__
     return target is not None and target.error is not None and target.error.errno in _OUT_OF_SPACE
 
 

@@ -20,7 +20,7 @@ from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
 from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.config.validate import validate_config
-from gptlab.core.errors import ConfigError, NoSpaceLeft, first_line
+from gptlab.core.errors import ConfigError, NoSpaceLeft, error_chain, first_line
 from gptlab.core.files import out_of_space
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.core.saved_config import claim_run_folder
@@ -252,8 +252,10 @@ def resumable_when_the_disk_is_full(cfg: DictConfig, trainer: L.Trainer):
     except Exception as err:
         if not out_of_space(err):
             raise
-        # Our atomic writes say which file; another write (a text sample, a logger's) in its own words.
-        what = err.what if isinstance(err, NoSpaceLeft) else f"no space left on the disk ({first_line(err)})"
+        # Our atomic writes say which file (also when a library re-raised it wrapped); another write (a text
+        # sample, a logger's) in its own words.
+        ours = next((e for e in error_chain(err) if isinstance(e, NoSpaceLeft)), None)
+        what = ours.what if ours is not None else f"no space left on the disk ({first_line(err)})"
         saved = [path for path in (_last_checkpoint(trainer), _best_checkpoint(trainer)) if path and Path(path).is_file()]
         command = resume_command(cfg)
         if saved and command:
