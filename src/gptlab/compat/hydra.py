@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from gptlab.compat import warn_if_untested
 from gptlab.config.help import command_groups
 from gptlab.config.unknown_keys import open_to, unknown_key_message
-from gptlab.core.errors import ConfigError
+from gptlab.core.errors import ConfigError, error_chain
 
 WRITTEN_FOR = "1.3.8"
 warn_if_untested("hydra-core", hydra.__version__, WRITTEN_FOR, "the one-line configuration errors")
@@ -50,31 +49,20 @@ _TYPE_WORDS = {
 def _wrong_type(err: BaseException) -> str | None:
     """'trainer.max_steps must be an integer, got 'abc'; e.g. trainer.max_steps=1' from OmegaConf's
     ValidationError (the cause of Hydra's "Error merging override")."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        key = getattr(err, "full_key", None)
-        if key and type(err).__name__ == "ValidationError":
+    for cause in error_chain(err):
+        key = getattr(cause, "full_key", None)
+        if key and type(cause).__name__ == "ValidationError":
             for words, (kind, example) in _TYPE_WORDS.items():
-                if words in str(err):
-                    return f"{key} must be {kind}, got {getattr(err, 'value', None)!r}; e.g. {key}={example}"
-        err = err.__cause__ or err.__context__
+                if words in str(cause):
+                    return f"{key} must be {kind}, got {getattr(cause, 'value', None)!r}; e.g. {key}={example}"
     return None
-
-
-def _causes(err: BaseException | None) -> Iterator[BaseException]:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
 
 
 def _unknown_key(err: BaseException) -> str | None:
     """'trainer.max_step is not a setting of trainer; did you mean trainer.max_steps?' from Hydra's "Could
     not override" (whose advice, to add the key with +, is right only where something reads such a key)."""
     override = re.search(r"To append to your config use (\+\S+)", str(err))
-    for cause in _causes(err):
+    for cause in error_chain(err):
         parent, path = getattr(cause, "parent_node", None), getattr(cause, "full_key", None)
         if override and path and isinstance(parent, DictConfig) and "not in" in str(cause):
             schema = OmegaConf.get_type(parent)
@@ -118,7 +106,7 @@ def _unreadable_override(err: BaseException) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    if not any(isinstance(cause, OverrideParseException) for cause in _causes(err)):
+    if not any(isinstance(cause, OverrideParseException) for cause in error_chain(err)):
         return None
     parser = OverridesParser.create()
     for override in command_line_overrides():
@@ -273,7 +261,7 @@ def instantiate_config(node: Any, where: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        for cause in _causes(err):
+        for cause in error_chain(err):
             unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
             if isinstance(cause, TypeError) and unexpected and unexpected[1] in node:
                 target = str(node["_target_"])
