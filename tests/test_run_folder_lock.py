@@ -27,6 +27,10 @@ def test_a_second_run_in_a_folder_in_use_is_refused_and_goes_once_it_is_free(tmp
     assert fresh.returncode == 2 and "already holds checkpoints" in fresh.stderr, fresh.stderr[-3000:]
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == saved
 
+    # A run killed while it wrote a checkpoint leaves its temporary file (atomic_write's name), as large as a
+    # checkpoint; the next run that holds the folder removes it (none can be writing it then).
+    unfinished = run_dir / "checkpoints" / ".last.ckpt.k1ll3d_x.tmp"
+    unfinished.write_bytes(b"\0" * (3 << 20))
     # Another process (this test, pid written as train.py writes its own) holds the folder: a resume is refused.
     with open(run_dir / LOCK_FILE, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -40,9 +44,13 @@ def test_a_second_run_in_a_folder_in_use_is_refused_and_goes_once_it_is_free(tmp
         "folder overwrite each other's checkpoints and metrics"
     )
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == saved
+    assert unfinished.exists()  # the refused run holds nothing: the file may be another's write in progress
     # Its holder gone (the kernel drops a lock with its file), the same resume runs, and its config is saved.
-    assert_ok(run_train(run_dir, *TINY_GPT_RUN, "logger=csv", "trainer.max_steps=6", "ckpt_path=last"))
+    resumed = run_train(run_dir, *TINY_GPT_RUN, "logger=csv", "trainer.max_steps=6", "ckpt_path=last")
+    assert_ok(resumed)
     assert "trainer.max_steps=6" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert not unfinished.exists()
+    assert f"note: removed 1 unfinished checkpoint file(s) (3.0 MB) that a killed run left in {run_dir.resolve() / 'checkpoints'}" in resumed.stderr
 
 
 @pytest.mark.parametrize("variable, value, first", [

@@ -5,7 +5,8 @@ trained two runs into the same folder: both wrote last.ckpt and best.ckpt in tur
 either run) and metrics.csv; the folder held neither run. The first process of a run takes an exclusive lock
 on ``<run folder>/.train.lock`` and holds it until training ends; another is refused in one line naming the
 process that holds it. The lock is the kernel's (flock): it goes with its process, so one killed leaves none
-behind. The other ranks of a DDP run share their first rank's folder and take none.
+behind. The other ranks of a DDP run share their first rank's folder and take none. Held, the folder's
+unfinished checkpoint writes (a killed run's temporary files) can be removed safely.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import atexit
 import contextlib
 import fcntl
 import os
+import sys
 from pathlib import Path
 
 from gptlab.core.errors import ConfigError
@@ -32,7 +34,7 @@ def is_first_rank() -> bool:
 
 def lock_run_folder(run_dir: str | Path) -> None:
     """Hold the run folder for this process's run (until :func:`release_run_folder`); refused in one line
-    while another process holds it."""
+    while another process holds it. Held, what a killed run left of a checkpoint it was writing is removed."""
     folder = Path(run_dir).resolve()
     if folder in _held or not is_first_rank():
         return
@@ -57,6 +59,22 @@ def lock_run_folder(run_dir: str | Path) -> None:
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held[folder] = fd
     atexit.register(release_run_folder, folder)  # a command that stops before training releases it too
+    remove_unfinished_checkpoints(folder)
+
+
+def remove_unfinished_checkpoints(folder: Path) -> None:
+    """The temporary files of checkpoint writes that a killed run (SIGKILL, the OOM killer, a lost node) left
+    behind: each as large as a checkpoint, and never read. Only with the folder held: no other process can be
+    writing one."""
+    unfinished = list((folder / "checkpoints").glob(".*.ckpt.*.tmp"))  # gptlab.core.files.atomic_write's names
+    freed = 0
+    for path in unfinished:
+        with contextlib.suppress(OSError):
+            freed += path.stat().st_size
+            path.unlink()
+    if unfinished:
+        print(f"note: removed {len(unfinished)} unfinished checkpoint file(s) ({freed / 2**20:,.1f} MB) that a killed run "
+              f"left in {folder / 'checkpoints'}", file=sys.stderr, flush=True)
 
 
 def release_run_folder(run_dir: str | Path) -> None:
