@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptlab.core.collector import exit_without_collection
-from gptlab.core.errors import GptlabError, NoSpaceLeft, error_chain, first_line
-from gptlab.core.files import out_of_space
+from gptlab.core.errors import GptlabError, error_chain
+from gptlab.core.files import as_no_space_left
 from gptlab.core.rank_lines import first_to_say
 from gptlab.core.redaction import guard_outputs, load_dotenv
 from gptlab.core.saved_config import restore_earlier_saved_config
@@ -60,9 +60,8 @@ def report_user_errors(job: Job | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        user_error = find_user_error(err)
-        if user_error is None and out_of_space(err):  # a write of a library's, or a plain one (eval_results.json)
-            user_error = NoSpaceLeft(f"no space left on the disk ({first_line(err)})")
+        # A full disk met by a write of a library's, or a plain one (eval_results.json), is one line too.
+        user_error = find_user_error(err) or as_no_space_left(err)
         if user_error is None:
             raise
         restore_earlier_saved_config()  # refused before its work began: the run folder's record as it was

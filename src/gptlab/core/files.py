@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gptlab.core.errors import ConfigError, GptlabError, NoSpaceLeft, error_chain
+from gptlab.core.errors import ConfigError, GptlabError, NoSpaceLeft, error_chain, first_line
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -38,10 +38,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if out_of_space(err, target):
-            raise NoSpaceLeft(
-                f"no space left on the file system of {path.parent} to write {path.name} ({_free_space(path.parent)} "
-                "free); what was written before is intact"
-            ) from None
+            raise _no_space_for(path, "what was written before is intact") from None
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
 
@@ -78,18 +75,23 @@ def out_of_space(err: BaseException, target: _WriteErrors | None = None) -> bool
     return target is not None and target.error is not None and target.error.errno in _OUT_OF_SPACE
 
 
-def _free_space(folder: Path) -> str:
+def as_no_space_left(err: BaseException) -> NoSpaceLeft | None:
+    """The NoSpaceLeft behind ``err`` (one of our writes, naming its file), or one in general words where
+    another write met a full disk (a library's, a plain one); None where the disk is not the cause."""
+    ours = next((seen for seen in error_chain(err) if isinstance(seen, NoSpaceLeft)), None)
+    if ours is None and out_of_space(err):
+        ours = NoSpaceLeft(f"no space left on the disk ({first_line(err)})")
+    return ours
+
+
+def _no_space_for(path: Path, kept: str) -> NoSpaceLeft:
+    from tqdm import tqdm  # only when a write failed
+
     try:
-        free = shutil.disk_usage(folder).free
+        free = tqdm.format_sizeof(shutil.disk_usage(path.parent).free, "B", 1024)  # 572kB, 25.6MB
     except OSError:
-        return "unknown space"
-    if free < 1024:
-        return f"{free} bytes"
-    for unit in ("KB", "MB"):
-        free /= 1024
-        if free < 1024:
-            return f"{free:.1f} {unit}"
-    return f"{free / 1024:.1f} GB"
+        free = "unknown space"
+    return NoSpaceLeft(f"no space left on the file system of {path.parent} to write {path.name} ({free} free); {kept}")
 
 
 def give_usual_permissions(path: Path) -> None:
@@ -188,10 +190,7 @@ def folder_written_whole(path: Path) -> Iterator[Path]:
     except Exception as err:
         shutil.rmtree(fresh, ignore_errors=True)  # first: the space it took is free again when measured
         if out_of_space(err):
-            raise NoSpaceLeft(
-                f"no space left on the file system of {path.parent} to write {path.name} ({_free_space(path.parent)} "
-                "free); what was there before is intact"
-            ) from None
+            raise _no_space_for(path, "what was there before is intact") from None
         raise
     finally:
         shutil.rmtree(fresh, ignore_errors=True)  # only left there when writing failed

@@ -20,8 +20,8 @@ from gptlab.checkpoints.last import LastCheckpoint
 from gptlab.compat.hydra import instantiate_config
 from gptlab.config.training import as_long_again, max_time_seconds
 from gptlab.config.validate import validate_config
-from gptlab.core.errors import ConfigError, NoSpaceLeft, error_chain, first_line
-from gptlab.core.files import out_of_space
+from gptlab.core.errors import ConfigError, NoSpaceLeft
+from gptlab.core.files import as_no_space_left
 from gptlab.core.redaction import scrub_saved_configs
 from gptlab.core.saved_config import claim_run_folder
 from gptlab.data.window_data import WindowData
@@ -250,19 +250,16 @@ def resumable_when_the_disk_is_full(cfg: DictConfig, trainer: L.Trainer):
     try:
         yield
     except Exception as err:
-        if not out_of_space(err):
+        full = as_no_space_left(err)
+        if full is None:
             raise
-        # Our atomic writes say which file (also when a library re-raised it wrapped); another write (a text
-        # sample, a logger's) in its own words.
-        ours = next((e for e in error_chain(err) if isinstance(e, NoSpaceLeft)), None)
-        what = ours.what if ours is not None else f"no space left on the disk ({first_line(err)})"
         saved = [path for path in (_last_checkpoint(trainer), _best_checkpoint(trainer)) if path and Path(path).is_file()]
         command = resume_command(cfg)
         if saved and command:
             way_on = f"free some space, then resume from {saved[0]} with: {command}"
         else:
             way_on = "no checkpoint of this run was saved: free some space (or set hydra.run.dir elsewhere) and start again"
-        raise NoSpaceLeft(what, way_on) from None
+        raise NoSpaceLeft(full.what, way_on) from None
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
