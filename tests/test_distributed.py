@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -212,6 +213,38 @@ def test_a_line_every_rank_of_a_launch_meets_is_printed_by_one_of_them(monkeypat
     assert rank_lines.first_to_say("error: x")
     monkeypatch.delenv(rank_lines.LAUNCH_ID_ENV)  # ranks of another launcher (torchrun): each says its own
     assert rank_lines.first_to_say("error: x") and rank_lines.first_to_say("error: x")
+
+
+def test_a_new_launch_removes_the_claim_folders_of_launches_that_ended(monkeypatch, tmp_path):
+    # Each launch that failed left its folder in $TMPDIR for ever (71 on one test machine after a few days).
+    from gptlab.core import rank_lines
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(rank_lines.LAUNCH_ID_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(rank_lines, "_started_ranks", False)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {
+            "ended": tmp_path / f"gptlab-launch-{int(ended.stdout)}-{'a' * 32}",
+            "running": tmp_path / f"gptlab-launch-{running.pid}-{'b' * 32}",
+            "named before pids": tmp_path / f"gptlab-launch-{'c' * 32}",
+        }
+        for folder in folders.values():
+            folder.mkdir()
+            (folder / "claimed-line").touch()
+        rank_lines.name_this_launch()
+        rank_lines.ranks_started()
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        assert rank_lines.first_to_say("error: x") and not rank_lines.first_to_say("error: x")
+        left = {path.name for path in tmp_path.iterdir()}
+        assert left == {folders["running"].name, f"gptlab-launch-{os.environ[rank_lines.LAUNCH_ID_ENV]}"}
+        rank_lines.name_this_launch()  # this process's next launch (a sweep's next job): the last one has ended
+        assert {path.name for path in tmp_path.iterdir()} == {folders["running"].name}
+    finally:
+        running.kill()
+        running.wait()
 
 
 def test_several_nodes_need_a_launcher_or_the_rendezvous_variables(monkeypatch):
