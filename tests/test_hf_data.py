@@ -54,6 +54,33 @@ def test_each_row_is_a_document_and_the_shards_decode_to_the_rows(tmp_path, rows
         assert len(ids) == sum(len(encoding.encode_ordinary(t)) + 1 for t in texts)
 
 
+def test_local_files_are_read_as_they_are_without_an_arrow_copy(tmp_path, rows):
+    # datasets copied every local file whole into an Arrow file under data.cache_dir before the first row
+    # (a second pass, and as much disk again as the corpus). Read as a stream by the same builder, the
+    # documents are the rows the copy gave, quirks included: a byte order mark, CRLF and blank lines, a
+    # row without the text column (null), characters past 16 bits and a NUL.
+    import datasets
+
+    first = tmp_path / "a.jsonl"
+    lines = [json.dumps({"id": 0, "text": "first"}), "", json.dumps({"id": 1}), *(json.dumps(r) for r in rows[1:4])]
+    first.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8"))
+    second = write_jsonl(tmp_path / "b.jsonl", [{"id": 9, "text": "caf\u00e9 \U0001f600 \x00"}, *rows[4:6]])
+    files = [str(first), second]
+    copied = datasets.load_dataset("json", data_files=files, split="train", cache_dir=str(tmp_path / "copy"))
+    assert list((tmp_path / "copy").rglob("*.arrow"))  # the copy the reference reading makes
+    expected = [row["text"] or "" for row in copied]
+
+    cache = tmp_path / "cache"
+    source = HFDataset("json", data_files=[str(tmp_path / "*.jsonl")], val_ratio=0.0, cache_dir=str(cache))
+    assert [piece.text for _, piece in source.documents()] == expected
+    prepared = prepare_shards(source, "gpt2", cache, progress=False)
+    assert gpt2_encoding().decode(tokens(prepared, "train").tolist()) == "".join(t + ENDOFTEXT for t in expected)
+    assert not list(cache.rglob("*.arrow"))
+    # A part of a dataset (prepare.py parts=N) is still read as datasets splits a dataset, from its copy.
+    part = HFDataset("json", data_files=files, val_ratio=0.0, cache_dir=str(cache), part=(1, 2))
+    assert [piece.text for _, piece in part.documents()] == expected[len(expected) - len(expected) // 2 :]
+
+
 def test_another_split_validates_and_max_tokens_caps_training(tmp_path, rows):
     write_jsonl(tmp_path / "train.jsonl", rows[:-2])
     write_jsonl(tmp_path / "valid.jsonl", rows[-2:])
@@ -103,14 +130,19 @@ def test_a_column_of_numbers_is_not_text(tmp_path, rows):
 @pytest.mark.parametrize(
     "splits, expected",
     [
-        ({"val_split": "test"}, r'data.val_split=test is not a split of \'json\' \(Unknown split "test".*leave data.val_split unset'),
+        ({"val_split": "test"}, r"data.val_split=test is not a split of 'json' \(.*\btest\b.*leave data.val_split unset"),
         ({"split": "validation"}, r"data.split=validation is not a split of 'json' \(.*name one of them$"),
     ],
     ids=["val_split", "split"],
 )
-def test_a_split_the_files_lack_is_named_by_its_key(tmp_path, rows, splits, expected):
+# A stream says "Bad split: x" where a dataset says 'Unknown split "x"': the stream's was the message for a
+# load that failed ("check data.path, ...") until local files were read as streams too.
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_split_the_files_lack_is_named_by_its_key(tmp_path, rows, splits, expected, streaming):
     # "check data.path, data.name, data.data_files and data.split" blamed data.split for a data.val_split.
-    source = HFDataset("json", data_files=write_jsonl(tmp_path / "rows.jsonl", rows), cache_dir=str(tmp_path / "c"), **splits)
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    part = None if streaming else (0, 1)  # a part is read as a dataset, not a stream (see the test below)
+    source = HFDataset("json", data_files=path, cache_dir=str(tmp_path / "c"), streaming=streaming, part=part, **splits)
     with pytest.raises(DataError, match=expected):
         prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
 
