@@ -223,14 +223,24 @@ def sampler_at(tokens: float, window: int) -> tuple[int, float, float]:
 def mixture_sampler_at(tokens: float, window: int, shares=(0.6, 0.35, 0.05), weights=(0.5, 0.3, 0.2)):
     """An epoch's order of a three-source mixture of ``tokens`` (the smallest drawn 4x its size), its time
     and the process's peak RSS afterwards (MB, with torch)."""
-    import resource
-
     from gptlab.data.mixture_sampler import MixtureSampler
 
     sizes = [int(tokens * share // window) for share in shares]
     start = time.perf_counter()
     MixtureSampler(sizes, list(weights), seed=0).permutation(0)
-    return sum(sizes), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return sum(sizes), time.perf_counter() - start, peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set: the memory's own high-water mark (VmHWM). getrusage's ru_maxrss
+    also counts the memory of the process before it exec'd this one (Linux keeps the larger across execve),
+    so a child started from this benchmark after its gpt124m step reported that step's 4.2 GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource  # not Linux
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
