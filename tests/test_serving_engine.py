@@ -221,3 +221,37 @@ def test_logprobs_list_the_tokens_of_the_text_returned_and_the_end_of_text_token
     assert scored["tokens"] == [" moves", " you"] and scored["text_offset"] == [len("Every effort"), len("Every effort moves")]
     job.echo = True
     assert engine._logprobs(job, cut)["tokens"] == ["Every", " effort", " moves", " you"]
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0.0}, {"temperature": 1.0, "seed": 7}], ids=["greedy", "sampled"])
+def test_a_one_token_completion_with_logprobs_runs_the_prompt_through_the_model_once(loaded, settings):
+    """lm-eval's loglikelihood requests (echo, max_tokens 1, logprobs) ran the prompt through the model twice:
+    once to decode the token, once more to score the prompt and it. The token is now drawn from the scoring
+    pass, as decoding draws it; the answer is the two passes' answer."""
+    from gptlab.serving.logprobs import completion_logprobs
+
+    prompt = "I HAD always thought Jack"
+    calls = []
+    hook = loaded.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        jobs = Jobs(loaded.tokenizer)
+        engine = Engine(loaded, WINDOW, torch.device("cpu")).start()
+        job = jobs.make("scored", [prompt], 1, **settings)
+        job.logprobs, job.echo = 2, True
+        engine.submit(job)
+        jobs.wait("scored")
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    (_, index, text, finish_reason, logprobs), = [event for who, event in jobs.events if event[0] == "choice"]
+    assert text == jobs.text("scored") == alone(loaded, prompt, 1, **settings) and finish_reason == "length"
+    ids = loaded.tokenizer.encode(prompt)
+    with torch.inference_mode():
+        two_passes = completion_logprobs(
+            loaded.model, loaded.tokenizer, ids, loaded.tokenizer.encode(text), echo=True, top=2, window=WINDOW,
+            device=torch.device("cpu"), text_before=len(prompt),
+        )
+    assert logprobs["tokens"] == two_passes["tokens"] == [*prompt, text]
+    assert logprobs["token_logprobs"][0] is None
+    assert logprobs["token_logprobs"][1:] == pytest.approx(two_passes["token_logprobs"][1:], abs=1e-5)
+    assert [list(top) for top in logprobs["top_logprobs"][1:]] == [list(top) for top in two_passes["top_logprobs"][1:]]

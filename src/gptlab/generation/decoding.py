@@ -84,6 +84,16 @@ def filter_logits(
     return logits
 
 
+def draw_next(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Each row's next id (B, 1) from its next-token logits (B, V): the likeliest at temperature 0, else drawn."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
 class NextTokenLogits:
     """Next-token logits (B, V) for a batch of growing sequences.
 
@@ -199,12 +209,7 @@ def _sample(
 ) -> torch.Tensor:
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
-        logits = next_logits(idx)
-        if temperature == 0:
-            next_id = logits.argmax(dim=-1, keepdim=True)
-        else:
-            probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
-            next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+        next_id = draw_next(next_logits(idx), temperature, top_k, top_p, generator)
         if eos_id is not None:
             next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)
             finished |= next_id.squeeze(1) == eos_id

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gptlab.generation.decoding import filter_logits
+from gptlab.generation.decoding import draw_next
 
 
 @dataclass
@@ -40,11 +40,7 @@ class Member:
 
 def next_ids(member: Member, logits: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     """The member's next ids from its rows' logits, as generate.py's sampling loop draws them."""
-    if member.temperature == 0:
-        ids = logits.argmax(dim=-1, keepdim=True)
-    else:
-        probs = torch.softmax(filter_logits(logits, member.temperature, member.top_k, member.top_p), dim=-1)
-        ids = torch.multinomial(probs, num_samples=1, generator=member.generator)
+    ids = draw_next(logits, member.temperature, member.top_k, member.top_p, member.generator)
     if eos_id is not None:
         ids = ids.masked_fill(member.finished.unsqueeze(1), eos_id)
         member.finished |= ids.squeeze(1) == eos_id

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gptlab.generation.decoding import generate
+from gptlab.generation.decoding import draw_next, generate
 from gptlab.serving.batching import Member, decode_together
 from gptlab.serving.logprobs import completion_logprobs
 
@@ -37,6 +37,7 @@ class Completion:
     sent: int = 0  # characters of text already sent
     finish_reason: str | None = None
     ended_on_eos: bool = False  # finished by the end-of-text token (listed last in its logprobs)
+    prompt_logits: torch.Tensor | None = None  # the scoring pass its one token was drawn from (logprobs reuse it)
 
 
 @dataclass
@@ -147,7 +148,15 @@ class Engine:
             len(job.prompt_ids) == 1 and job.num_beams == 1 and not job.cancelled.is_set() and job.max_tokens > 0
             and len(job.prompt_ids[0]) + job.max_tokens <= self.context_length
             and getattr(self.loaded.model, "supports_kv_cache", False)
+            and not self._drawn_in_the_scoring_pass(job, job.prompt_ids[0])
         )
+
+    def _drawn_in_the_scoring_pass(self, job: Job, prompt: list[int]) -> bool:
+        """A completion of one token whose logprobs are asked (lm-eval's loglikelihood requests: echo,
+        max_tokens 1): the pass that scores the prompt ends with the next token's distribution, so the token
+        is drawn from it and the prompt runs through the model once, not once to decode and again to score.
+        Only where the whole prompt is in the window, as decoding would see it."""
+        return job.max_tokens == 1 and job.logprobs is not None and job.num_beams == 1 and len(prompt) <= self.context_length
 
     def _run_alone(self, job: Job) -> None:
         try:
@@ -286,6 +295,9 @@ class Engine:
             for row in rows:
                 self._close(job, row)
             return
+        if self._drawn_in_the_scoring_pass(job, prompt):
+            self._draw_from_the_scoring_pass(job, prompt, rows, generator)
+            return
         eos = self.tokenizer.eos_id
         prefix = len(rows[0].text)
         idx = torch.tensor([prompt] * job.n, dtype=torch.long, device=self.device)
@@ -309,6 +321,21 @@ class Engine:
 
         with contextlib.suppress(_AllFinished):
             generate(self.loaded.model, idx, job.max_tokens, on_tokens=on_tokens, **options)
+        for row in rows:
+            self._close(job, row)
+
+    def _draw_from_the_scoring_pass(self, job: Job, prompt: list[int], rows: list[Completion], generator) -> None:
+        """Each row's one token, drawn as generate.py draws it (the same rule, the generator in turn) from
+        the last position of one pass over the prompt; the logits stay with the rows for their logprobs.
+        The pass reads the whole prompt where decoding reads it through its KV cache: the same distribution
+        up to the last bits of float sums."""
+        logits = self.loaded.model(torch.tensor([prompt], device=self.device))[0]
+        last = logits[-1:, : self.tokenizer.vocab_size].float().expand(job.n, -1)
+        temperature = 1.0 if job.temperature is None else job.temperature
+        tokens = draw_next(last, temperature, job.top_k, job.top_p, generator)[:, 0].tolist()
+        for row in rows:
+            row.prompt_logits = logits
+        self._take_step(job, rows, tokens)
         for row in rows:
             self._close(job, row)
 
@@ -369,6 +396,7 @@ class Engine:
         return completion_logprobs(
             self.loaded.model, self.tokenizer, prompt, generated, echo=job.echo, top=job.logprobs,
             window=self.context_length, device=self.device, text_before=len(self.tokenizer.decode(prompt)),
+            prompt_logits=row.prompt_logits,
         )
 
     @staticmethod
