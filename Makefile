@@ -79,7 +79,8 @@ bench-train: install
 	$(PY) bench/bench_train.py $(if $(NANOGPT),--nanogpt $(NANOGPT)) $(ARGS)
 
 # Serving: requests/s, p50/p99 latency and tokens/s of serve.py under 1, 4 and 16 concurrent clients, against
-# the same requests one after another through generate.py's code in process (the batching gain).
+# the same requests one after another through generate.py's code in process (the batching gain); then lm-eval's
+# scoring requests (echo, max_tokens 1, logprobs) against one pass each in process (ARGS="--tables scoring").
 bench-serve: install
 	$(PY) bench/bench_serve.py $(ARGS)
 
