@@ -260,6 +260,44 @@ def test_export_refuses_what_it_cannot_do_before_writing_anything(ckpts, tmp_pat
     assert not any((tmp_path / name).exists() for name in ("dec", "hub"))
 
 
+def test_an_export_clears_what_an_earlier_one_left_when_it_was_killed(ckpts, tmp_path, capsys):
+    # A killed export (SIGKILL, SIGTERM, the OOM killer: no cleanup runs) left its unfinished folder, as large
+    # as the weights, hidden beside out_dir for ever; one killed between its two renames left out_dir gone.
+    out = tmp_path / "exported"
+    killed_midway = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from gptlab.core.files import folder_written_whole\n"
+        "with folder_written_whole(Path(sys.argv[1])) as fresh:\n"
+        "    (fresh / 'model.safetensors').write_bytes(bytes(1 << 20))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", killed_midway, str(out)], cwd=REPO_ROOT)
+    assert killed.wait(60) == -9
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".exported.") and left.name.endswith(".tmp")
+    # A write in progress in another process is left alone.
+    writing = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        in_progress = tmp_path / f".exported.{writing.pid}-abcd1234.tmp"
+        in_progress.mkdir()
+        export_from_config(export_cfg(ckpt_path=ckpts["gpt"], out_dir=str(out)))
+        assert {p.name for p in tmp_path.iterdir()} == {"exported", in_progress.name}
+        assert f"removed {left.name} (1.0 MB) beside {out}" in capsys.readouterr().err
+    finally:
+        writing.kill()
+        writing.wait()
+    in_progress.rmdir()
+    exported = {p.name: p.read_bytes() for p in out.iterdir()}
+    # Killed between moving the earlier export aside and putting the new one in its place.
+    aside = tmp_path / f".exported.{killed.pid}-abcd1234.old"
+    out.rename(aside)
+    export_from_config(export_cfg(ckpt_path=ckpts["gpt"], out_dir=str(out)))
+    assert f"put back {out}" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == exported
+
+
 # --- the trained window: generation never reaches positions training did not ---------------------------
 
 

@@ -11,7 +11,9 @@ import csv
 import errno
 import io
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,9 +177,12 @@ def output_folder(path: str | Path, key: str) -> Path:
 def folder_written_whole(path: Path) -> Iterator[Path]:
     """Yield a new folder beside ``path`` to write into; when the block ends without an error it takes
     ``path``'s place (an earlier folder there is removed), else it is removed. A crash or an error while
-    writing leaves ``path`` as it was: an earlier export stays whole, never half old and half new."""
+    writing leaves ``path`` as it was: an earlier export stays whole, never half old and half new. What a
+    write killed on the way left beside ``path`` is cleared first (_clear_killed_writes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _clear_killed_writes(path)
+    # The writer's pid in the name: a later write tells a killed one's folder from one being written now.
+    fresh = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp"))
     try:
         os.chmod(fresh, 0o777 & ~_umask())  # mkdtemp makes it private; give it the usual permissions
         yield fresh
@@ -194,3 +199,40 @@ def folder_written_whole(path: Path) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(fresh, ignore_errors=True)  # only left there when writing failed
+
+
+def _clear_killed_writes(path: Path) -> None:
+    """What a write of ``path`` by a process that has ended left beside it (killed by SIGKILL, SIGTERM or the
+    OOM killer, which run no cleanup): its new folder, removed (an export is as large as the model's
+    weights, and nothing reads it); the earlier folder it had moved aside, if killed between its two renames,
+    put back where it was when nothing (or an empty folder) took its place, else removed. Folders named before the names held a
+    pid (``.NAME.XXXXXXXX.tmp``) are taken as ended. Writes of live processes are left alone."""
+    name = re.escape(path.name)
+    pattern = re.compile(rf"\.{name}\.(?:(\d+)-)?[a-z0-9_]+\.(tmp|old)")
+    for leftover in sorted(path.parent.iterdir()):
+        match = pattern.fullmatch(leftover.name)
+        if not match or not leftover.is_dir() or (match[1] and process_running(int(match[1]))):
+            continue
+        if match[2] == "old" and (not path.exists() or (path.is_dir() and not any(path.iterdir()))):
+            if path.exists():
+                path.rmdir()  # made empty by the command's check that it can write there (output_folder)
+            leftover.rename(path)
+            print(f"note: put back {path}, which a write of it killed midway had moved to {leftover.name}", file=sys.stderr, flush=True)
+            continue
+        size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+        shutil.rmtree(leftover, ignore_errors=True)
+        print(f"note: removed {leftover.name} ({size / 2**20:,.1f} MB) beside {path}: what a write of it that was "
+              "killed left", file=sys.stderr, flush=True)
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process with this pid runs now (another user's included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (EPERM)
+        return True
+    return True

@@ -22,6 +22,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from gptlab.core.files import process_running
+
 LAUNCH_ID_ENV = "GPTLAB_LAUNCH_ID"
 FOLDER_PREFIX = "gptlab-launch-"
 _started_ranks = False  # whether this process started the ranks of its current launch
@@ -41,19 +43,9 @@ def remove_ended_launches() -> None:
     launches (a sweep's earlier jobs), and those named before the name held a pid (none of them runs now)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
         launcher, _, rest = folder.name.removeprefix(FOLDER_PREFIX).partition("-")
-        if rest and launcher.isdigit() and int(launcher) != os.getpid() and _running(int(launcher)):
+        if rest and launcher.isdigit() and int(launcher) != os.getpid() and process_running(int(launcher)):
             continue
         shutil.rmtree(folder, ignore_errors=True)  # another user's: theirs to remove
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process (EPERM): running
-        return True
-    return True
 
 
 def ranks_started() -> None:
