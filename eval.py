@@ -16,9 +16,13 @@ from gptlab.core.entrypoint import command
 @command("eval", reports_sweeps=True)
 def main(cfg: DictConfig) -> None:
     with imports_without_collection():
+        from gptlab.core.saved_config import put_back_another_commands_record
         from gptlab.evaluation.command import data_named, evaluate_from_config, output_folder
 
-    evaluate_from_config(cfg, output_folder(), data_given=data_named())
+    try:
+        evaluate_from_config(cfg, output_folder(), data_given=data_named())
+    finally:  # hydra.run.dir=<a training run>: its .hydra stays the run's record
+        put_back_another_commands_record()
 
 
 if __name__ == "__main__":

@@ -131,6 +131,15 @@ def test_eval_py_after_training_prints_perplexity_and_bits_per_byte_and_writes_r
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr[-1500:]
 
+    # Its results kept beside the run's (hydra.run.dir=<the run>): Hydra wrote eval.py's config over the run's
+    # .hydra before eval.py read "the run's own" data there, so it scored eval.yaml's default (shakespeare)
+    # and left the run's record saying so (a later eval.py ckpt_path=<run> scored shakespeare too).
+    record = {path.name: path.read_bytes() for path in (run / ".hydra").iterdir()}
+    beside = run_script("eval.py", f"ckpt_path={run}", f"hydra.run.dir={run}")
+    assert_ok(beside)
+    assert json.loads((run / "eval_results.json").read_text())["data"] == {"name": "verdict", "split": "val"}
+    assert {path.name: path.read_bytes() for path in (run / ".hydra").iterdir()} == record
+
 
 @pytest.mark.e2e
 def test_any_transformers_model_is_evaluated_as_model_hf_causal_lm(random_gpt2_folder, tmp_path):

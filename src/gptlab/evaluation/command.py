@@ -19,6 +19,7 @@ from gptlab.checkpoints.loading import (
 from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
+from gptlab.core.saved_config import saved_config_text
 from gptlab.data.class_names import read_data
 from gptlab.data.tokenizers import in_the_models_characters, require_same_tokens, setting_of
 from gptlab.evaluation.perplexity import StreamScore, score_streams
@@ -127,10 +128,11 @@ def with_run_data(cfg: DictConfig) -> DictConfig:
     checkpoint = checkpoint_file(cfg.ckpt_path)
     run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     saved = run / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    text = saved_config_text(saved)  # the run's, not this command's where hydra.run.dir is the run folder
+    if text is None:
         return cfg
     plain = OmegaConf.to_container(cfg)
-    plain["data"] = OmegaConf.to_container(OmegaConf.load(saved).data)
+    plain["data"] = OmegaConf.to_container(OmegaConf.create(text).data)
     print(f"data: the run's own ({saved}); name other data with data=...", flush=True)
     return OmegaConf.create(plain)
 
