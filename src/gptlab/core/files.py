@@ -204,9 +204,10 @@ def folder_written_whole(path: Path) -> Iterator[Path]:
 def _clear_killed_writes(path: Path) -> None:
     """What a write of ``path`` by a process that has ended left beside it (killed by SIGKILL, SIGTERM or the
     OOM killer, which run no cleanup): its new folder, removed (an export is as large as the model's
-    weights, and nothing reads it); the earlier folder it had moved aside, if killed between its two renames,
-    put back where it was when nothing (or an empty folder) took its place, else removed. Folders named before the names held a
-    pid (``.NAME.XXXXXXXX.tmp``) are taken as ended. Writes of live processes are left alone."""
+    weights, and nothing reads it); the earlier folder it had moved aside, if killed between its two
+    renames, put back where it was when nothing (or an empty folder) took its place, else removed. Folders
+    named before the names held a pid (``.NAME.XXXXXXXX.tmp``) are taken as ended. Writes of live processes
+    are left alone."""
     name = re.escape(path.name)
     pattern = re.compile(rf"\.{name}\.(?:(\d+)-)?[a-z0-9_]+\.(tmp|old)")
     for leftover in sorted(path.parent.iterdir()):

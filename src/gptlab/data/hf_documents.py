@@ -133,10 +133,10 @@ class HFDataset:
 
     def _read_local_files_as_a_stream(self) -> bool:
         """Local files are read once, front to back: as a stream, by the same builder and parser (the same
-        rows), rather than copied whole into an Arrow file under data.cache_dir first. The copy took a
-        second pass and as much disk as the corpus, and preparing waited for it (make bench-data: 1 GB of
-        jsonl, 6 s of its 37 s). A part (prepare.py parts=N) is read as before: datasets deals a stream's
-        rows out to parts in another way than a dataset's."""
+        rows), rather than copied whole into an Arrow file under data.cache_dir first. The copy took as much
+        disk as the corpus and a pass of its own (make bench-data, 1 GB of jsonl: peak RSS 1.51 -> 0.81 GiB,
+        about 1 s of 35 faster: the stream's parsing shares the cores with the tokenisers). A part
+        (prepare.py parts=N) is read as before: datasets deals a stream's rows out to parts otherwise."""
         return bool(self.files) and self.part is None
 
     def _unknown_split(self, split: str, err: Exception) -> DataError:
