@@ -214,14 +214,18 @@ def _clear_killed_writes(path: Path) -> None:
         match = pattern.fullmatch(leftover.name)
         if not match or not leftover.is_dir() or (match[1] and process_running(int(match[1]))):
             continue
-        if match[2] == "old" and (not path.exists() or (path.is_dir() and not any(path.iterdir()))):
-            if path.exists():
-                path.rmdir()  # made empty by the command's check that it can write there (output_folder)
-            leftover.rename(path)
-            print(f"note: put back {path}, which a write of it killed midway had moved to {leftover.name}", file=sys.stderr, flush=True)
-            continue
-        size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
-        shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            if match[2] == "old" and (not path.exists() or (path.is_dir() and not any(path.iterdir()))):
+                if path.exists():
+                    path.rmdir()  # made empty by the command's check that it can write there (output_folder)
+                leftover.rename(path)
+                print(f"note: put back {path}, which a write of it killed midway had moved to {leftover.name}",
+                      file=sys.stderr, flush=True)
+                continue
+            size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+            shutil.rmtree(leftover)
+        except OSError:
+            continue  # not ours to change (another user's, a read-only folder): the write goes on beside it
         print(f"note: removed {leftover.name} ({size / 2**20:,.1f} MB) beside {path}: what a write of it that was "
               "killed left", file=sys.stderr, flush=True)
 
