@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 import torch
-from cli_runner import TINY_GPT_RUN, clean_env, run_script
+from cli_runner import TINY_GPT_RUN, clean_env
 from repo import REPO_ROOT
 
 from gptlab.core import files
@@ -79,7 +79,8 @@ import os, runpy, sys, tempfile
 real_mkstemp, fit = tempfile.mkstemp, [int(os.environ["CHECKPOINTS_THAT_FIT"])]
 def mkstemp(*args, **kwargs):
     fd, path = real_mkstemp(*args, **kwargs)
-    if str(kwargs.get("prefix")).endswith(".ckpt."):  # a checkpoint's temporary file (gptlab.core.files)
+    # A checkpoint's temporary file (gptlab.core.files), or another file's where FILLS_UP_AT names it.
+    if str(kwargs.get("prefix")).endswith(os.environ.get("FILLS_UP_AT", ".ckpt.")):
         if fit[0] <= 0:
             os.dup2(os.open("/dev/full", os.O_WRONLY), fd)
         fit[0] -= 1
@@ -118,16 +119,19 @@ def test_a_run_whose_disk_fills_up_says_so_in_one_line_and_resumes_with_the_comm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 4
 
-    # eval.py's results file (a plain write) on a full disk: the table printed, then the one line.
+    # eval.py's results file on a full disk: the table printed, then the one line naming the file (it was a
+    # plain write, whose error names none, and a kill mid-write left half a JSON for report.py to read).
     eval_dir = tmp_path / "eval"
-    eval_dir.mkdir()
-    (eval_dir / "eval_results.json").symlink_to("/dev/full")
-    evaluated = run_script("eval.py", f"ckpt_path={run_dir}", f"hydra.run.dir={eval_dir}")
+    evaluated = subprocess.run(
+        [sys.executable, "-c", DISK_FILLS_UP, "eval.py", f"ckpt_path={run_dir}", f"hydra.run.dir={eval_dir}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+        env=clean_env(CHECKPOINTS_THAT_FIT="0", FILLS_UP_AT=".eval_results.json."),
+    )
     assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr[-3000:]
     assert "perplexity/ppl" in evaluated.stdout
-    assert evaluated.stderr.strip().splitlines()[-1] == (
-        "error: no space left on the disk ([Errno 28] No space left on device); free some space (or write elsewhere) and run again"
-    )
+    line = evaluated.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: no space left on the file system of {eval_dir} to write eval_results.json ("), line
+    assert not (eval_dir / "eval_results.json").exists() and not list(eval_dir.glob(".eval_results.json.*"))
 
 
 def test_a_run_whose_first_checkpoint_does_not_fit_says_none_was_saved(tmp_path):

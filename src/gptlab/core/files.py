@@ -124,6 +124,11 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """A results or report file (UTF-8): never half written, and a full disk named with the file."""
+    atomic_write_bytes(text.encode("utf-8"), path)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch  # here: the corpus and config writers need no torch
 

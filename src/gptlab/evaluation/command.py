@@ -19,6 +19,7 @@ from gptlab.checkpoints.loading import (
 from gptlab.checkpoints.paths import checkpoint_file, names_a_gptlab_checkpoint
 from gptlab.config.validate import validate_config
 from gptlab.core.errors import ConfigError
+from gptlab.core.files import atomic_write_text
 from gptlab.core.saved_config import saved_config_text
 from gptlab.data.class_names import read_data
 from gptlab.data.tokenizers import in_the_models_characters, require_same_tokens, setting_of
@@ -158,7 +159,7 @@ def results_table(results: dict) -> str:
 
 def write_results(folder: Path, results: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(json.dumps(results, indent=2) + "\n", folder / "eval_results.json")  # report.py reads it
     data = results.get("data")
     lines = [
         f"# Evaluation of {results['model']}",
@@ -175,7 +176,7 @@ def write_results(folder: Path, results: dict) -> None:
             for name, value in metrics.items()
         ),
     ]
-    (folder / "eval_results.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text("\n".join(lines) + "\n", folder / "eval_results.md")
 
 
 def output_folder() -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gptlab.core.files import csv_text, markdown_table_text
+from gptlab.core.files import atomic_write_text, csv_text, markdown_table_text
 
 RESULTS = "eval_results.json"
 
@@ -62,6 +62,6 @@ def _cell(value) -> str:
 def write_eval_report(out_dir: Path, jobs: list[tuple[Path, str, str | None]], heading: str) -> dict[str, Path]:
     columns, rows = eval_rows(jobs)
     paths = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    paths["markdown"].write_text(heading + "\n\n" + markdown_table_text(columns, rows), encoding="utf-8")
-    paths["csv"].write_text(csv_text(columns, rows), encoding="utf-8")
+    atomic_write_text(heading + "\n\n" + markdown_table_text(columns, rows), paths["markdown"])
+    atomic_write_text(csv_text(columns, rows), paths["csv"])
     return paths

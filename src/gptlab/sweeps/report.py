@@ -19,7 +19,7 @@ import yaml
 
 from gptlab.core.entrypoint import RUN_END_LOGGER
 from gptlab.core.errors import ConfigError
-from gptlab.core.files import csv_text, markdown_table_text, output_folder
+from gptlab.core.files import atomic_write_text, csv_text, markdown_table_text, output_folder
 from gptlab.sweeps.eval_report import is_eval_job, write_eval_report
 from gptlab.sweeps.plots import Curves, curves_from_rows, plot_sweep, read_rows
 
@@ -155,8 +155,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> di
     best_line = _optuna_best(sweep_dir)
     text = heading + "\n\n" + markdown_table_text(COLUMNS, rows) + (f"\n{best_line}\n" if best_line else "")
     text += f"\n![validation loss]({paths['plot'].name})\n"
-    paths["markdown"].write_text(text, encoding="utf-8")
-    paths["csv"].write_text(csv_table(rows), encoding="utf-8")
+    atomic_write_text(text, paths["markdown"])
+    atomic_write_text(csv_table(rows), paths["csv"])
     plot_sweep(
         {f"{r.job}: {r.label}": r.curves for r in results if r.curves.val},
         paths["plot"],
