@@ -3,6 +3,7 @@
     python bench/bench_data.py                    # a 1 GB corpus; three ways to prepare it; loader; start-up
     python bench/bench_data.py --gb 1 4           # our preparation's peak memory at 1 GB and at 4 GB too
     python bench/bench_data.py --gb 0.05          # a quick look
+    python bench/bench_data.py --rounds 3         # each contender 3 times, in turns: medians
 
 The corpus is built from the texts at hand: documents of about 64 KB, each a stretch of Tiny Shakespeare
 starting at its own line (document i at line 7919 x i, wrapping around), as .txt files (1,000 per folder)
@@ -12,11 +13,16 @@ cache between calls).
 Preparation, each in its own process, its peak memory summed over it and its workers (sampled every 0.1 s):
 
 - ours, text files: gptlab.data.prepare over the folder (data=text), one worker process per core;
-- ours, jsonl: the same through Hugging Face datasets (data=hf), which first converts the file to Arrow;
+- ours, jsonl: the same through Hugging Face datasets (data=hf), which reads a local file as a stream;
 - nanoGPT's way: its data/openwebtext/prepare.py on the jsonl: load_dataset, train_test_split,
   datasets.map(encode_ordinary + eot, num_proc = cores), then one uint16 memmap per split written in 1024
   contiguous pieces (written here after that file, with the local jsonl in place of the Hub dataset, and
   fewer pieces for a split of fewer than 1024 rows, which the original cannot cut).
+
+With ``--rounds N`` every contender runs N times at the first size, the order turned by one each round (a
+shared machine's slow spell then lands on each in turn): the table gives the median wall time, the largest
+peak RSS and, as "vs nanoGPT's way", the median of the rounds' ratios. One round moved a contender's time by
+up to 10% between two runs of the bench on a 2-core VM.
 
 Then: the training loader's windows/s against what a gpt124m step consumes (the step measured here: fp32,
 batch 8, window 256, the bare loop of bench_train.py), the start-up of a data module on prepared
@@ -30,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -248,6 +255,7 @@ def main() -> None:
     parser.add_argument("--gb", type=float, nargs="+", default=[1.0], help="corpus sizes; every contender runs at the first")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "gptlab-bench-data")
     parser.add_argument("--steps", type=int, default=3, help="gpt124m steps timed for the loader's share")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every contender at the first size, in turns")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--mixture-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,19 +275,28 @@ def main() -> None:
     for n, gb in enumerate(args.gb):
         corpus, jsonl, size = build_corpus(args.work, gb, source)
         print(f"corpus: {size / 1e9:.2f} GB of text in {sum(1 for _ in corpus.rglob('*.txt'))} documents ({corpus})", flush=True)
-        for contender in CONTENDERS if n == 0 else CONTENDERS[:1]:
-            result = measure(contender, corpus, jsonl, args.work / "out" / f"{n}-{CONTENDERS.index(contender)}", cores)
-            rows.append((gb, contender, result))
-            print(f"  {contender}: {result['seconds']:.1f} s, {result['tokens']:,} tokens, "
-                  f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB", flush=True)
+        contenders = CONTENDERS if n == 0 else CONTENDERS[:1]
+        runs: dict[str, list[dict]] = {contender: [] for contender in contenders}
+        for round_ in range(args.rounds if n == 0 else 1):
+            shift = round_ % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                result = measure(contender, corpus, jsonl, args.work / "out" / f"{n}-{CONTENDERS.index(contender)}", cores)
+                runs[contender].append(result)
+                print(f"  {contender}: {result['seconds']:.1f} s, {result['tokens']:,} tokens, "
+                      f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB", flush=True)
+        rows += [(gb, contender, results) for contender, results in runs.items()]
 
-    baseline = next(r for gb, c, r in rows if gb == args.gb[0] and c == CONTENDERS[2])
-    print("\n| corpus | contender | wall s | tokens/s | vs nanoGPT's way | peak RSS (GiB) |")
+    baseline = next(results for gb, c, results in rows if gb == args.gb[0] and c == CONTENDERS[2])
+    print(f"\n| corpus | contender | wall s{' (median)' if args.rounds > 1 else ''} | tokens/s | vs nanoGPT's way | peak RSS (GiB) |")
     print("|---|---|---|---|---|---|")
-    for gb, contender, r in rows:
-        rate = r["tokens"] / r["seconds"]
-        ratio = rate / (baseline["tokens"] / baseline["seconds"]) if gb == args.gb[0] else float("nan")
-        print(f"| {gb:g} GB | {contender} | {r['seconds']:.1f} | {rate:,.0f} | {ratio:.2f}x | {r['peak_rss'] / 2**30:.2f} |")
+    for gb, contender, results in rows:
+        seconds = statistics.median(r["seconds"] for r in results)
+        tokens = results[0]["tokens"]
+        # Each round's tokens/s against the baseline's in the same round, then the median of those ratios.
+        ratios = [(r["tokens"] / r["seconds"]) / (b["tokens"] / b["seconds"]) for r, b in zip(results, baseline, strict=False)]
+        ratio = statistics.median(ratios) if gb == args.gb[0] else float("nan")
+        peak = max(r["peak_rss"] for r in results)
+        print(f"| {gb:g} GB | {contender} | {seconds:.1f} | {tokens / seconds:,.0f} | {ratio:.2f}x | {peak / 2**30:.2f} |")
 
     shards = next((args.work / "out" / "0-0" / "shards").iterdir())
     feed = loader_and_step(shards, batch=8, window=256, steps=args.steps)
