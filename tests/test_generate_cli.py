@@ -97,6 +97,27 @@ def test_read_prompts(tmp_path):
         read_prompts("a", str(tmp_path / "p.txt"))
 
 
+def test_prompt_file_dash_reads_the_prompt_piped_in(ckpts, monkeypatch):
+    # `cat notes.txt | python generate.py ... prompt_file=-` said "prompt_file=- does not exist".
+    def piped(data: bytes) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+    piped(b"\xef\xbb\xbfROMEO:\r\nO\n")
+    assert read_prompts(None, "-") == ["ROMEO:\nO\n"]  # as a prompt file from Notepad is read
+    piped(b"")
+    with pytest.raises(ConfigError, match="prompt_file=- is empty"):
+        read_prompts(None, "-")
+    piped("café".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"prompt_file=- \(standard input\) is not UTF-8 text \(byte offset 3"):
+        read_prompts(None, "-")
+    result = subprocess.run(
+        [sys.executable, "generate.py", f"ckpt_path={ckpts['gpt']}", "prompt_file=-", "max_new_tokens=3"],
+        input="Every effort moves", capture_output=True, text=True, cwd=REPO_ROOT, env=clean_env(), timeout=600,
+    )
+    assert_ok(result)
+    assert result.stdout.startswith("Every effort moves") and SEPARATOR in result.stdout
+
+
 def test_a_prompt_file_from_any_editor_is_read_or_refused_in_one_line(tmp_path):
     (tmp_path / "windows.txt").write_bytes(b"\xef\xbb\xbfROMEO:\r\n")  # Notepad's UTF-8: a byte order mark first
     assert read_prompts(None, str(tmp_path / "windows.txt")) == ["ROMEO:\n"]  # and its line ends as the corpora's
