@@ -329,6 +329,13 @@ def test_resume_from_the_checkpoint_of_a_finished_run_is_bitwise_identical(tmp_p
         assert_bitwise_equal(weights(parts), weights(whole))
     else:
         assert_same_runs(parts, whole)
+    if ending == "epoch-end-validation":
+        # The finished run resumed again: nothing to train, which it did in silence (exit 0, and only
+        # Lightning's INFO line "`Trainer.fit` stopped: `max_steps=12` reached" said why).
+        again = train(parts, *run, "trainer.max_steps=12", "ckpt_path=last")
+        assert_ok(again)
+        assert "note: nothing was left to train: the checkpoint is at step 12, where trainer.max_steps=12 is reached" in again.stderr
+        assert_bitwise_equal(weights(parts), weights(whole))
 
 
 def test_sigterm_during_the_final_step_lets_the_run_finish(tmp_path):

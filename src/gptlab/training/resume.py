@@ -35,6 +35,25 @@ def final_step(trainer: L.Trainer) -> bool:
     return last_epoch and trainer.is_last_batch
 
 
+def nothing_left_to_train(trainer: L.Trainer, resumed_step: int | None) -> str | None:
+    """The note for a resume that took no training step because the run's limit was reached before it (a
+    finished run resumed again): Lightning only logged "`Trainer.fit` stopped: `max_steps=N` reached" among
+    its INFO lines, and the command ended as if it had trained. None for any other end (a step was taken, a
+    stop request before the first one)."""
+    if resumed_step is None or trainer.global_step != resumed_step:
+        return None
+    if 0 < trainer.max_steps <= trainer.global_step:
+        limit = f"trainer.max_steps={trainer.max_steps}"
+    elif trainer.max_epochs not in (None, -1) and trainer.current_epoch >= trainer.max_epochs:
+        limit = f"trainer.max_epochs={trainer.max_epochs}"
+    else:
+        return None
+    return (
+        f"note: nothing was left to train: the checkpoint is at step {trainer.global_step}, where {limit} is "
+        "reached (the limits count the whole run, across resumes); raise it to train on"
+    )
+
+
 class ResumeAfterValidation(L.Callback):
     """Saves checkpoints taken after a step's validation, or at an epoch's end, as if taken at the end of
     that training step, the one point from which Lightning 2.6 resumes exactly.

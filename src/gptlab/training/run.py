@@ -61,6 +61,7 @@ from gptlab.training.resume import (
     RngState,
     ScheduleChangeWarning,
     ValidationBetweenOptimizerSteps,
+    nothing_left_to_train,
 )
 from gptlab.training.run_folder_lock import release_run_folder
 from gptlab.training.shutdown import GracefulShutdown
@@ -228,6 +229,9 @@ def _train(cfg: DictConfig, checked: Checked | None) -> float | None:
         claim_run_folder()  # its saved config is this run's now, whatever happens next
         with resumable_when_the_disk_is_full(cfg, trainer):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume and resume.path, weights_only=True)
+        note = nothing_left_to_train(trainer, resume and resume.checkpoint.get("global_step"))
+        if note and trainer.is_global_zero:
+            print(note, file=sys.stderr, flush=True)
         best = _best_val_loss(trainer, module)
         if cfg.get("validate_after_fit") and _best_checkpoint(trainer) and not best_is_last_validated(trainer, module):
             module.validating_best_checkpoint = True
