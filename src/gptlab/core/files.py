@@ -152,19 +152,34 @@ def markdown_table_text(columns: list[str], rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_user_text(path: str | Path, key: str, error: type[GptlabError] = ConfigError) -> str:
+def read_user_text(
+    path: str | Path, key: str, error: type[GptlabError] = ConfigError, standard_input: bool = False
+) -> str:
     """The text of a file the user named with ``key=`` (a prompt, a task's items): UTF-8, without the byte
-    order mark Windows editors begin such files with; one line (``error``) when it is missing, a folder or
-    not UTF-8."""
-    file = Path(path).expanduser()
-    if file.is_dir():
-        raise error(f"{key}={path} is a folder; name a text file")
-    if not file.is_file():
-        raise error(f"{key}={path} does not exist")
+    order mark Windows editors begin such files with, Windows line ends as newlines; one line (``error``)
+    when it is missing, a folder or not UTF-8. ``standard_input``: ``key=-`` reads what is piped in."""
+    if standard_input and str(path) == "-":
+        data, named = _standard_input_bytes(key, error), f"{key}=- (standard input)"
+    else:
+        file = Path(path).expanduser()
+        if file.is_dir():
+            raise error(f"{key}={path} is a folder; name a text file")
+        if not file.is_file():
+            raise error(f"{key}={path} does not exist")
+        data, named = file.read_bytes(), f"{key}={path}"
     try:
-        return file.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise error(f"{key}={path} is not UTF-8 text (byte offset {err.start}: {err.reason}); convert it to UTF-8") from None
+        raise error(f"{named} is not UTF-8 text (byte offset {err.start}: {err.reason}); convert it to UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as open()'s universal newlines read them
+
+
+def _standard_input_bytes(key: str, error: type[GptlabError]) -> bytes:
+    if sys.stdin is None:
+        raise error(f"{key}=- reads standard input, which this process does not have")
+    if sys.stdin.isatty():
+        print("reading standard input (end it with Ctrl-D)", file=sys.stderr, flush=True)
+    return sys.stdin.buffer.read()
 
 
 def output_folder(path: str | Path, key: str) -> Path:

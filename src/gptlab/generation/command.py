@@ -96,10 +96,8 @@ def read_prompts(prompt: object, prompt_file: str | None) -> list[str | None]:
     """The prompts to continue; [None] means "no prompt" (start from the start-of-text token)."""
     if prompt is not None and prompt_file:
         raise ConfigError("pass either prompt= or prompt_file=, not both")
-    if prompt_file == "-":
-        prompts = [_standard_input_text()]
-    elif prompt_file:
-        prompts = [read_user_text(prompt_file, "prompt_file")]
+    if prompt_file:  # prompt_file=-: the prompt piped in
+        prompts = [read_user_text(prompt_file, "prompt_file", standard_input=True)]
     elif prompt is None:
         return [None]
     elif isinstance(prompt, str):
@@ -115,23 +113,6 @@ def read_prompts(prompt: object, prompt_file: str | None) -> list[str | None]:
             source = f"prompt_file={prompt_file}" if prompt_file else "prompt"
             raise ConfigError(f"{source} is empty; give some text to continue, or leave prompt unset")
     return prompts
-
-
-def _standard_input_text() -> str:
-    """``prompt_file=-``: the prompt piped in (``cat notes.txt | python generate.py ... prompt_file=-``), read as
-    a prompt file is (UTF-8, a byte order mark dropped, Windows line ends as newlines)."""
-    if sys.stdin is None:
-        raise ConfigError("prompt_file=- reads the prompt from standard input, which this process does not have")
-    if sys.stdin.isatty():
-        print("reading the prompt from standard input (end it with Ctrl-D)", file=sys.stderr, flush=True)
-    data = sys.stdin.buffer.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"prompt_file=- (standard input) is not UTF-8 text (byte offset {err.start}: {err.reason}); convert it to UTF-8"
-        ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _prompt_ids(tokenizer, prompt: str | None) -> tuple[list[int], bool]:
