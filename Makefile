@@ -91,7 +91,8 @@ bench-eval: install
 
 # Preparing a 1 GB corpus three ways (ours from files, ours through datasets, nanoGPT's datasets.map), peak
 # memory, the loader against a gpt124m step, start-up on prepared shards. ARGS="--gb 1 4" adds 4 GB;
-# ARGS="--rounds 3" runs each contender 3 times in turns and reports medians.
+# ARGS="--rounds 3" runs each contender 3 times in turns and reports medians. ARGS="--gb 0.2 --compressed"
+# instead: one text file against its gzip, bzip2 and xz copies.
 bench-data: install
 	$(PY) bench/bench_data.py $(ARGS)
 

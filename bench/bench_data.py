@@ -4,6 +4,7 @@
     python bench/bench_data.py --gb 1 4           # our preparation's peak memory at 1 GB and at 4 GB too
     python bench/bench_data.py --gb 0.05          # a quick look
     python bench/bench_data.py --rounds 3         # each contender 3 times, in turns: medians
+    python bench/bench_data.py --gb 0.2 --compressed   # one text file against its gzip, bzip2 and xz
 
 The corpus is built from the texts at hand: documents of about 64 KB, each a stretch of Tiny Shakespeare
 starting at its own line (document i at line 7919 x i, wrapping around), as .txt files (1,000 per folder)
@@ -23,6 +24,11 @@ With ``--rounds N`` every contender runs N times at the first size, the order tu
 shared machine's slow spell then lands on each in turn): the table gives the median wall time, the largest
 peak RSS and, as "vs nanoGPT's way", the median of the rounds' ratios. One round moved a contender's time by
 up to 10% between two runs of the bench on a 2-core VM.
+
+With ``--compressed``: one text file of Shakespeare's words drawn at random by their frequency (seeded; it
+compresses 2-3x, as natural text does, where the documents above, repeated stretches, compress 66x with xz)
+prepared as it is and from its gzip (level 6), bzip2 (9) and xz (6) copies, each the same way as above (a
+compressed file's text is read once, and counted on a thread beside for its split at ``1 - val_ratio``).
 
 Then: the training loader's windows/s against what a gpt124m step consumes (the step measured here: fp32,
 batch 8, window 256, the bare loop of bench_train.py), the start-up of a data module on prepared
@@ -132,7 +138,67 @@ def run_nanogpt_way(corpus: Path, jsonl: Path, out: Path, cores: int) -> int:
     return total
 
 
+def run_ours_one_file(corpus: Path, jsonl: Path, out: Path, cores: int) -> int:
+    from gptlab.data.documents import TextFiles
+    from gptlab.data.prepare import prepare_shards
+
+    prepared = prepare_shards(TextFiles(str(corpus), val_ratio=0.1), "gpt2", out, num_proc=cores, progress=False)
+    return prepared.tokens("train") + prepared.tokens("val")
+
+
 RUNNERS = dict(zip(CONTENDERS, (run_ours_text, run_ours_jsonl, run_nanogpt_way), strict=True))
+RUNNERS["ours, one file"] = run_ours_one_file
+
+
+# --- compressed text -------------------------------------------------------------------------------------
+def build_compressed(work: Path, gb: float, source: Path) -> dict[str, Path]:
+    """format -> the words file (plain) and its compressed copies, built once per size."""
+    import bz2
+    import gzip
+    import lzma
+    import re
+    from collections import Counter
+
+    import numpy as np
+
+    plain = work / f"words-{gb:g}gb.txt"
+    copies = {"plain": plain, "gzip": Path(f"{plain}.gz"), "bzip2": Path(f"{plain}.bz2"), "xz": Path(f"{plain}.xz")}
+    done = work / f"words-{gb:g}gb.done"
+    if done.exists():
+        return copies
+    work.mkdir(parents=True, exist_ok=True)
+    counts = Counter(re.findall(r"\S+", source.read_text(encoding="utf-8")))
+    vocab, weights = list(counts), np.array(list(counts.values()), dtype=float)
+    rng, written = np.random.default_rng(0), 0
+    with open(plain, "w", encoding="utf-8") as f:
+        while written < gb * 1e9:
+            ids, lengths = rng.choice(len(vocab), size=100_000, p=weights / weights.sum()), rng.integers(4, 14, 10_000)
+            starts = np.cumsum(lengths) - lengths
+            text = "".join(" ".join(vocab[j] for j in ids[a : a + n]) + "\n" for a, n in zip(starts, lengths, strict=True) if a + n <= len(ids))
+            written += f.write(text)
+    data = plain.read_bytes()
+    copies["gzip"].write_bytes(gzip.compress(data, compresslevel=6))
+    copies["bzip2"].write_bytes(bz2.compress(data, compresslevel=9))
+    copies["xz"].write_bytes(lzma.compress(data, preset=6))
+    done.write_text("done")
+    return copies
+
+
+def compare_compressed(work: Path, gb: float, source: Path, cores: int) -> None:
+    copies = build_compressed(work, gb, source)
+    size = copies["plain"].stat().st_size
+    print(f"words file: {size / 1e9:.2f} GB of text ({copies['plain']})", flush=True)
+    results = {}
+    for kind, path in copies.items():
+        results[kind] = measure("ours, one file", path, path, work / "out" / f"compressed-{kind}", cores)
+        print(f"  {kind}: {results[kind]['seconds']:.1f} s, {results[kind]['tokens']:,} tokens", flush=True)
+    print("\n| file | on disk (MB) | text / disk | wall s | tokens/s | vs the plain file |")
+    print("|---|---|---|---|---|---|")
+    for kind, path in copies.items():
+        seconds, tokens = results[kind]["seconds"], results[kind]["tokens"]
+        assert tokens == results["plain"]["tokens"], f"{kind}: {tokens} tokens, the plain file {results['plain']['tokens']}"
+        print(f"| {kind} | {path.stat().st_size / 1e6:.0f} | {size / path.stat().st_size:.2f} | {seconds:.1f} | "
+              f"{tokens / seconds:,.0f} | {results['plain']['seconds'] / seconds:.2f}x |")
 
 
 def measure(contender: str, corpus: Path, jsonl: Path, out: Path, cores: int) -> dict:
@@ -256,6 +322,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "gptlab-bench-data")
     parser.add_argument("--steps", type=int, default=3, help="gpt124m steps timed for the loader's share")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every contender at the first size, in turns")
+    parser.add_argument("--compressed", action="store_true", help="only: one text file against its compressed copies")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--mixture-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,6 +338,9 @@ def main() -> None:
     source = Path(os.environ.get("GPTLAB_DATA_DIR", REPO / "data")) / "tinyshakespeare.txt"
     print(f"# bench_data: {platform.processor() or platform.machine()}, {cores} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
+    if args.compressed:
+        compare_compressed(args.work, args.gb[0], source, cores)
+        return
     rows = []
     for n, gb in enumerate(args.gb):
         corpus, jsonl, size = build_corpus(args.work, gb, source)

@@ -4,8 +4,12 @@ interrupted run resumes, an unchanged source is found at once, and each bad inpu
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -88,6 +92,94 @@ def test_a_byte_order_mark_is_no_part_of_a_documents_text(tmp_path, verdict_text
     pieces = list(documents.read_pieces(path, "strict"))
     assert "".join(p.text for p in pieces) == verdict_text
     assert sum(p.nbytes for p in pieces) == path.stat().st_size  # every byte of the file counted as read
+
+
+COMPRESSORS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
+TEXTS = {
+    "lines": lambda play: play,
+    "one line": lambda play: play.replace("\n", " "),  # the cut at a space
+    "no space either": lambda play: "春眠不觉晓" * 20_001,  # at a character's start
+    "empty": lambda play: "",
+}
+
+
+def pieces_of(source) -> list[tuple[str, str, int, bool]]:
+    return [(split, piece.text, piece.nbytes, piece.ends_document) for split, piece in source.documents()]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("suffix", COMPRESSORS)
+def test_a_compressed_file_gives_the_plain_files_split_and_pieces(tmp_path, monkeypatch, shakespeare_text, suffix, text):
+    # It was refused as "looks binary", with the advice to read its bytes with data.errors=replace.
+    monkeypatch.setattr(documents, "PIECE_BYTES", 64 << 10)  # many pieces, both sides of the split
+    data = TEXTS[text](shakespeare_text).encode()
+    plain, packed = tmp_path / "plays.txt", tmp_path / f"plays.txt.{suffix}"
+    plain.write_bytes(data)
+    packed.write_bytes(COMPRESSORS[suffix](data))
+    expected = pieces_of(TextFiles(str(plain), val_ratio=0.1))
+    assert text == "empty" or {split for split, *_ in expected} == {"train", "val"}
+    # Piece for piece: a resumed prepare counts its batches by them.
+    assert pieces_of(TextFiles(str(packed), val_ratio=0.1)) == expected
+    assert TextFiles(str(packed)).total_bytes() is None  # its text's size is not known before reading it
+
+
+def test_the_compressed_split_waits_for_the_size_only_past_where_the_count_shows_it_reaches(
+    tmp_path, monkeypatch, shakespeare_text
+):
+    # The count's thread is made slow and stepwise: the training part is given out as far as each step shows.
+    monkeypatch.setattr(documents, "PIECE_BYTES", 64 << 10)
+    plain, packed = tmp_path / "plays.txt", tmp_path / "plays.txt.gz"
+    plain.write_text(shakespeare_text, encoding="utf-8")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    waits = []
+
+    class SteppingCount:
+        def __init__(self, path):
+            self.counted, self.total = 0, plain.stat().st_size
+            self.done = self
+
+        def wait(self, timeout):
+            waits.append(self.counted)
+            self.counted = min(self.counted + 100_000, self.total)
+
+        def size(self):
+            return self.total if self.counted == self.total else None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(documents, "TextSizeCounter", SteppingCount)
+    expected = pieces_of(TextFiles(str(plain), val_ratio=0.1))
+    got, waited = [], []
+    for split, piece in TextFiles(str(packed), val_ratio=0.1).documents():
+        got.append((split, piece.text, piece.nbytes, piece.ends_document))
+        waited.append(len(waits))  # the count's steps before this piece came
+    assert got == expected
+    # The first piece after the count's first step, the tenth after 8 of its 12: read on as the count went on.
+    assert waited[0] == 1 and waited[9] == 8 and len(waits) == 12
+
+
+def test_a_folder_takes_compressed_text_files_beside_plain_ones(tmp_path, folder):
+    for path in find_text_files(str(folder))[::2]:  # every other file compressed, the others as they were
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    (folder / "notes.md.gz").write_bytes(gzip.compress(b"not a .txt"))
+    found = find_text_files(str(folder))
+    assert len(found) == 12 and sum(p.name.endswith(".txt.gz") for p in found) == 6
+    texts = "".join(p.text for _, p in TextFiles(str(folder)).documents() if p is not None)
+    assert texts == "".join(gzip.decompress(p.read_bytes()).decode() if p.suffix == ".gz" else p.read_text() for p in found)
+
+
+def test_a_file_is_known_compressed_by_its_bytes_not_its_name(tmp_path, verdict_text):
+    disguised = tmp_path / "story.txt"
+    disguised.write_bytes(gzip.compress(verdict_text.encode()))
+    assert "".join(p.text for p in documents.read_pieces(disguised, "strict")) == verdict_text
+    bzh = tmp_path / "bzh.txt"  # a text that begins with bzip2's "BZh" is text
+    bzh.write_text("BZh91AY was the code.\n")
+    assert next(documents.read_pieces(bzh, "strict")).text == "BZh91AY was the code.\n"
 
 
 def test_shards_of_an_earlier_format_are_prepared_again_not_reused(tmp_path, folder, monkeypatch):
@@ -243,8 +335,11 @@ def test_an_unchanged_source_is_found_at_once_and_a_changed_one_prepared_again(t
         (lambda d: str(d / "*.md"), ["matches no file"]),
         (lambda d: _write(d / "latin1.txt", "caf\u00e9 au lait".encode("latin-1")), ["not UTF-8", "byte offset 3", "data.errors=replace"]),
         (lambda d: _write(d / "blob.txt", b"GIF89a\x00\x01\x02"), ["looks binary", "byte offset 6", "data.errors=replace"]),
+        (lambda d: _write(d / "cut.txt.xz", lzma.compress(b"words " * 50_000)[:-40]), ["cut.txt.xz is a damaged or cut-off xz file", "xz -t"]),
+        (lambda d: _write(d / "corpus.txt.zst", b"\x28\xb5\x2f\xfd" + bytes(64)), ["is zstd-compressed", "decompress it first (zstd -d "]),
+        (lambda d: _zip(d / "corpus.zip"), ["is a zip archive", "(unzip "]),
     ],
-    ids=["missing", "empty-folder", "glob-matches-nothing", "not-utf8", "binary"],
+    ids=["missing", "empty-folder", "glob-matches-nothing", "not-utf8", "binary", "cut-off-xz", "zstd", "zip"],
 )
 def test_bad_text_input_gets_one_line_naming_it(tmp_path, make, words):
     path = make(tmp_path)
@@ -274,6 +369,12 @@ def test_a_folder_of_other_text_files_is_told_the_glob_that_takes_them(tmp_path)
     assert "no .txt file in it" in message and "it holds 2 .md files: take them with a glob" in message
     suggested = re.search(r"data.path='([^']+)'", message)[1]
     assert find_text_files(suggested) == [docs / "guide" / "setup.md", docs / "intro.md"]
+
+
+def _zip(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("corpus.txt", "text in an archive\n")
+    return path
 
 
 def _write(path, data: bytes):

@@ -4,7 +4,9 @@ train with data=shards, and each bad input gets one line and exit 2 with nothing
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +47,22 @@ def test_prepare_then_train_on_a_folder_of_text_files_finds_the_shards_at_once(t
     assert_ok(trained)
     assert "tokenising" not in trained.stderr  # the shards prepare.py made were found, not made again
     assert_finite(last_value(read_metrics(tmp_path / "run"), "val/loss"))
+
+
+def test_a_compressed_text_file_trains_as_its_text_does(tmp_path, verdict_text):
+    # CC-100 ships .txt.xz, OSCAR .txt.gz: the same run on the file and on its xz gives the same figures.
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "story.txt").write_text(verdict_text, encoding="utf-8")
+    (tmp_path / "story.txt.xz").write_bytes(lzma.compress(verdict_text.encode()))
+    env = clean_env(GPTLAB_CACHE_DIR=str(tmp_path / "cache"))
+    runs = {}
+    for name, path in (("plain", tmp_path / "plain" / "story.txt"), ("xz", tmp_path / "story.txt.xz")):
+        result = run_train(tmp_path / name, "data=text", f"data.path={path}", *TINY, env=env)
+        assert_ok(result)
+        runs[name] = read_metrics(tmp_path / name)
+    assert len(list((tmp_path / "cache" / "shards").iterdir())) == 2  # each prepared its own, not one found twice
+    assert last_value(runs["xz"], "val/loss") == last_value(runs["plain"], "val/loss")
+    assert last_value(runs["xz"], "train/loss") == last_value(runs["plain"], "train/loss")
 
 
 def test_one_text_file_trains_a_character_model(tmp_path, verdict_text):
@@ -182,7 +200,10 @@ def _bad_inputs(tmp, shakespeare_text) -> dict:
     (tmp / "other_vocab.bin").write_bytes(wide.tobytes() + np.full(4096, 60000, np.uint16).tobytes())
     (tmp / "rows.jsonl").write_text('{"id": 1, "body": "no text column"}\n')
     (tmp / "truncated.bin").write_bytes(wide.tobytes() + np.zeros(100, np.uint16).tobytes())
+    # A download cut off: it used to read as "looks binary ... set data.errors=replace to read it anyway".
+    (tmp / "cut.txt.gz").write_bytes(gzip.compress(shakespeare_text.encode())[:50_000])
     return {
+        "cut-off-gzip": ("train.py", ["data=text", f"data.path={tmp}/cut.txt.gz"], ["cut.txt.gz is a damaged or cut-off gzip file", "gzip -t"]),
         "no-path": ("train.py", ["data=text"], ["data.path is not set", "data.path=my_texts/"]),
         "missing-path": ("train.py", ["data=text", f"data.path={tmp}/nope"], ["does not exist"]),
         "empty-folder": ("prepare.py", ["data=text", f"data.path={tmp}/empty"], ["no .txt file in it"]),

@@ -25,6 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptlab.core.errors import ConfigError, DataError
+from gptlab.data.compressed_files import (
+    TEXT_SUFFIXES,
+    TextSizeCounter,
+    TrainThenVal,
+    compression_of,
+    open_bytes,
+)
 
 PIECE_BYTES = 4 << 20
 # Text read without meeting data.document_separator before a note says so: TinyStories' stories are about
@@ -58,7 +65,8 @@ class Piece:
 
 
 def find_text_files(path: str, what: str = "data.path") -> list[Path]:
-    """The files ``path`` names: itself, every ``.txt`` below a folder, or a glob's matches; sorted."""
+    """The files ``path`` names: itself, every ``.txt`` (or ``.txt.gz``, ``.txt.bz2``, ``.txt.xz``) below a
+    folder, or a glob's matches; sorted."""
     expanded = os.path.expanduser(path)
     if glob.has_magic(expanded):
         files = sorted(Path(p) for p in glob.glob(expanded, recursive=True) if Path(p).is_file())
@@ -69,9 +77,12 @@ def find_text_files(path: str, what: str = "data.path") -> list[Path]:
     if target.is_file():
         return [target]
     if target.is_dir():
-        files = sorted(p for p in target.rglob("*.txt") if p.is_file())
+        files = sorted(p for p in target.rglob("*.txt*") if p.name.endswith(TEXT_SUFFIXES) and p.is_file())
         if not files:
-            raise DataError(f"{what}={path} is a folder with no .txt file in it (searched recursively){_other_files(target, what)}")
+            raise DataError(
+                f"{what}={path} is a folder with no .txt file in it (nor .txt.gz, .txt.bz2, .txt.xz; searched "
+                f"recursively){_other_files(target, what)}"
+            )
         return files
     raise DataError(f"{what}={path} does not exist; give a .txt file, a folder of them or a glob")
 
@@ -132,6 +143,8 @@ class TextFiles:
         rule before text without line breaks was cut elsewhere): shards of the earlier split are not found."""
         if self.val_files or len(self.files) != 1 or self.separator is not None:
             return {}
+        if compression_of(self.files[0]) is not None:  # no earlier rule to tell apart, and finding the split
+            return {}  # would decompress the file at every run's start
         cut, at_first_line_break = self._one_file_split()
         return {} if at_first_line_break else {"split_offset": cut}
 
@@ -142,8 +155,10 @@ class TextFiles:
             self._split = split_offset(self.files[0], self.val_ratio)
         return self._split
 
-    def total_bytes(self) -> int:
-        return sum(f.stat().st_size for f in [*self.files, *self.val_files])
+    def total_bytes(self) -> int | None:
+        """The text's bytes, for the progress bar; None where a file is compressed (known only by reading it)."""
+        files = [*self.files, *self.val_files]
+        return None if any(compression_of(f) for f in files) else sum(f.stat().st_size for f in files)
 
     def documents(self) -> Iterator[tuple[str, Piece | None]]:
         """(split, piece) pairs, in the same order every time; (split, None) ends a section of one split."""
@@ -155,6 +170,8 @@ class TextFiles:
             yield "val", None  # the end of the validation section
             for f in self.files:
                 yield from (("train", piece) for piece in read_pieces(f, self.errors))
+        elif len(self.files) == 1 and compression_of(self.files[0]) is not None:
+            yield from self._one_compressed_file()
         elif len(self.files) == 1:
             cut, _ = self._one_file_split()
             yield from (("train", piece) for piece in read_pieces(self.files[0], self.errors, 0, cut))
@@ -163,6 +180,16 @@ class TextFiles:
             for index, f in enumerate(self.files):
                 split = "val" if held_out(index, self.val_ratio) else "train"
                 yield from ((split, piece) for piece in read_pieces(f, self.errors))
+
+    def _one_compressed_file(self) -> Iterator[tuple[str, Piece | None]]:
+        """A compressed file split as its text would be, in one pass: its text's size is counted on a thread
+        beside it (seeking to the split would decompress it all again), and the training part given out as
+        far as that count shows it reaches."""
+        path = self.files[0]
+        with open_bytes(path) as f, TextSizeCounter(path) as counter:
+            parts = TrainThenVal(f, counter, self.val_ratio, split_window, cut_near)
+            yield from (("train", piece) for piece in _pieces(parts.train, path, self.errors, 0, None))
+            yield from (("val", piece) for piece in _pieces(parts.val, path, self.errors, parts.cut, None))
 
     def _separated_documents(self) -> Iterator[tuple[str, Piece | None]]:
         """Documents between separators; without data.val_path, a held-out share of them, counted over all files."""
@@ -220,19 +247,34 @@ def split_offset(path: Path, val_ratio: float) -> tuple[int, bool]:
     part only: past it (a text of one line, or one whose only line break ends it) the validation part would
     shrink to nothing, so the cut falls at a space between visible characters there, else at the first
     character that starts there. Read 64 KiB at a time: the first line break is usually in the first."""
-    size = path.stat().st_size
-    position = int(size * (1 - val_ratio))
-    stop = position + max((size - position) // 2, 1)
+    position, stop = split_window(path.stat().st_size, val_ratio)
     with open(path, "rb") as f:
-        for offset, block, span in _blocks(f, position, stop):
-            if (newline := block.find(b"\n", 1, 1 + span)) >= 0:
-                return offset + newline, True  # just past it: ``block`` starts a byte before ``offset``
-        for offset, block, span in _blocks(f, position, stop):
-            if (space := _first_safe_space(block, 1 + span)) >= 0:
-                return offset + space - 1, False
-        f.seek(position)
-        head = f.read(4)  # a UTF-8 character is at most 4 bytes: one of them starts the next
-        return position + next((i for i, byte in enumerate(head) if byte & 0xC0 != 0x80), len(head)), False
+
+        def head() -> bytes:
+            f.seek(position)
+            return f.read(4)
+
+        return cut_near(lambda: _blocks(f, position, stop), position, head)
+
+
+def split_window(size: int, val_ratio: float) -> tuple[int, int]:
+    """Where a text of ``size`` bytes is split at the earliest (``1 - val_ratio`` of it), and the end of the
+    stretch searched for a line break or a space (the first half of the validation part)."""
+    position = int(size * (1 - val_ratio))
+    return position, position + max((size - position) // 2, 1)
+
+
+def cut_near(blocks, position: int, head) -> tuple[int, bool]:
+    """split_offset's rule over ``blocks()`` (as _blocks gives them, from ``position``; called once, then again
+    if no line break is met) and ``head()`` (the 4 bytes at ``position``)."""
+    for offset, block, span in blocks():
+        if (newline := block.find(b"\n", 1, 1 + span)) >= 0:
+            return offset + newline, True  # just past it: ``block`` starts a byte before ``offset``
+    for offset, block, span in blocks():
+        if (space := _first_safe_space(block, 1 + span)) >= 0:
+            return offset + space - 1, False
+    data = head()  # a UTF-8 character is at most 4 bytes: one of them starts the next
+    return position + next((i for i, byte in enumerate(data) if byte & 0xC0 != 0x80), len(data)), False
 
 
 def _blocks(f, start: int, stop: int, block_bytes: int = 1 << 16) -> Iterator[tuple[int, bytes, int]]:
@@ -257,27 +299,33 @@ def _first_safe_space(data: bytes, end: int | None = None) -> int:
 
 
 def read_pieces(path: Path, errors: str, start: int = 0, end: int | None = None) -> Iterator[Piece]:
-    """The document in bytes [start, end) of ``path``, decoded as UTF-8 a piece at a time."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        offset, pending = start, b""
-        while True:
-            want = PIECE_BYTES if end is None else min(PIECE_BYTES, end - offset - len(pending))
-            block = f.read(want) if want > 0 else b""
-            data = pending + block
-            at_end = not block
-            cut = len(data) if at_end else _safe_cut(data)
-            if cut == 0 and not at_end:  # no line to end a piece at yet: read on
-                pending = data
-                continue
-            piece, pending = data[:cut], data[cut:]
-            text = _decode(piece, path, offset, errors)
-            if offset == 0:  # the byte order mark Windows editors begin UTF-8 files with is no text
-                text = text.removeprefix("\ufeff")
-            yield Piece(text, len(piece), ends_document=at_end)
-            offset += cut
-            if at_end:
-                return
+    """The document in bytes [start, end) of ``path``'s text, decoded as UTF-8 a piece at a time."""
+    with open_bytes(path) as f:
+        if start:
+            f.seek(start)
+        yield from _pieces(f, path, errors, start, end)
+
+
+def _pieces(f, path: Path, errors: str, start: int, end: int | None) -> Iterator[Piece]:
+    """The pieces of [start, end) of ``f``'s bytes, ``f`` at ``start``; it is left at ``end``."""
+    offset, pending = start, b""
+    while True:
+        want = PIECE_BYTES if end is None else min(PIECE_BYTES, end - offset - len(pending))
+        block = f.read(want) if want > 0 else b""
+        data = pending + block
+        at_end = not block
+        cut = len(data) if at_end else _safe_cut(data)
+        if cut == 0 and not at_end:  # no line to end a piece at yet: read on
+            pending = data
+            continue
+        piece, pending = data[:cut], data[cut:]
+        text = _decode(piece, path, offset, errors)
+        if offset == 0:  # the byte order mark Windows editors begin UTF-8 files with is no text
+            text = text.removeprefix("\ufeff")
+        yield Piece(text, len(piece), ends_document=at_end)
+        offset += cut
+        if at_end:
+            return
 
 
 def _safe_cut(data: bytes) -> int:
