@@ -3,13 +3,16 @@ document; another split for validation; a token budget; a missing text column na
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gptlab.core.errors import ConfigError, DataError
-from gptlab.data.hf_documents import HFDataset
+from gptlab.data.hf_documents import HFDataset, builder_for
 from gptlab.data.prepare import prepare_shards
 from gptlab.data.shards import open_shard
 from gptlab.data.tokenizers import ENDOFTEXT, gpt2_encoding
@@ -162,3 +165,37 @@ def test_a_file_that_does_not_parse_is_one_line_naming_it(tmp_path, streaming, c
         prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
     # Only our line: datasets' own "Failed to load JSON from file" log said the same, twice, before it.
     assert not [r for r in caplog.records if "Failed to load JSON" in r.getMessage()]
+
+
+def test_a_compressed_file_is_read_by_the_builder_of_the_name_inside(tmp_path, rows):
+    # rows.jsonl.gz went to the text builder (by ".gz"): each line of JSON became a document to learn.
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(gzip.compress(Path(write_jsonl(tmp_path / "rows.jsonl", rows)).read_bytes()))
+    source = HFDataset(str(path), val_ratio=0.2)
+    assert source.path == "json"
+    prepared = prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
+    text = gpt2_encoding().decode(tokens(prepared, "train").tolist())
+    assert text.startswith(rows[0]["text"] + ENDOFTEXT) and '{"id"' not in text
+    names = {"a.JSONL.GZ": "json", "b.csv.bz2": "csv", "c.parquet": "parquet", "d.txt.xz": "text", "e.gz": "text", "f": "text"}
+    assert {name: builder_for(tmp_path / name) for name in names} == names
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_cut_off_compressed_file_is_one_line(tmp_path, rows, streaming):
+    # gzip's EOFError came through the stream's rows as a traceback.
+    path = tmp_path / "rows.jsonl.gz"
+    whole = gzip.compress(Path(write_jsonl(tmp_path / "rows.jsonl", rows)).read_bytes())
+    path.write_bytes(whole[: len(whole) // 2])
+    source = HFDataset("json", data_files=str(path), streaming=streaming, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"could not read .*rows.jsonl.gz: Compressed file ended .*; a compressed file is cut off"):
+        prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("zstandard") is not None, reason="zstandard installed: datasets reads .zst")
+def test_a_zstd_file_without_zstandard_says_how_to_read_it(tmp_path):
+    # "Compression type zstd not supported; check data.path, data.name, data.data_files and data.split"
+    path = tmp_path / "rows.jsonl.zst"
+    path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(64))
+    source = HFDataset("json", data_files=str(path), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"cannot read .*rows.jsonl.zst: .*zstd.*decompress the files first \(zstd -d FILE\)"):
+        prepare_shards(source, "gpt2", tmp_path / "cache", progress=False)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gptlab.core.errors import ConfigError, DataError, first_line
+from gptlab.data.compressed_files import COMPRESSION_SUFFIXES, damaged_stream
 from gptlab.data.documents import Piece, held_out
 
 # datasets' json builder logs "Failed to load JSON from file ..." (twice: its own console and Hydra's) just
@@ -28,6 +29,15 @@ class _NoJsonParseLog(logging.Filter):
 
 # load_dataset's builders for local files, by the files' extension.
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+
+
+def builder_for(path: Path) -> str:
+    """The builder of a local file, by its extension: a compressed file's is the one before the compression's
+    (rows.jsonl.gz was read by the text builder, each line of JSON a document of the text to learn)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    return FILE_BUILDERS.get(suffixes[-1] if suffixes else "", "text")
 
 
 def _local_files(data_files) -> list[Path]:
@@ -65,7 +75,7 @@ class HFDataset:
             self.files = [Path(os.path.expanduser(path))]
             if self.files[0].is_file():
                 self.data_files = [str(self.files[0])]
-                self.path = FILE_BUILDERS.get(self.files[0].suffix, "text")
+                self.path = builder_for(self.files[0])
         # (index, count): this source is part ``index`` of ``count`` of the dataset (prepare.py parts=N):
         # a stream's files are dealt out to the parts, or else every count-th row (datasets' own split).
         self.part = tuple(part) if part else None
@@ -121,10 +131,19 @@ class HFDataset:
             # datasets' ValueError: 'Unknown split "x". Should be one of [...]'; streaming: 'Bad split: x. ...'
             if "Unknown split" in str(err) or "Bad split" in str(err):
                 raise self._unknown_split(split, err) from None
+            if "Compression type" in str(err):  # fsspec: "Compression type zstd not supported"
+                raise DataError(
+                    f"data=hf cannot read {self.describe()}: {first_line(err)}; decompress the files first (zstd -d "
+                    "FILE), or install the package that reads them into this environment (zstd: pip install zstandard)"
+                ) from None
             raise DataError(
                 f"data=hf could not load {self.path!r} (split {split!r}): {first_line(err)}; check data.path, "
                 "data.name, data.data_files and data.split (offline, only local files load)"
             ) from None
+        except Exception as err:  # a streamed gzip read for its first rows (EOFError, zlib.error)
+            if not damaged_stream(err):
+                raise
+            raise self._cut_off(err) from None
         if self.part:
             from datasets.distributed import split_dataset_by_node
 
@@ -170,6 +189,16 @@ class HFDataset:
             if isinstance(err, ConfigError):
                 raise
             raise self._unreadable(err) from None  # streamed files are parsed as they are read (pyarrow)
+        except Exception as err:  # a compressed file cut off: gzip's EOFError, read as the stream goes
+            if not damaged_stream(err):
+                raise
+            raise self._cut_off(err) from None
+
+    def _cut_off(self, err: BaseException) -> DataError:
+        return DataError(
+            f"data=hf could not read {self.describe()}: {first_line(err)}; a compressed file is cut off or "
+            "damaged: download or compress it again (gzip -t FILE, bzip2 -t, xz -t test one)"
+        )
 
     def _row_texts(self, rows) -> Iterator[Piece]:
         for row in rows:
