@@ -152,4 +152,6 @@ def test_a_full_disk_met_by_another_write_of_the_run_is_one_line_too(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: no space left on the disk ([Errno 28] No space left on device); "), line
+    # It said "no space left on the disk ([Errno 28] No space left on device)", naming no file.
+    assert line.startswith(f"error: no space left on the file system of {run_dir} to write samples.txt ("), line
+    assert "what it held before is kept; " in line, line  # and the way on (here: no checkpoint was saved yet)

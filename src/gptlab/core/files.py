@@ -129,6 +129,19 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     atomic_write_bytes(text.encode("utf-8"), path)
 
 
+def append_text(text: str, path: str | Path) -> None:
+    """Add ``text`` (UTF-8) at the end of a file that grows as a run goes (samples.txt). A full disk is
+    NoSpaceLeft naming the file, as for the atomic writes: a plain write's error names none."""
+    path = Path(path)
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        if out_of_space(err):
+            raise _no_space_for(path, "what it held before is kept") from None
+        raise
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch  # here: the corpus and config writers need no torch
 

@@ -11,6 +11,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from gptlab.core.errors import ConfigError
+from gptlab.core.files import append_text
 from gptlab.data.tokenizers import UnknownCharacters
 from gptlab.generation.decoding import generate, notice_once, start_ids
 from gptlab.training.distributed import is_sharded
@@ -80,8 +81,7 @@ class TextSampleCallback(L.Callback):
         heading = f"step {trainer.global_step}" + (f", val/loss {val_loss:.4f}" if val_loss is not None else "")
         print(f"\n[sample @ {heading}] {text}\n", flush=True)
         if self.output_file:
-            with self.output_file.open("a", encoding="utf-8") as f:
-                f.write(f"--- step {trainer.global_step}\n{text}\n")
+            append_text(f"--- step {trainer.global_step}\n{text}\n", self.output_file)
         self.rows.append([trainer.global_step, text])
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
