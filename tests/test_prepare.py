@@ -123,6 +123,17 @@ def test_a_compressed_file_gives_the_plain_files_split_and_pieces(tmp_path, monk
     assert TextFiles(str(packed)).total_bytes() is None  # its text's size is not known before reading it
 
 
+def test_the_progress_bar_of_a_compressed_file_gets_its_total_once_counted(tmp_path, monkeypatch, capsys, shakespeare_text):
+    # A compressed file's text has no size on disk: the bar counted bytes with no share or time left.
+    monkeypatch.setattr(prepare, "BATCH_BYTES", 64 << 10)  # batches enough for the count to finish on the way
+    packed = tmp_path / "plays.txt.gz"
+    packed.write_bytes(gzip.compress(shakespeare_text.encode()))
+    prepare_shards(TextFiles(str(packed)), "gpt2", tmp_path / "cache", num_proc=1, progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    size = len(shakespeare_text.encode())
+    assert bar.startswith("tokenising (gpt2): 100%|") and f"{size / 1e6:.2f}M/{size / 1e6:.2f}M" in bar, bar
+
+
 def test_the_compressed_split_waits_for_the_size_only_past_where_the_count_shows_it_reaches(
     tmp_path, monkeypatch, shakespeare_text
 ):

@@ -111,6 +111,8 @@ class TextFiles:
             raise ConfigError(f"data.errors={errors} is not one of {', '.join(ERRORS)}")
         self.path, self.val_ratio, self.errors, self.separator = path, val_ratio, errors, separator
         self._split: tuple[int, bool] | None = None  # a one-file split (_one_file_split)
+        self._compressed: bool | None = None  # whether a file is compressed (total_bytes)
+        self._size_counter: TextSizeCounter | None = None  # of the one compressed file being read
         self.files = find_text_files(path)
         self.val_files = find_text_files(val_path, "data.val_path") if val_path else []
         held = sum(held_out(i, val_ratio) for i in range(len(self.files)))
@@ -156,9 +158,15 @@ class TextFiles:
         return self._split
 
     def total_bytes(self) -> int | None:
-        """The text's bytes, for the progress bar; None where a file is compressed (known only by reading it)."""
+        """The text's bytes, for the progress bar. Where a file is compressed they are known only by reading it:
+        None, or, for a corpus of one compressed file being read, its text's size once the count has it."""
         files = [*self.files, *self.val_files]
-        return None if any(compression_of(f) for f in files) else sum(f.stat().st_size for f in files)
+        if self._compressed is None:
+            self._compressed = any(compression_of(f) for f in files)
+        if not self._compressed:
+            return sum(f.stat().st_size for f in files)
+        counter = self._size_counter
+        return counter.counted if counter is not None and counter.done.is_set() and counter.error is None else None
 
     def documents(self) -> Iterator[tuple[str, Piece | None]]:
         """(split, piece) pairs, in the same order every time; (split, None) ends a section of one split."""
@@ -187,6 +195,7 @@ class TextFiles:
         far as that count shows it reaches."""
         path = self.files[0]
         with open_bytes(path) as f, TextSizeCounter(path) as counter:
+            self._size_counter = counter  # total_bytes gives the progress bar its size once counted
             parts = TrainThenVal(f, counter, self.val_ratio, split_window, cut_near)
             yield from (("train", piece) for piece in _pieces(parts.train, path, self.errors, 0, None))
             yield from (("val", piece) for piece in _pieces(parts.val, path, self.errors, parts.cut, None))

@@ -248,6 +248,8 @@ class _Preparer:
                 while len(in_flight) > (2 * workers if pool else 0):
                     self._take(*in_flight.popleft(), bar)
                 bar.advance(nbytes)
+                if total is None and (total := self.source.total_bytes()) is not None:
+                    bar.set_total(total)  # a compressed file's text, counted as it is read
             while in_flight and not self.full():
                 self._take(*in_flight.popleft(), bar)
             for split in SPLITS:
@@ -390,6 +392,11 @@ class _Progress:
 
     def advance(self, nbytes: int) -> None:
         self.bar.update(nbytes)
+
+    def set_total(self, total_bytes: int) -> None:
+        """The bytes to read, learnt on the way: the bar shows its share and time left from then on."""
+        self.bar.total = total_bytes
+        self.bar.refresh()
 
     def tokens(self, count: int) -> None:
         self.count += count
