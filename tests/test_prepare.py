@@ -382,6 +382,24 @@ def test_a_folder_of_other_text_files_is_told_the_glob_that_takes_them(tmp_path)
     assert find_text_files(suggested) == [docs / "guide" / "setup.md", docs / "intro.md"]
 
 
+@pytest.mark.parametrize("name", ["rows.jsonl", "rows.jsonl.gz"])
+def test_a_folder_of_rows_is_told_the_data_hf_that_reads_them(tmp_path, name):
+    # The hint was data.path='<folder>/**/*.jsonl' (or *.gz): data=text then trained on every line's JSON.
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    lines = "".join(json.dumps({"id": i, "text": f"row {i}"}) + "\n" for i in range(20)).encode()
+    (folder / name).write_bytes(gzip.compress(lines) if name.endswith(".gz") else lines)
+    with pytest.raises(DataError) as refused:
+        find_text_files(str(folder))
+    message = str(refused.value)
+    suffix = name.removeprefix("rows")
+    assert f"it holds 1 {suffix} file: read their rows with data=hf data.path=json data.data_files='{folder}/**/*{suffix}'" in message
+    from gptlab.data.hf_documents import HFDataset
+
+    source = HFDataset("json", data_files=re.search(r"data.data_files='([^']+)'", message)[1], val_ratio=0.5)
+    assert [piece.text for _, piece in source.documents()][:2] == ["row 0", "row 1"]
+
+
 def _zip(path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("corpus.txt", "text in an archive\n")

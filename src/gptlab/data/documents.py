@@ -26,6 +26,7 @@ from pathlib import Path
 
 from gptlab.core.errors import ConfigError, DataError
 from gptlab.data.compressed_files import (
+    COMPRESSION_SUFFIXES,
     TEXT_SUFFIXES,
     TextSizeCounter,
     TrainThenVal,
@@ -88,12 +89,28 @@ def find_text_files(path: str, what: str = "data.path") -> list[Path]:
 
 
 def _other_files(folder: Path, what: str) -> str:
-    """For a folder of other text files (.md, .rst, .py ...): the glob that takes its most common kind."""
-    suffixes = Counter(p.suffix for p in folder.rglob("*") if p.is_file() and p.suffix and not p.name.startswith("."))
+    """For a folder of other text files (.md, .rst, .py ...): the glob that takes its most common kind; for
+    one of rows (.jsonl, .csv, .parquet, compressed or not), the data=hf that reads their text column (as
+    text, each line of JSON would be a document to learn)."""
+    from gptlab.data.hf_documents import builder_for  # this error's path only: it imports this module
+
+    suffixes = Counter(_suffix(p) for p in folder.rglob("*") if p.is_file() and p.suffix and not p.name.startswith("."))
     if not suffixes:
         return ""
     suffix, count = suffixes.most_common(1)[0]
-    return f"; it holds {count} {suffix} file{'s' * (count > 1)}: take them with a glob, {what}='{folder}/**/*{suffix}'"
+    files = f"{count} {suffix} file{'s' * (count > 1)}"
+    if (builder := builder_for(Path(f"rows{suffix}"))) != "text":
+        return (
+            f"; it holds {files}: read their rows with data=hf data.path={builder} data.data_files='{folder}/**/*{suffix}' "
+            "(data.text_column= names the column of text)"
+        )
+    return f"; it holds {files}: take them with a glob, {what}='{folder}/**/*{suffix}'"
+
+
+def _suffix(path: Path) -> str:
+    """A file's kind by its name: ".md", or ".jsonl.gz" where the last suffix is a compression's."""
+    suffixes = path.suffixes
+    return "".join(suffixes[-2:]) if len(suffixes) >= 2 and suffixes[-1].lower() in COMPRESSION_SUFFIXES else path.suffix
 
 
 class TextFiles:
