@@ -400,6 +400,17 @@ def test_a_folder_of_rows_is_told_the_data_hf_that_reads_them(tmp_path, name):
     assert [piece.text for _, piece in source.documents()][:2] == ["row 0", "row 1"]
 
 
+def test_a_file_of_rows_given_to_data_text_gets_a_note_naming_data_hf(tmp_path, capsys):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(20)))
+    for _ in range(2):  # the preflight and the data module: one note
+        source = TextFiles(str(path), val_ratio=0.5)
+    assert capsys.readouterr().err.count("note: data=text reads rows.jsonl as plain text") == 1
+    assert next(source.documents())[1].text.startswith('{"text": "row 0"}')  # read as asked, all the same
+    TextFiles(str(tmp_path / "*.jsonl"), val_ratio=0.5)
+    assert f"use data=hf data.path=json data.data_files={tmp_path}/*.jsonl" in capsys.readouterr().err
+
+
 def _zip(path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("corpus.txt", "text in an archive\n")

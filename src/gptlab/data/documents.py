@@ -107,6 +107,25 @@ def _other_files(folder: Path, what: str) -> str:
     return f"; it holds {files}: take them with a glob, {what}='{folder}/**/*{suffix}'"
 
 
+_NOTED_ROWS: set[str] = set()  # once a process: the preflight and the data module both read the source
+
+
+def _note_files_of_rows(path: str, files: list[Path]) -> None:
+    """data=text reads what it is given as text: a .jsonl's lines, JSON syntax and all, become documents to
+    learn. Most likely a mistake, so a note names the data=hf that reads their text column instead."""
+    from gptlab.data.hf_documents import builder_for  # it imports this module
+
+    rows = [f for f in files if builder_for(f) != "text"]
+    if rows and path not in _NOTED_ROWS:
+        _NOTED_ROWS.add(path)
+        print(
+            f"note: data=text reads {rows[0].name}{f' and {len(rows) - 1} more' if len(rows) > 1 else ''} as plain "
+            f"text, every line as it is (JSON or CSV syntax and all); to learn a column of text, use data=hf "
+            f"data.path={builder_for(rows[0])} data.data_files={path} (data.text_column= names it)",
+            file=sys.stderr, flush=True,
+        )
+
+
 def _suffix(path: Path) -> str:
     """A file's kind by its name: ".md", or ".jsonl.gz" where the last suffix is a compression's."""
     suffixes = path.suffixes
@@ -132,6 +151,7 @@ class TextFiles:
         self._size_counter: TextSizeCounter | None = None  # of the one compressed file being read
         self.files = find_text_files(path)
         self.val_files = find_text_files(val_path, "data.val_path") if val_path else []
+        _note_files_of_rows(path, [*self.files, *self.val_files])
         held = sum(held_out(i, val_ratio) for i in range(len(self.files)))
         if not self.val_files and len(self.files) > 1 and held == 0 and separator is None:
             raise DataError(
