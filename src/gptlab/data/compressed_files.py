@@ -83,16 +83,14 @@ class _Decompressed:
         self._stream, self._path, self._kind = stream, path, kind
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            return self._stream.read(size)
-        except Exception as err:
-            if not damaged_stream(err):
-                raise
-            raise self._damaged(err) from None
+        return self._checked(self._stream.read, size)
 
-    def seek(self, offset: int) -> int:
+    def seek(self, offset: int) -> int:  # forwards decompresses on; backwards, again from the start
+        return self._checked(self._stream.seek, offset)
+
+    def _checked(self, call, argument: int):
         try:
-            return self._stream.seek(offset)
+            return call(argument)
         except Exception as err:
             if not damaged_stream(err):
                 raise
