@@ -156,7 +156,9 @@ class TrainThenVal:
 
     BLOCK = 1 << 16
 
-    def __init__(self, stream, counter: TextSizeCounter, val_ratio: float, window: Callable[[int, float], tuple[int, int]], cut_near):
+    def __init__(
+        self, stream, counter: TextSizeCounter, val_ratio: float, window: Callable[[int, float], tuple[int, int]], cut_near
+    ):
         self._stream, self._counter, self._val_ratio = stream, counter, val_ratio
         self._window, self._cut_near = window, cut_near
         self._given = 0  # bytes of the training part given out
@@ -202,7 +204,8 @@ class TrainThenVal:
                 span = min(self.BLOCK, stop - offset)
                 fill(offset + span + 1)
                 i = offset - position
-                yield offset, (self._last if i == 0 else bytes(self._ahead[i - 1 : i])) + bytes(self._ahead[i : i + span + 1]), span
+                before = self._last if i == 0 else bytes(self._ahead[i - 1 : i])
+                yield offset, before + bytes(self._ahead[i : i + span + 1]), span
 
         def head() -> bytes:
             fill(position + 4)
