@@ -50,7 +50,10 @@ def damaged_stream(err: BaseException) -> bool:
 def compression_of(path: Path) -> str | None:
     """The compression ``path`` is stored with ("gzip", "bzip2", "xz"), or None for a plain file."""
     with open(path, "rb") as f:
-        head = f.read(10)
+        return _compression_in(f.read(10), path)
+
+
+def _compression_in(head: bytes, path: Path) -> str | None:
     for magic, kind in READ.items():
         if head.startswith(magic) and (kind != "bzip2" or _bzip2_block(head)):
             return kind
@@ -70,17 +73,22 @@ def _bzip2_block(head: bytes) -> bool:
 
 def open_bytes(path: Path) -> BinaryIO:
     """``path``'s text as bytes: the file itself, or what its compression holds (a damaged stream is one line)."""
-    kind = compression_of(path)
-    if kind is None:
-        return open(path, "rb")
-    return _Decompressed(OPENERS[kind](path, "rb"), path, kind)
+    # Opened once and returned open, the head read from it: a corpus may be a million small files.
+    f = open(path, "rb")  # noqa: SIM115
+    try:
+        kind = _compression_in(f.read(10), path)
+    except BaseException:
+        f.close()
+        raise
+    f.seek(0)
+    return f if kind is None else _Decompressed(OPENERS[kind](f, "rb"), f, path, kind)
 
 
 class _Decompressed:
     """A decompressing reader whose damage (a truncated or corrupt stream) is a DataError naming the file."""
 
-    def __init__(self, stream, path: Path, kind: str):
-        self._stream, self._path, self._kind = stream, path, kind
+    def __init__(self, stream, file: BinaryIO, path: Path, kind: str):
+        self._stream, self._file, self._path, self._kind = stream, file, path, kind
 
     def read(self, size: int = -1) -> bytes:
         return self._checked(self._stream.read, size)
@@ -104,6 +112,7 @@ class _Decompressed:
 
     def close(self) -> None:
         self._stream.close()
+        self._file.close()  # the decompressor leaves a file it was handed open
 
     def __enter__(self):
         return self
