@@ -151,3 +151,55 @@ def test_hf_causal_lm_trains_on_data_in_its_own_tokenizer_and_refuses_another(tm
     refused = run_train(tmp_path / "refused", *common)  # the data in GPT-2's tokenizer
     assert refused.returncode == 2
     assert f"tokenise the data with the model's own (data.tokenizer={model_folder})" in refused.stderr
+
+
+def _prefixing_tokenizer(folder: Path, shakespeare_text: str, style: str) -> Path:
+    """A BPE of 600 ids trained on Tiny Shakespeare that adds a prefix at the start of a text: Llama 2's
+    converted sentencepiece ("▁" by a Prepend normalizer), a Metaspace pre-tokenizer (prepend_scheme first),
+    or a byte-level one with add_prefix_space (RoBERTa's)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    alphabet = sorted(set(shakespeare_text) | {"▁"})
+    if style == "prepend":
+        backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Strip(" ", 1, 0)])
+    elif style == "metaspace":
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    else:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        backend.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "</s>"], initial_alphabet=alphabet, show_progress=False)
+    backend.train_from_iterator(shakespeare_text.split("\n"), trainer)
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>").save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("style", ["prepend", "metaspace", "byte-level"])
+def test_a_document_read_in_pieces_gets_transformers_ids_from_a_prefixing_tokenizer(tmp_path, monkeypatch, shakespeare_text, style):
+    # Each 4 MB piece of a document was encoded as a text of its own: one "▁" (or space) more at every
+    # piece's start than transformers gives the whole document.
+    from transformers import AutoTokenizer
+
+    from gptlab.data import documents
+    from gptlab.data.documents import TextFiles
+    from gptlab.data.prepare import prepare_shards
+    from gptlab.data.shards import open_shard
+
+    folder = _prefixing_tokenizer(tmp_path / "tokenizer", shakespeare_text, style)
+    monkeypatch.setattr(documents, "PIECE_BYTES", 16 << 10)  # about 20 pieces a document
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    parts = {"a.txt": shakespeare_text[:300_000], "b.txt": shakespeare_text[300_000:400_000]}  # two documents
+    for name, part in parts.items():
+        (corpus / name).write_text(part, encoding="utf-8")
+    source = TextFiles(str(corpus), val_ratio=0.5)
+    prepared = prepare_shards(source, str(folder), tmp_path / "cache", progress=False)
+    theirs = AutoTokenizer.from_pretrained(str(folder))
+    for split in ("train", "val"):
+        ours = [int(i) for path in prepared.paths(split) for i in open_shard(path)]
+        chosen = [part for index, part in enumerate(parts.values()) if documents.held_out(index, 0.5) == (split == "val")]
+        assert chosen and ours == sum((theirs.encode(part, add_special_tokens=False) + [theirs.eos_token_id] for part in chosen), [])

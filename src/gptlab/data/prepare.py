@@ -233,16 +233,20 @@ class _Preparer:
         documents = itertools.chain([first], documents) if (first := next(documents, None)) is not None else documents
         bar = _Progress(total, self.index, enabled=progress)
         in_flight: deque[tuple[str, int, int, Future | np.ndarray]] = deque()
+        begins = dict.fromkeys(SPLITS, True)  # whether a split's next piece begins a document
         pool = ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) if workers > 1 else None
         try:
             for split, number, pieces, nbytes in _batches(documents):
                 if self.full():
                     break
+                items = []  # (text, whether it goes on a document, whether it ends one)
+                for piece in pieces:
+                    items.append((piece.text, not begins[split], piece.ends_document))
+                    begins[split] = piece.ends_document
                 if number < self.index["splits"][split]["batches"]:  # in a shard already (resumed)
                     bar.advance(nbytes)
                     continue
                 docs = sum(piece.ends_document for piece in pieces)
-                items = [(piece.text, piece.ends_document) for piece in pieces]
                 work = pool.submit(encode_pieces, self.spec, items) if pool else encode_pieces(self.spec, items)
                 in_flight.append((split, number, docs, work))
                 while len(in_flight) > (2 * workers if pool else 0):
@@ -354,9 +358,10 @@ def _batches(documents: Iterator[tuple[str, Piece | None]]) -> Iterator[tuple[st
 _WORKER_TOKENIZER: tuple[str, object] | None = None
 
 
-def encode_pieces(spec: dict, items: list[tuple[str, bool]]) -> np.ndarray:
-    """The ids of the pieces, each document followed by the end-of-text id (a character vocabulary has
-    none: its documents are joined as they are). Runs in worker processes: the tokenizer is built once."""
+def encode_pieces(spec: dict, items: list[tuple[str, bool, bool]]) -> np.ndarray:
+    """The ids of the pieces (text, whether it goes on a document begun before, whether it ends one), each
+    document followed by the end-of-text id (a character vocabulary has none: its documents are joined as
+    they are). Runs in worker processes: the tokenizer is built once."""
     global _WORKER_TOKENIZER
     cache_key = json.dumps(spec, sort_keys=True)
     if _WORKER_TOKENIZER is None or _WORKER_TOKENIZER[0] != cache_key:
@@ -365,8 +370,8 @@ def encode_pieces(spec: dict, items: list[tuple[str, bool]]) -> np.ndarray:
     dtype = token_dtype(tokenizer.vocab_size)
     eos = None if tokenizer.eos_id is None else np.array([tokenizer.eos_id], dtype=dtype)
     arrays: list[np.ndarray] = []
-    for text, ends_document in items:
-        arrays.append(tokenizer.encode_corpus_array(text))
+    for text, continues, ends_document in items:
+        arrays.append(tokenizer.encode_corpus_array(text, continues))
         if ends_document and eos is not None:
             arrays.append(eos)
     # One pass to the shard's type (every id is below vocab_size, so it fits).

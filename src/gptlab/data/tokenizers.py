@@ -93,10 +93,11 @@ class GPT2Tokenizer:
         # Corpora are plain text: treat a literal "<|endoftext|>" in them as text, not as the special id.
         return self._enc.encode_ordinary(text)
 
-    def encode_corpus_array(self, text: str) -> np.ndarray:
+    def encode_corpus_array(self, text: str, continues: bool = False) -> np.ndarray:
         """encode_corpus's ids as an array, straight from tiktoken's buffer: no list of Python ints (the
         list and its conversion were 13% of tokenising a corpus). No special token is allowed and none is
-        refused, so a literal "<|endoftext|>" is text, as in encode_ordinary (tested)."""
+        refused, so a literal "<|endoftext|>" is text, as in encode_ordinary (tested). ``continues``: the
+        same ids (GPT-2's BPE adds nothing at the start of a text)."""
         return self._enc.encode_to_numpy(text, disallowed_special=())
 
     def decode(self, ids: list[int]) -> str:
@@ -161,9 +162,9 @@ class CharTokenizer:
 
     encode_corpus = encode
 
-    def encode_corpus_array(self, text: str) -> np.ndarray:
+    def encode_corpus_array(self, text: str, continues: bool = False) -> np.ndarray:
         """encode's ids as an array, by a table indexed by code point (a character corpus of 100 MB, text8's
-        size, is one lookup per character instead of a dictionary's)."""
+        size, is one lookup per character instead of a dictionary's). ``continues``: the same ids."""
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         table = self._id_of_code_point()
         ids = table[np.minimum(codes, len(table) - 1)]  # past the table: its last entry, -1 (unknown)
@@ -215,6 +216,9 @@ class HFTokenizer:
         # encode_ordinary); prompts may name special tokens.
         self._corpus_tok = type(self._tok).from_str(self._tok.to_str())
         self._corpus_tok.encode_special_tokens = True
+        # For a piece of a corpus that goes on a document (prepare.py reads a file a piece at a time): no
+        # sentencepiece "▁" or byte-level space at its start, which the whole document does not have there.
+        self._continuing_tok = _without_a_prefix(self._corpus_tok)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         eos_names = [eos_token] if eos_token else list(_EOS_NAMES)
         self.eos_id = next((i for i in map(self._tok.token_to_id, eos_names) if i is not None), None)
@@ -225,8 +229,10 @@ class HFTokenizer:
     def encode_corpus(self, text: str) -> list[int]:
         return self._corpus_tok.encode(text, add_special_tokens=False).ids
 
-    def encode_corpus_array(self, text: str) -> np.ndarray:
-        return np.array(self.encode_corpus(text), dtype=np.int64)
+    def encode_corpus_array(self, text: str, continues: bool = False) -> np.ndarray:
+        """``continues``: ``text`` goes on a document begun in an earlier piece, so it gets no prefix."""
+        tok = self._continuing_tok if continues and self._continuing_tok is not None else self._corpus_tok
+        return np.array(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
@@ -238,7 +244,8 @@ class HFTokenizer:
         return {"kind": "hf", "name": self.name, "sha256": self.sha256}
 
     def identity(self) -> dict:
-        return self.spec()
+        # Shards of a prefixing tokenizer made before pieces went on without the prefix are not found.
+        return {**self.spec(), "pieces": "continued"} if self._continuing_tok is not None else self.spec()
 
     def backend(self):
         """The ``tokenizers.Tokenizer`` (for export as a transformers tokenizer)."""
@@ -247,6 +254,32 @@ class HFTokenizer:
     @property
     def eos_token(self) -> str | None:
         return None if self.eos_id is None else self._tok.id_to_token(self.eos_id)
+
+
+def _without_a_prefix(tok):
+    """A copy of ``tok`` that adds nothing at the start of a text: no ``Prepend`` normalizer (sentencepiece
+    models converted as Llama 2's), Metaspace pre-tokenizers that never prepend "▁", byte-level ones without
+    ``add_prefix_space``. None where ``tok`` adds no prefix (GPT-2's)."""
+    config = json.loads(tok.to_str())
+    changed = False
+    normalizer = config.get("normalizer") or {}
+    if normalizer.get("type") == "Prepend":
+        config["normalizer"], changed = None, True
+    elif normalizer.get("type") == "Sequence":
+        kept = [step for step in normalizer["normalizers"] if step.get("type") != "Prepend"]
+        changed = len(kept) != len(normalizer["normalizers"])
+        normalizer["normalizers"] = kept
+    pre = config.get("pre_tokenizer") or {}
+    for step in pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]:
+        if step.get("type") == "Metaspace" and step.get("prepend_scheme", "always") != "never":
+            step["prepend_scheme"], changed = "never", True
+        if step.get("type") in ("Metaspace", "ByteLevel") and step.get("add_prefix_space"):
+            step["add_prefix_space"], changed = False, True
+    if not changed:
+        return None
+    continuing = type(tok).from_str(json.dumps(config))
+    continuing.encode_special_tokens = True
+    return continuing
 
 
 def _load_hf_tokenizer(name: str):
