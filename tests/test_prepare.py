@@ -123,6 +123,33 @@ def test_a_compressed_file_gives_the_plain_files_split_and_pieces(tmp_path, monk
     assert TextFiles(str(packed)).total_bytes() is None  # its text's size is not known before reading it
 
 
+def test_an_xz_files_text_size_is_read_from_its_indexes_without_a_pass(tmp_path, shakespeare_text):
+    from gptlab.data.compressed_files import TextSizeCounter, xz_text_size
+
+    data = shakespeare_text.encode()
+    cases = {  # file -> its text's size (None: not read from the file's end, counted instead)
+        "one stream": (lzma.compress(data), len(data)),
+        "two": (lzma.compress(data) + lzma.compress(data[:999]), len(data) + 999),
+        "empty": (lzma.compress(b""), 0),
+        "cut off": (lzma.compress(data)[:-40], None),
+    }
+    for name, (packed, size) in cases.items():
+        path = tmp_path / f"{name}.xz"
+        path.write_bytes(packed)
+        assert xz_text_size(path) == size, name
+    counter = TextSizeCounter(tmp_path / "one stream.xz")
+    assert counter.size() == len(data) and not counter._thread.is_alive()  # known before any thread starts
+    packed = tmp_path / "plays.txt.xz"
+    packed.write_bytes(cases["two"][0])
+    plain = tmp_path / "plays.txt"
+    plain.write_bytes(data + data[:999])
+    assert pieces_of(TextFiles(str(packed), val_ratio=0.1)) == pieces_of(TextFiles(str(plain), val_ratio=0.1))
+    # Padding between streams: Python's lzma read the first stream and stopped there, dropping the rest.
+    packed.write_bytes(lzma.compress(data) + bytes(8) + lzma.compress(data[:999]))
+    with pytest.raises(DataError, match=r"holds xz streams with padding between them.*\(xz -d "):
+        list(TextFiles(str(packed), val_ratio=0.1).documents())
+
+
 def test_the_progress_bar_of_a_compressed_file_gets_its_total_once_counted(tmp_path, monkeypatch, capsys, shakespeare_text):
     # A compressed file's text has no size on disk: the bar counted bytes with no share or time left.
     monkeypatch.setattr(prepare, "BATCH_BYTES", 64 << 10)  # batches enough for the count to finish on the way

@@ -81,6 +81,8 @@ def open_bytes(path: Path) -> BinaryIO:
         f.close()
         raise
     f.seek(0)
+    if kind == "xz":
+        xz_text_size(path)  # refuses streams that Python's lzma would read only in part
     return f if kind is None else _Decompressed(OPENERS[kind](f, "rb"), f, path, kind)
 
 
@@ -121,13 +123,72 @@ class _Decompressed:
         self.close()
 
 
+def xz_text_size(path: Path) -> int | None:
+    """The text's size an xz file records in its indexes (one a stream, read from the end: the footer gives
+    the index's size, the index the blocks' sizes), or None where they do not add up to the file (cut off:
+    the decompressor says so). Streams with padding between them are refused: Python's lzma (3.11) stops
+    at the padding without a word, where xz -d reads on."""
+    try:
+        with open(path, "rb") as f:
+            end, total = f.seek(0, 2), 0
+            while end > 0:
+                f.seek(end - 4)
+                if f.read(4) == b"\0\0\0\0":
+                    raise DataError(
+                        f"{path} holds xz streams with padding between them, past which Python's lzma reads "
+                        f"nothing; decompress it first (xz -d {path}) and point data.path at the text"
+                    )
+                f.seek(end - 12)
+                footer = f.read(12)
+                if footer[10:] != b"YZ" or end < 24:
+                    return None
+                index_size = (int.from_bytes(footer[4:8], "little") + 1) * 4
+                f.seek(end - 12 - index_size)
+                blocks, text = _xz_index(f.read(index_size))
+                start = end - 12 - index_size - blocks - 12
+                f.seek(max(start, 0))
+                if start < 0 or f.read(6) != b"\xfd7zXZ\x00":
+                    return None
+                end, total = start, total + text
+            return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _xz_index(index: bytes) -> tuple[int, int]:
+    """(bytes of the stream's blocks, bytes of their text) from an xz index: an indicator byte, a count, then
+    for each block its unpadded size (padded to 4 bytes in the stream) and its uncompressed size (varints)."""
+
+    def varint(position: int) -> tuple[int, int]:
+        value, shift = 0, 0
+        while True:
+            byte = index[position]
+            value, position, shift = value | (byte & 0x7F) << shift, position + 1, shift + 7
+            if byte < 0x80:
+                return value, position
+
+    if index[0] != 0:
+        raise ValueError("not an xz index")
+    count, position = varint(1)
+    blocks = text = 0
+    for _ in range(count):
+        unpadded, position = varint(position)
+        uncompressed, position = varint(position)
+        blocks, text = blocks + (unpadded + 3) // 4 * 4, text + uncompressed
+    return blocks, text
+
+
 class TextSizeCounter:
-    """Counts the bytes of a compressed file's text on a daemon thread (stopped when the ``with`` ends)."""
+    """Counts the bytes of a compressed file's text on a daemon thread (stopped when the ``with`` ends); an
+    xz file's, read from its index at once."""
 
     def __init__(self, path: Path):
         self.counted, self.error = 0, None
         self.done, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._count, args=(path,), daemon=True, name="gptlab-text-size")
+        if compression_of(path) == "xz" and (size := xz_text_size(path)) is not None:
+            self.counted = size  # no pass: the thread is never started
+            self.done.set()
 
     def _count(self, path: Path) -> None:
         try:
@@ -148,7 +209,8 @@ class TextSizeCounter:
         return self.counted
 
     def __enter__(self):
-        self._thread.start()
+        if not self.done.is_set():
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
