@@ -9,8 +9,9 @@ A compressed stream cannot seek: ``seek`` decompresses from the start (or from w
 readers go through a file once, in order; and its text's size is known only by reading it.
 A corpus of one compressed file is split where its text would be, at ``1 - val_ratio`` of the text's size,
 in one pass (``TrainThenVal``): the size is counted on a thread beside it (``TextSizeCounter``; zlib, bz2
-and lzma decompress without the GIL), and the training part is given out as far as the count so far shows it
-reaches, which it shows ahead of the tokenisers wherever decompressing is faster than tokenising.
+and lzma decompress without the GIL; an xz file's is read from its indexes instead), and the training part
+is given out as far as the count so far shows it reaches, which it shows ahead of the tokenisers wherever
+decompressing is faster than tokenising.
 """
 
 from __future__ import annotations
