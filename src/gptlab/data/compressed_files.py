@@ -17,6 +17,7 @@ decompressing is faster than tokenising.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import lzma
 import threading
@@ -46,6 +47,17 @@ def damaged_stream(err: BaseException) -> bool:
     if isinstance(err, (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)):
         return True
     return type(err) is OSError and "Invalid data stream" in str(err)  # bzip2's
+
+
+@contextlib.contextmanager
+def damage_named(error: Callable[[BaseException], DataError]) -> Iterator[None]:
+    """A damaged stream met inside (damaged_stream) raised as ``error(err)``, the one line that names it."""
+    try:
+        yield
+    except Exception as err:
+        if not damaged_stream(err):
+            raise
+        raise error(err) from None
 
 
 def compression_of(path: Path) -> str | None:
@@ -100,12 +112,8 @@ class _Decompressed:
         return self._checked(self._stream.seek, offset)
 
     def _checked(self, call, argument: int):
-        try:
+        with damage_named(self._damaged):
             return call(argument)
-        except Exception as err:
-            if not damaged_stream(err):
-                raise
-            raise self._damaged(err) from None
 
     def _damaged(self, err: BaseException) -> DataError:
         return DataError(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gptlab.core.errors import ConfigError, DataError, first_line
-from gptlab.data.compressed_files import COMPRESSION_SUFFIXES, damaged_stream
+from gptlab.data.compressed_files import COMPRESSION_SUFFIXES, damage_named
 from gptlab.data.documents import Piece, held_out
 
 # datasets' json builder logs "Failed to load JSON from file ..." (twice: its own console and Hydra's) just
@@ -117,14 +117,15 @@ class HFDataset:
         if not any(isinstance(f, _NoJsonParseLog) for f in json_builder_log.filters):
             json_builder_log.addFilter(_NoJsonParseLog())
         try:
-            rows = datasets.load_dataset(
-                self.path,
-                self.name,
-                data_files=self.data_files,
-                split=split,
-                streaming=self.streaming or self._read_local_files_as_a_stream(),
-                cache_dir=self.cache_dir,
-            )
+            with damage_named(self._cut_off):  # a streamed gzip read for its first rows (EOFError, zlib.error)
+                rows = datasets.load_dataset(
+                    self.path,
+                    self.name,
+                    data_files=self.data_files,
+                    split=split,
+                    streaming=self.streaming or self._read_local_files_as_a_stream(),
+                    cache_dir=self.cache_dir,
+                )
         except datasets.exceptions.DatasetGenerationError as err:  # a file it found but could not parse
             raise self._unreadable(err.__cause__ or err) from None
         except (FileNotFoundError, ValueError, ConnectionError) as err:
@@ -140,10 +141,6 @@ class HFDataset:
                 f"data=hf could not load {self.path!r} (split {split!r}): {first_line(err)}; check data.path, "
                 "data.name, data.data_files and data.split (offline, only local files load)"
             ) from None
-        except Exception as err:  # a streamed gzip read for its first rows (EOFError, zlib.error)
-            if not damaged_stream(err):
-                raise
-            raise self._cut_off(err) from None
         if self.part:
             from datasets.distributed import split_dataset_by_node
 
@@ -184,15 +181,12 @@ class HFDataset:
 
     def _texts(self, rows) -> Iterator[Piece]:
         try:
-            yield from self._row_texts(rows)
+            with damage_named(self._cut_off):  # a compressed file cut off: gzip's EOFError, as the stream goes
+                yield from self._row_texts(rows)
         except ValueError as err:
             if isinstance(err, ConfigError):
                 raise
             raise self._unreadable(err) from None  # streamed files are parsed as they are read (pyarrow)
-        except Exception as err:  # a compressed file cut off: gzip's EOFError, read as the stream goes
-            if not damaged_stream(err):
-                raise
-            raise self._cut_off(err) from None
 
     def _cut_off(self, err: BaseException) -> DataError:
         return DataError(
